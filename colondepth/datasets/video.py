@@ -1,0 +1,495 @@
+"""Real endoscopy video as a :class:`~colondepth.datasets.base.Sequence`.
+
+Inputs
+    A video file (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``; decoded with PyAV) or a folder of
+    frames (``.png``/``.jpg``/``.jpeg``/``.bmp``/``.tif``, sorted by name).
+
+Region of interest
+    ``crop=(x, y, w, h)`` keeps columns ``[x, x + w)`` and rows ``[y, y + h)`` of every frame (pixels,
+    origin at the top-left).  Clinical recordings often carry overlays, insets or a second panel;
+    ``colonoscopy_side_by_side.mp4`` keeps its endoscope image in ``crop=(0, 0, 192, 192)``.
+
+Field-of-view mask
+    :func:`estimate_fov_mask` finds the endoscope's bright image region (the corners of an endoscope
+    image are black): per-pixel maximum over a few frames, a threshold, morphological opening, the
+    largest connected region, holes filled; optionally replaced by the fitted circle.
+
+Frame selection
+    :func:`select_clips` drops near-static frames (mean absolute grey difference to the last kept frame
+    below ``min_motion``) and splits clips at cuts (a jump of the colour-histogram distance between
+    neighbours), returning lists of frame indices for :mod:`colondepth.datasets.clips`.
+
+Intrinsics
+    :func:`load_intrinsics` reads YAML/JSON ``fx fy cx cy width height`` (pixels, OpenCV, pixel centres at
+    integers, for the *uncropped* frame); :func:`guess_intrinsics` assumes a field of view (140 degrees by
+    default) and warns that depth scale and geometry are then approximate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence as Seq
+
+import numpy as np
+
+from colondepth.conventions import ImageSize
+from colondepth.datasets.base import Sequence
+from colondepth.errors import UserError
+from colondepth.geometry.camera import PinholeIntrinsics
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+#: Default horizontal field of view assumed when no intrinsics are given (wide-angle colonoscope).
+DEFAULT_FOV_DEG = 140.0
+
+
+class IntrinsicsGuessWarning(UserWarning):
+    """Intrinsics were guessed from a field of view: metric depth and poses are approximate."""
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A region of interest ``[x, x + width) x [y, y + height)`` in pixels of the original frame."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @classmethod
+    def parse(cls, value) -> "Crop":
+        """From a :class:`Crop`, a 4-sequence ``(x, y, w, h)`` or the string ``"x y w h"`` / ``"x,y,w,h"``."""
+        if isinstance(value, Crop):
+            return value
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        try:
+            vals = [int(v) for v in value]
+        except (TypeError, ValueError):
+            raise UserError(f"--crop {value}: expected four integers X Y W H") from None
+        if len(vals) != 4:
+            raise UserError(f"--crop {' '.join(map(str, vals))}: expected four integers X Y W H")
+        x, y, w, h = vals
+        if x < 0 or y < 0 or w <= 0 or h <= 0:
+            raise UserError(f"--crop {x} {y} {w} {h}: X, Y must be >= 0 and W, H > 0")
+        return cls(x, y, w, h)
+
+    def check_inside(self, size: ImageSize, source: Path) -> None:
+        if self.x + self.width > size.width or self.y + self.height > size.height:
+            raise UserError(
+                f"{source}: --crop {self.x} {self.y} {self.width} {self.height} lies outside the "
+                f"{size.width}x{size.height} (WxH) frame; choose a window inside it"
+            )
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """``(H, W, ...)`` -> ``(height, width, ...)`` view."""
+        return frame[self.y:self.y + self.height, self.x:self.x + self.width]
+
+    @property
+    def size(self) -> ImageSize:
+        return ImageSize(self.height, self.width)
+
+
+# ----------------------------------------------------------------------------------------------
+# intrinsics
+# ----------------------------------------------------------------------------------------------
+def load_intrinsics(path) -> PinholeIntrinsics:
+    """Read ``fx fy cx cy width height`` from a YAML or JSON file (pixels, OpenCV convention).
+
+    A nested ``intrinsics:`` mapping is accepted too.  Raises a one-line :class:`UserError` naming
+    the file and the missing key.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: intrinsics file not found; pass a YAML/JSON file with fx fy cx cy width height")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        raise UserError(f"{p}: cannot parse intrinsics ({type(exc).__name__}); write YAML/JSON with fx fy cx cy width height") from None
+    if isinstance(data, dict) and isinstance(data.get("intrinsics"), dict):
+        data = data["intrinsics"]
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: intrinsics must be a mapping with fx fy cx cy width height")
+    missing = [k for k in ("fx", "fy", "cx", "cy", "width", "height") if k not in data]
+    if missing:
+        raise UserError(f"{p}: intrinsics lack {', '.join(missing)}; add them (pixels, OpenCV convention)")
+    try:
+        return PinholeIntrinsics.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{p}: invalid intrinsics ({exc})") from None
+
+
+def guess_intrinsics(size: ImageSize, fov_deg: float = DEFAULT_FOV_DEG, source: str = "video") -> PinholeIntrinsics:
+    """Square pixels, centred principal point, horizontal field of view ``fov_deg``; warns loudly."""
+    k = PinholeIntrinsics.from_fov(size, fov_deg)
+    msg = (
+        f"{source}: no --intrinsics given; assuming a {fov_deg:g} degree horizontal field of view "
+        f"(fx = fy = {k.fx:.1f} px for {size.width}x{size.height}). Depth scale and geometry are approximate; "
+        "calibrate the endoscope and pass --intrinsics FILE for metric results."
+    )
+    warnings.warn(msg, IntrinsicsGuessWarning, stacklevel=2)
+    log.warning(msg)
+    return k
+
+
+# ----------------------------------------------------------------------------------------------
+# decoding
+# ----------------------------------------------------------------------------------------------
+def _decode_video(path: Path, crop: Optional[Crop], max_frames: Optional[int], stride: int):
+    """Decode a video with PyAV; return (frames list of (H, W, 3) uint8, full ImageSize, fps)."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - PyAV raises many error types for bad files
+        raise UserError(
+            f"{path}: cannot open video ({type(exc).__name__}: {exc}); check the file is a complete "
+            "mp4/avi/mov or extract its frames to a folder"
+        ) from None
+    frames: list[np.ndarray] = []
+    full: Optional[ImageSize] = None
+    fps = float("nan")
+    try:
+        if not container.streams.video:
+            raise UserError(f"{path}: contains no video stream; pass a video file or a folder of frames")
+        stream = container.streams.video[0]
+        if stream.average_rate:
+            fps = float(stream.average_rate)
+        for i, frame in enumerate(container.decode(stream)):
+            if i % stride:
+                continue
+            arr = frame.to_ndarray(format="rgb24")
+            if full is None:
+                full = ImageSize(arr.shape[0], arr.shape[1])
+                if crop is not None:
+                    crop.check_inside(full, path)
+            if crop is not None:
+                arr = np.ascontiguousarray(crop.apply(arr))
+            frames.append(arr)
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if not frames:
+            raise UserError(
+                f"{path}: cannot decode video ({type(exc).__name__}: {exc}); the file is corrupt or uses an "
+                "unsupported codec; re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or extract frames"
+            ) from None
+        log.warning("%s: decoding stopped after %d frames (%s)", path, len(frames), exc)
+    finally:
+        container.close()
+    if not frames:
+        raise UserError(f"{path}: no decodable frames; the file is empty, corrupt or uses an unsupported codec")
+    return frames, full, fps
+
+
+def _list_frames(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
+    if not files:
+        raise UserError(f"{folder}: no frames (png/jpg/bmp/tif) in this folder; pass a video file or a frame folder")
+    return files
+
+
+def _read_image_rgb(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    try:
+        img = iio.imread(path)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"{path}: cannot read image ({type(exc).__name__}); replace or remove the file") from None
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.shape[2] == 4:
+        img = img[..., :3]
+    if img.dtype != np.uint8:
+        if img.dtype == np.uint16:
+            img = (img >> 8).astype(np.uint8)
+        else:
+            raise UserError(f"{path}: unsupported image type {img.dtype}; use 8-bit RGB frames")
+    return np.ascontiguousarray(img)
+
+
+def read_video(
+    path,
+    crop=None,
+    intrinsics: Optional[PinholeIntrinsics | str | Path] = None,
+    fov_deg: float = DEFAULT_FOV_DEG,
+    max_frames: Optional[int] = None,
+    stride: int = 1,
+    fov_mask: bool | str = True,
+    min_frames: int = 1,
+) -> Sequence:
+    """Open a video file or frame folder as a :class:`Sequence` without ground truth.
+
+    Parameters
+    ----------
+    path : video file or folder of frames.
+    crop : ``(x, y, w, h)``, ``"x y w h"`` or :class:`Crop`; pixels of the original frame.
+    intrinsics : :class:`PinholeIntrinsics` or a YAML/JSON path, for the *original* frame size (the crop
+        shifts the principal point).  ``None``: :func:`guess_intrinsics` with ``fov_deg`` on the cropped
+        frame, with a warning.
+    max_frames, stride : keep every ``stride``-th frame, at most ``max_frames`` of them.
+    fov_mask : True (largest bright region), ``"circle"`` (fitted circle) or False (all pixels valid).
+    min_frames : raise a :class:`UserError` when fewer frames remain (e.g. the snippet length).
+
+    Returns
+    -------
+    Sequence with ``intrinsics`` for the cropped frames, ``timestamps`` in seconds, ``fov_mask`` (H, W) bool
+    and ``extra = {"source": str, "crop": Crop or None, "fps": float, "intrinsics_guessed": bool}``.
+    """
+    p = Path(path)
+    crop_obj = Crop.parse(crop) if crop is not None else None
+    if stride < 1:
+        raise UserError(f"stride {stride}: must be >= 1")
+    if not p.exists():
+        raise UserError(f"{p}: no such video file or frame folder; check the path passed to --video")
+
+    if p.is_dir():
+        files = _list_frames(p)[::stride]
+        if max_frames is not None:
+            files = files[:max_frames]
+        first = _read_image_rgb(files[0])
+        full = ImageSize(first.shape[0], first.shape[1])
+        if crop_obj is not None:
+            crop_obj.check_inside(full, files[0])
+
+        def load_rgb(i: int, _files=files, _crop=crop_obj) -> np.ndarray:
+            img = _read_image_rgb(_files[i])
+            if (img.shape[0], img.shape[1]) != full.as_hw():
+                raise UserError(f"{_files[i]}: frame is {img.shape[1]}x{img.shape[0]}, others are "
+                                f"{full.width}x{full.height}; all frames must share one size")
+            return np.ascontiguousarray(_crop.apply(img)) if _crop is not None else img
+
+        n = len(files)
+        fps = float("nan")
+        timestamps = np.arange(n, dtype=np.float64) * stride
+    else:
+        if p.suffix.lower() not in VIDEO_SUFFIXES:
+            raise UserError(f"{p}: unsupported video type '{p.suffix}'; use one of {' '.join(VIDEO_SUFFIXES)} or a frame folder")
+        frames, full, fps = _decode_video(p, crop_obj, max_frames, stride)
+
+        def load_rgb(i: int, _frames=frames) -> np.ndarray:
+            return _frames[i]
+
+        n = len(frames)
+        dt = stride / fps if np.isfinite(fps) and fps > 0 else float(stride)
+        timestamps = np.arange(n, dtype=np.float64) * dt
+
+    if n < min_frames:
+        raise UserError(f"{p}: only {n} frame(s) after stride {stride}; at least {min_frames} are needed (one snippet)")
+
+    size = crop_obj.size if crop_obj is not None else full
+    guessed = False
+    if intrinsics is None:
+        k = guess_intrinsics(size, fov_deg, source=str(p))
+        guessed = True
+    else:
+        k = intrinsics if isinstance(intrinsics, PinholeIntrinsics) else load_intrinsics(intrinsics)
+        if k.size != full:
+            raise UserError(
+                f"{intrinsics if not isinstance(intrinsics, PinholeIntrinsics) else p}: intrinsics are for "
+                f"{k.size.width}x{k.size.height} but the frames are {full.width}x{full.height}; "
+                "give intrinsics of the uncropped frame"
+            )
+        if crop_obj is not None:
+            k = k.cropped(crop_obj.x, crop_obj.y, crop_obj.size)
+
+    seq = Sequence(
+        name=p.stem if p.is_file() else p.name,
+        intrinsics=k,
+        num_frames=n,
+        load_rgb=load_rgb,
+        timestamps=timestamps,
+        extra={"source": str(p), "crop": crop_obj, "fps": fps, "intrinsics_guessed": guessed},
+    )
+    if fov_mask:
+        seq.fov_mask = estimate_fov_mask(seq, method="circle" if fov_mask == "circle" else "region")
+    return seq
+
+
+# ----------------------------------------------------------------------------------------------
+# field-of-view mask
+# ----------------------------------------------------------------------------------------------
+def fov_mask_from_image(bright: np.ndarray, threshold: float = 12.0, method: str = "region",
+                        open_radius: int = 2) -> np.ndarray:
+    """Field-of-view mask of an endoscope image.
+
+    Parameters
+    ----------
+    bright : ``(H, W)`` float grey image (0..255); typically the per-pixel max over frames.
+    threshold : grey level below which a pixel counts as the black border.
+    method : ``"region"`` (largest bright connected region, holes filled) or ``"circle"`` (the circle
+        through that region's boundary, least-squares fit, intersected with the image).
+    open_radius : radius (px) of the disk used for morphological opening (removes text/noise specks).
+
+    Returns ``(H, W) bool``, True inside the field of view.  When nothing is bright, all True.
+    """
+    from scipy import ndimage
+    from skimage import measure, morphology
+
+    fg = bright > threshold
+    if open_radius > 0:
+        fg = ndimage.binary_opening(fg, structure=morphology.disk(open_radius).astype(bool))
+    labels = measure.label(fg, connectivity=2)
+    if labels.max() == 0:
+        return np.ones_like(bright, dtype=bool)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    region = ndimage.binary_fill_holes(labels == int(np.argmax(counts)))
+    if method == "region":
+        return region
+    if method != "circle":
+        raise ValueError(f"unknown fov mask method {method!r}; use 'region' or 'circle'")
+    boundary = region & ~ndimage.binary_erosion(region)
+    # Drop boundary pixels on the image border: the circle may extend past the frame.
+    boundary[0, :] = boundary[-1, :] = boundary[:, 0] = boundary[:, -1] = False
+    vs, us = np.nonzero(boundary)
+    if len(us) < 10:
+        return region
+    # Kasa fit: u^2 + v^2 = 2 a u + 2 b v + c.
+    A = np.stack([2 * us, 2 * vs, np.ones_like(us)], axis=1).astype(np.float64)
+    rhs = (us.astype(np.float64) ** 2 + vs.astype(np.float64) ** 2)
+    (a, b, c), *_ = np.linalg.lstsq(A, rhs, rcond=None)
+    r = np.sqrt(max(c + a * a + b * b, 0.0))
+    vv, uu = np.mgrid[: bright.shape[0], : bright.shape[1]]
+    return (uu - a) ** 2 + (vv - b) ** 2 <= r * r
+
+
+def estimate_fov_mask(seq: Sequence, num_frames: int = 16, threshold: float = 12.0,
+                      method: str = "region") -> np.ndarray:
+    """``(H, W) bool`` field-of-view mask from the per-pixel max grey value over up to ``num_frames``
+    evenly spaced frames of ``seq`` (a dark lumen in one frame is bright in another)."""
+    idx = np.unique(np.linspace(0, seq.num_frames - 1, min(num_frames, seq.num_frames)).round().astype(int))
+    bright = None
+    for i in idx:
+        g = seq.rgb(int(i)).astype(np.float32).mean(axis=2)
+        bright = g if bright is None else np.maximum(bright, g)
+    return fov_mask_from_image(bright, threshold=threshold, method=method)
+
+
+# ----------------------------------------------------------------------------------------------
+# frame selection
+# ----------------------------------------------------------------------------------------------
+def _small_grey(img: np.ndarray, side: int = 64) -> np.ndarray:
+    import cv2
+
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(g, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _hist(img: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+    import cv2
+
+    m = None if mask is None else mask.astype(np.uint8)
+    h = cv2.calcHist([img], [0, 1, 2], m, [8, 8, 8], [0, 256, 0, 256, 0, 256])
+    return cv2.normalize(h, h).flatten()
+
+
+def frame_motion_stats(seq: Sequence, progress: bool = False) -> dict:
+    """Per neighbouring pair ``(i, i+1)``: ``mad`` mean absolute grey difference (0..255, inside the FOV
+    mask, on a 64x64 thumbnail) and ``hist`` Bhattacharyya distance (0..1) of 8x8x8 colour histograms.
+
+    Returns ``{"mad": (N-1,) float, "hist": (N-1,) float, "thumbs": (N, 64, 64) float32}``.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    mask_small = None
+    if seq.fov_mask is not None:
+        mask_small = cv2.resize(seq.fov_mask.astype(np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST) > 0
+    thumbs, hists = [], []
+    for i in tqdm(range(seq.num_frames), desc="scanning frames", disable=not progress, leave=False):
+        img = seq.rgb(i)
+        thumbs.append(_small_grey(img))
+        hists.append(_hist(img, seq.fov_mask))
+    thumbs = np.stack(thumbs)
+    mad = np.zeros(max(seq.num_frames - 1, 0))
+    hist = np.zeros_like(mad)
+    for i in range(seq.num_frames - 1):
+        d = np.abs(thumbs[i + 1] - thumbs[i])
+        mad[i] = d[mask_small].mean() if mask_small is not None and mask_small.any() else d.mean()
+        hist[i] = cv2.compareHist(hists[i], hists[i + 1], cv2.HISTCMP_BHATTACHARYYA)
+    return {"mad": mad, "hist": hist, "thumbs": thumbs}
+
+
+def select_clips(
+    seq: Sequence,
+    min_motion: float = 1.0,
+    cut_threshold: float = 0.25,
+    cut_ratio: float = 6.0,
+    min_clip_frames: int = 3,
+    progress: bool = False,
+) -> list[list[int]]:
+    """Frame indices of ``seq`` grouped into clips fit for photometric training.
+
+    - A cut is declared between ``i`` and ``i+1`` when their histogram distance (Bhattacharyya, 0..1)
+      exceeds both ``cut_threshold`` and ``cut_ratio`` times the median neighbour distance.
+    - Within a clip, frame ``j`` is kept only if its mean absolute grey difference (0..255) to the last
+      *kept* frame is at least ``min_motion`` (so a near-static run collapses to one frame).
+    - Clips with fewer than ``min_clip_frames`` kept frames are dropped.
+    """
+    stats = frame_motion_stats(seq, progress=progress)
+    med = float(np.median(stats["hist"])) if len(stats["hist"]) else 0.0
+    cuts = {i + 1 for i, h in enumerate(stats["hist"]) if h > cut_threshold and h > cut_ratio * med}
+    thumbs = stats["thumbs"]
+    import cv2
+
+    mask_small = None
+    if seq.fov_mask is not None:
+        mask_small = cv2.resize(seq.fov_mask.astype(np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST) > 0
+        if not mask_small.any():
+            mask_small = None
+    clips: list[list[int]] = []
+    cur: list[int] = []
+    for j in range(seq.num_frames):
+        if j in cuts:
+            if len(cur) >= min_clip_frames:
+                clips.append(cur)
+            cur = []
+        if not cur:
+            cur = [j]
+            continue
+        d = np.abs(thumbs[j] - thumbs[cur[-1]])
+        mad = float(d[mask_small].mean() if mask_small is not None else d.mean())
+        if mad >= min_motion:
+            cur.append(j)
+    if len(cur) >= min_clip_frames:
+        clips.append(cur)
+    return clips
+
+
+def subsequence(seq: Sequence, indices: Seq[int], name: Optional[str] = None) -> Sequence:
+    """A :class:`Sequence` view holding frames ``indices`` of ``seq`` (ground truth carried along)."""
+    idx = [int(i) for i in indices]
+    return Sequence(
+        name=name or seq.name,
+        intrinsics=seq.intrinsics,
+        num_frames=len(idx),
+        load_rgb=lambda i: seq.rgb(idx[i]),
+        load_depth_mm=(lambda i: seq.depth_mm(idx[i])) if seq.has_depth else None,
+        world_from_cam=None if seq.world_from_cam is None else seq.world_from_cam[idx],
+        timestamps=None if seq.timestamps is None else np.asarray(seq.timestamps)[idx],
+        level=seq.level,
+        mesh_path=seq.mesh_path,
+        fov_mask=seq.fov_mask,
+        extra={**seq.extra, "frame_indices": idx},
+    )
+
+
+def split_clips(seq: Sequence, **kwargs) -> list[Sequence]:
+    """:func:`select_clips` then one :class:`Sequence` per clip, named ``<name>/clip_<k>``."""
+    return [subsequence(seq, c, name=f"{seq.name}/clip_{k:03d}") for k, c in enumerate(select_clips(seq, **kwargs))]
