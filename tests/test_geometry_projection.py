@@ -202,3 +202,24 @@ def test_gradcheck_backproject_and_project():
     pts.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda p, k: project_points(p, k)[0], (pts, K))
     assert torch.autograd.gradcheck(depth_to_range, (depth, K))
+
+
+def test_skewed_K_round_trip():
+    K = torch.tensor([[[30.0, 2.0, 17.3], [0.0, 34.0, 13.6], [0.0, 0.0, 1.0]]], dtype=F64)
+    depth, _, _ = _plane_depth()
+    pts = backproject_depth(torch.from_numpy(depth)[None, None], K)
+    # pixel (u, v) = K (X/Z, Y/Z, 1) by hand
+    p = pts[0].permute(1, 2, 0).numpy()
+    u = 30.0 * p[..., 0] / p[..., 2] + 2.0 * p[..., 1] / p[..., 2] + 17.3
+    v = 34.0 * p[..., 1] / p[..., 2] + 13.6
+    grid = pixel_grid(SIZE, dtype=F64).numpy()
+    np.testing.assert_allclose(np.stack([u, v], -1), grid, atol=1e-10)
+    uv, _ = project_points(pts.flatten(2).transpose(1, 2), K)
+    np.testing.assert_allclose(uv[0].reshape(24, 40, 2).numpy(), grid, atol=1e-10)
+
+
+def test_half_precision_backprojection():
+    depth = torch.full((1, 1, 4, 6), 20.0, dtype=torch.float16)
+    pts = backproject_depth(depth, _K(dtype=torch.float32))
+    assert pts.dtype == torch.float16
+    np.testing.assert_allclose(pts[0, 0, 0, 0].item(), 20.0 * (0 - CX) / FX, rtol=1e-3)

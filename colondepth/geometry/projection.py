@@ -83,10 +83,15 @@ def pixel_rays(K: torch.Tensor, size: ImageSize, device=None, dtype=None) -> tor
     dtype = dtype or (K.dtype if K.is_floating_point() else torch.get_default_dtype())
     like = torch.empty(0, device=device, dtype=dtype)
     Kb = _batched_K(K, K.shape[0] if K.dim() == 3 else 1, like)
-    grid = pixel_grid(size, device=device, dtype=dtype).reshape(-1, 2)  # (HW, 2)
-    pix_h = torch.cat([grid, torch.ones_like(grid[:, :1])], dim=-1).transpose(0, 1)  # (3, HW)
-    rays = torch.linalg.solve_triangular(Kb, pix_h.expand(Kb.shape[0], 3, -1), upper=True)  # (B, 3, HW)
-    return rays.reshape(Kb.shape[0], 3, size.height, size.width)
+    grid = pixel_grid(size, device=device, dtype=dtype)  # (H, W, 2)
+    u, v = grid[..., 0], grid[..., 1]  # (H, W)
+    fx, s, cx = (Kb[:, 0, i].reshape(-1, 1, 1) for i in range(3))
+    fy, cy = Kb[:, 1, 1].reshape(-1, 1, 1), Kb[:, 1, 2].reshape(-1, 1, 1)
+    # K^-1 (u, v, 1) for an upper-triangular K with K[2] = (0, 0, 1), written out so that it works in
+    # every dtype (including float16) and keeps simple gradients.
+    y = (v - cy) / fy  # (B, H, W)
+    x = (u - cx - s * y) / fx
+    return torch.stack([x, y, torch.ones_like(x)], dim=1)  # (B, 3, H, W)
 
 
 def backproject_depth(depth_mm: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

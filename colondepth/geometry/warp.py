@@ -20,13 +20,17 @@ from colondepth.conventions import GRID_SAMPLE_ALIGN_CORNERS
 from colondepth.geometry.pose import transform_points
 from colondepth.geometry.projection import backproject_depth, project_points
 
-__all__ = ["sample_image", "warp_source_to_target", "pixel_to_grid_sample_coords"]
+__all__ = ["sample_image", "warp_source_to_target", "pixel_to_grid_sample_coords", "INSIDE_TOLERANCE_PX"]
 
 if GRID_SAMPLE_ALIGN_CORNERS is not False:  # pragma: no cover - guards the normalisation formula below
     raise ImportError("colondepth.geometry.warp normalises pixel coordinates for align_corners=False only")
 
 #: Interpolation footprint per mode: a sample is "inside" when every tap it reads is a real pixel.
 _MODES = ("bilinear", "nearest")
+
+#: Slack (px) on the bilinear footprint, so that float32 round-off at the border pixels of an exact
+#: reprojection (u = -1e-6 instead of 0) does not flip them to "outside"; it blends at most 0.1 % padding.
+INSIDE_TOLERANCE_PX = 1e-3
 
 
 def pixel_to_grid_sample_coords(uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -49,8 +53,9 @@ def sample_image(image: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear") 
     -------
     sampled : (B, C, H', W') same dtype as ``image``.
     inside : (B, 1, H', W') bool, True where the sample reads only real pixels: ``0 <= u <= W - 1``
-        and ``0 <= v <= H - 1`` for bilinear (no zero padding blended in), ``-0.5 <= u < W - 0.5``
-        and ``-0.5 <= v < H - 0.5`` for nearest.
+        and ``0 <= v <= H - 1`` for bilinear (no zero padding blended in; with a slack of
+        :data:`INSIDE_TOLERANCE_PX` for round-off), ``-0.5 <= u < W - 0.5`` and ``-0.5 <= v < H - 0.5``
+        for nearest.
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -62,7 +67,8 @@ def sample_image(image: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear") 
     uv = uv.to(dtype=image.dtype, device=image.device)
     u, v = uv[..., 0], uv[..., 1]
     if mode == "bilinear":
-        inside = (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+        tol = INSIDE_TOLERANCE_PX
+        inside = (u >= -tol) & (u <= W - 1 + tol) & (v >= -tol) & (v <= H - 1 + tol)
     else:
         inside = (u >= -0.5) & (u < W - 0.5) & (v >= -0.5) & (v < H - 0.5)
     # Keep the grid finite and bounded: far-away or NaN coordinates read only padding anyway, and a
