@@ -141,7 +141,6 @@ def guess_intrinsics(size: ImageSize, fov_deg: float = DEFAULT_FOV_DEG, source: 
         "calibrate the endoscope and pass --intrinsics FILE for metric results."
     )
     warnings.warn(msg, IntrinsicsGuessWarning, stacklevel=2)
-    log.warning(msg)
     return k
 
 

@@ -29,6 +29,7 @@ from colondepth.conventions import ImageSize
 from colondepth.errors import UserError
 from colondepth.eval.alignment import ALIGN_MODES
 from colondepth.eval.baselines import (
+    DEFAULT_GAMMA,
     constant_depth_mm,
     dataset_median_depth_mm,
     physics_depth_mm,
@@ -212,8 +213,8 @@ def evaluate_sequences(
         methods["model"] = {"align": align, "description": f"network prediction, {_align_words(align)}"}
     methods["physics"] = {
         "align": "median",
-        "description": "depth ∝ 1/sqrt(linear luminance) (inverse-square light at the lens); "
-        "always median-aligned because its scale is unknown",
+        "description": "depth ∝ 1/sqrt(linear luminance) (inverse-square light at the lens, "
+        f"gamma {physics_kwargs.get('gamma', DEFAULT_GAMMA):g}); always median-aligned because its scale is unknown",
     }
     if align == "median":
         const_value = 1.0

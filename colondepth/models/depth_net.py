@@ -184,8 +184,12 @@ class DepthNet(nn.Module):
         self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     # -- training entry -----------------------------------------------------------------------
-    def forward_sigmoid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Sigmoid outputs ``(B, 1, H / 2**i, W / 2**i)`` in ``[0, 1]`` for ``i < num_scales``, finest first."""
+    def forward_sigmoid(self, x: torch.Tensor, num_outputs: int | None = None) -> list[torch.Tensor]:
+        """Sigmoid outputs ``(B, 1, H / 2**i, W / 2**i)`` in ``[0, 1]`` for ``i < num_outputs``, finest first.
+
+        ``num_outputs`` defaults to ``config.num_scales``; inference asks for 1 and skips the coarse heads.
+        """
+        n_out = self.config.num_scales if num_outputs is None else max(1, min(int(num_outputs), self.config.num_scales))
         feats = []
         h = x
         for level in self.encoder:
@@ -200,14 +204,18 @@ class DepthNet(nn.Module):
             if i > 0:
                 h = torch.cat([h, feats[i - 1]], dim=1)
             h = self.dec_post[i](h)
-            if i < self.config.num_scales:
+            if i < n_out:
                 out[i] = torch.sigmoid(self.heads[i](h))
-        return [out[i] for i in range(self.config.num_scales)]
+        return [out[i] for i in range(n_out)]
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Multi-scale depth in mm for normalised input at the input size (see class docstring)."""
+    def forward(self, x: torch.Tensor, num_outputs: int | None = None) -> list[torch.Tensor]:
+        """Multi-scale depth in mm for normalised input at the input size (see class docstring).
+
+        ``num_outputs`` (default: all ``num_scales``) limits the list to the finest scales.
+        """
         cfg = self.config
-        return [sigmoid_to_depth(s, cfg.min_depth_mm, cfg.max_depth_mm) for s in self.forward_sigmoid(x)]
+        return [sigmoid_to_depth(s, cfg.min_depth_mm, cfg.max_depth_mm)
+                for s in self.forward_sigmoid(x, num_outputs)]
 
     # -- preprocessing owned by the model -----------------------------------------------------
     def normalise(self, rgb01: torch.Tensor) -> torch.Tensor:
@@ -232,7 +240,7 @@ class DepthNet(nn.Module):
             raise ValueError(f"predict_depth expects (B, 3, H, W) RGB, got shape {tuple(rgb01.shape)}")
         h, w = rgb01.shape[-2:]
         x = self.prepare(rgb01.to(self.mean.device, torch.float32))
-        depth = self.forward(x)[0]
+        depth = self.forward(x, num_outputs=1)[0]
         if tuple(depth.shape[-2:]) != (h, w):
             depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
         return depth

@@ -1,0 +1,96 @@
+"""Shared helpers of the review app's pages: the root folder, cached loaders and error display.
+
+Everything here is thin Streamlit glue over :mod:`colondepth.appdata`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import streamlit as st
+
+from colondepth import appdata
+from colondepth.errors import UserError
+
+
+def _root_argument() -> Optional[str]:
+    """``--root DIR`` from the script arguments when run by ``streamlit run review.py -- --root DIR``."""
+    if Path(sys.argv[0]).name != "review.py":
+        return None
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--root")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return args.root
+
+
+def get_root() -> Optional[Path]:
+    """The resolved root folder, or ``None`` after showing why it is unusable."""
+    raw = _root_argument() or os.environ.get(appdata.ROOT_ENV) or appdata.DEFAULT_ROOT
+    try:
+        return appdata.resolve_root(raw)
+    except UserError as exc:
+        st.error(str(exc))
+        return None
+
+
+def require_root() -> Path:
+    """The root folder; stops the page when it is missing."""
+    root = get_root()
+    if root is None:
+        st.stop()
+    return root
+
+
+def clear_caches() -> None:
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def datasets(root: str) -> list[appdata.DatasetInfo]:
+    return appdata.find_datasets(root)
+
+
+@st.cache_resource(ttl=300, show_spinner="Reading sequences…", max_entries=8)
+def sequences(root: str, dataset_name: str) -> list:
+    info = {d.name: d for d in appdata.find_datasets(root)}[dataset_name]
+    return appdata.load_sequences(info)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def prediction_dirs(root: str) -> list[Path]:
+    return appdata.find_prediction_dirs(root)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def runs(root: str) -> list[Path]:
+    return appdata.find_runs(root)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def reconstructions(root: str) -> list[Path]:
+    return appdata.find_reconstructions(root)
+
+
+@st.cache_resource(ttl=600, show_spinner="Loading reconstruction…", max_entries=4)
+def reconstruction(path: str) -> appdata.Reconstruction:
+    return appdata.load_reconstruction(path)
+
+
+@st.cache_resource(show_spinner="Loading depth model…", max_entries=2)
+def predictor(checkpoint: Optional[str]):
+    """A :class:`colondepth.infer.predictor.DepthPredictor` (default model when ``checkpoint`` is None)."""
+    try:
+        from colondepth.infer.predictor import DepthPredictor
+    except ModuleNotFoundError as exc:
+        raise UserError(f"this installation has no depth predictor ({exc}); "
+                        "install the full colondepth package") from None
+    return DepthPredictor.from_checkpoint(checkpoint)
+
+
+def rel(root: Path, path: Path) -> str:
+    return appdata.relative_name(root, path)

@@ -1,0 +1,87 @@
+"""New video: upload a video (or pick one inside the root), then predict depth and reconstruct."""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+import app_common as common
+from colondepth import appdata
+from colondepth.errors import UserError
+
+st.title("New video")
+root = common.require_root()
+st.write("Depth is predicted with the default model (or a checkpoint you pick) and fused into a 3D surface by "
+         "`colondepth reconstruct`. Results are written under "
+         f"`{root / 'reconstructions'}` and appear on the 3D reconstruction page.")
+
+upload = st.file_uploader(f"Upload a video (at most {appdata.MAX_UPLOAD_MB} MB)",
+                          type=[s.lstrip(".") for s in appdata.VIDEO_SUFFIXES], key="upload")
+typed = st.text_input("…or a video file or sequence folder inside the root (relative to it or absolute)",
+                      key="source_path")
+
+source = None
+if upload is not None:
+    try:
+        appdata.check_upload(upload.name, upload.size)
+        key = f"saved::{upload.file_id}"
+        if key not in st.session_state:  # save each upload once, not on every rerun
+            saved = appdata.save_upload(root, upload.name, upload.getvalue())
+            st.session_state[key] = (saved, appdata.probe_video(saved))
+        saved, info = st.session_state[key]
+        st.success(f"Saved {common.rel(root, saved)} ({info['width']}×{info['height']} px).")
+        source = saved
+    except UserError as exc:
+        st.error(str(exc))
+elif typed.strip():
+    try:
+        candidate = appdata.safe_path(root, typed.strip())
+        if not candidate.exists():
+            raise UserError(f"{typed.strip()}: no such file or folder inside the app root {root}")
+        if candidate.is_file():
+            info = appdata.probe_video(candidate)
+            st.success(f"{common.rel(root, candidate)}: video, {info['width']}×{info['height']} px.")
+        source = candidate
+    except UserError as exc:
+        st.error(str(exc))
+
+is_sequence = source is not None and source.is_dir()
+c1, c2, c3 = st.columns(3)
+depth = c1.selectbox("Depth", ["predicted", "gt"] if is_sequence else ["predicted"], key="depth")
+poses = c2.selectbox("Poses", ["predicted", "gt"] if is_sequence else ["predicted"], key="poses")
+ckpts = {"Default model": None}
+for run in common.runs(str(root)):
+    for ck in appdata.list_checkpoints(run):
+        ckpts[common.rel(root, ck)] = ck
+ck_label = c3.selectbox("Model", list(ckpts), key="checkpoint")
+
+if st.button("Predict and reconstruct", type="primary", disabled=source is None, key="go"):
+    try:
+        argv, out_dir = appdata.reconstruct_command(root, source, depth=depth, poses=poses,
+                                                    checkpoint=ckpts[ck_label])
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    bar = st.progress(0.0, text="starting…")
+    with st.status(f"Reconstructing into {common.rel(root, out_dir)}", expanded=True) as status:
+        line_box = st.empty()
+
+        def on_progress(fraction: float, line: str) -> None:
+            bar.progress(fraction, text=line[-120:] or "working…")
+            line_box.text(line[-200:])
+
+        code, output = appdata.run_with_progress(argv, on_progress)
+        if code == 0:
+            bar.progress(1.0, text="done")
+            status.update(label=f"Done: {common.rel(root, out_dir)}", state="complete")
+            common.clear_caches()
+        else:
+            status.update(label="Reconstruction failed", state="error")
+    if code == 0:
+        st.success(f"Reconstruction written to {common.rel(root, out_dir)}; open the 3D reconstruction page.")
+    else:
+        errors = [ln[ln.index("error:"):] for ln in re.split(r"[\r\n]", output) if "error:" in ln]
+        st.error(errors[-1] if errors else f"colondepth reconstruct exited with status {code}")
+        with st.expander("Output"):
+            st.code(output[-5000:] or "(no output)", language=None)

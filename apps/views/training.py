@@ -1,0 +1,57 @@
+"""Training view: the curriculum's stages and the loss and metric curves of a run."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+import app_common as common
+from colondepth import appdata
+from colondepth.errors import UserError
+
+st.title("Training")
+root = common.require_root()
+r = str(root)
+runs = common.runs(r)
+if not runs:
+    st.info(f"No training run under {root}. Train one with 'colondepth train ... --out {root}/runs/NAME'.")
+    st.stop()
+names = [common.rel(root, p) for p in runs]
+name = st.selectbox("Run", names, key="run")
+run = runs[names.index(name)]
+
+try:
+    stages = appdata.read_curriculum(run)
+    records = appdata.read_metrics(run)
+except UserError as exc:
+    st.error(str(exc))
+    st.stop()
+
+st.subheader("Curriculum")
+if stages:
+    st.dataframe(stages, hide_index=True)
+else:
+    st.write("No config.resolved.yaml in this run.")
+
+ckpts = appdata.list_checkpoints(run)
+st.caption("Checkpoints: " + (", ".join(p.name for p in ckpts) if ckpts else "none yet"))
+
+st.subheader("Curves")
+df = appdata.metrics_frame(records)
+cols = appdata.metric_columns(records)
+if df.empty or not cols:
+    st.write("metrics.jsonl has no numeric values yet.")
+    st.stop()
+done = df.groupby("stage", sort=False)["x"].max()
+st.caption(f"{len(records)} logged steps; last step per stage: "
+           + ", ".join(f"{s} {int(v)}" for s, v in done.items()))
+chosen = st.multiselect("Curves", cols, default=cols[: min(len(cols), 4)], key=f"curves::{name}")
+grid = st.columns(2)
+for k, col in enumerate(chosen):
+    sub = df[["x", "stage", col]].dropna()
+    fig = px.line(sub, x="x", y=col, color="stage", markers=len(sub) < 60, title=col,
+                  labels={"x": "step (all stages)"})
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10))
+    if any(k in col for k in ("loss", "abs_rel", "rmse")) and (sub[col] > 0).all():
+        fig.update_yaxes(type="log")
+    grid[k % 2].plotly_chart(fig, width="stretch", key=f"curve::{col}")

@@ -1,0 +1,139 @@
+"""``colondepth finetune``: self-supervised photometric fine-tuning of a trained depth model on real video.
+
+Example::
+
+    colondepth finetune --init runs/sfs/checkpoints/final.pt \\
+        --video ../shared/data/real_colon_video/colonoscopy_side_by_side.mp4 --crop 0 0 192 192 \\
+        --out runs/finetune_real --steps 2000
+
+It writes a one-stage curriculum (``kind: self_supervised``) to ``RUN/finetune.curriculum.yaml`` and runs it
+with the curriculum runner, so checkpoints, ``--resume``, progress bars, metrics and the NaN stop behave as
+for ``colondepth train``.  The model architecture is taken from the ``--init`` checkpoint's model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "fine-tune a trained depth model on unlabelled video with photometric self-supervision"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--init", required=True, metavar="CKPT", help="checkpoint to start from (colondepth train)")
+    parser.add_argument("--video", required=True, action="append", metavar="PATH",
+                        help="video file (mp4/avi/mov) or folder of frames; repeatable")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run folder: checkpoints/, metrics.jsonl")
+    parser.add_argument("--crop", nargs=4, type=int, default=None, metavar=("X", "Y", "W", "H"),
+                        help="region of interest in source pixels (e.g. 0 0 192 192 for a side-by-side video)")
+    parser.add_argument("--intrinsics", default=None, metavar="FILE",
+                        help="YAML/JSON with fx fy cx cy width height of the uncropped frame "
+                             "(default: a 140 degree field-of-view guess, with a warning)")
+    parser.add_argument("--steps", type=int, default=1000, metavar="N", help="optimizer steps (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="B", help="snippets per step (default 4)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
+    parser.add_argument("--frame-skip", type=int, default=1, metavar="K",
+                        help="kept frames between target and source views (default 1)")
+    parser.add_argument("--smoothness", type=float, default=1e-3, metavar="W",
+                        help="edge-aware smoothness weight (default 1e-3)")
+    parser.add_argument("--explainability", type=float, default=0.0, metavar="W",
+                        help="explainability-mask regulariser weight; 0 disables the masks (default)")
+    parser.add_argument("--no-translation-normalisation", action="store_true",
+                        help="let the depth scale float instead of pinning the translation scale")
+    parser.add_argument("--checkpoint-every", type=int, default=200, metavar="N",
+                        help="rewrite RUN/checkpoints/last.pt every N steps (default 200)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
+    parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
+                        help="stop after N steps without a final checkpoint (simulates an interruption)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
+    """The one-stage curriculum (plain YAML-able dict) that ``finetune`` runs."""
+    from pathlib import Path
+
+    m = model_card.get("model", {})
+    sources = []
+    for v in args.video:
+        p = Path(v).expanduser().resolve()
+        sources.append({"path": str(p), "format": "frames" if p.is_dir() else "video"})
+    stage = {
+        "name": "finetune",
+        "kind": "self_supervised",
+        "init_from": str(Path(args.init).expanduser().resolve()),
+        "sources": sources,
+        "budget": {"steps": int(args.steps)},
+        "batch_size": int(args.batch_size),
+        "optimizer": {"lr": float(args.lr)},
+        "lr_schedule": {"kind": "constant"},
+        "frame_skip": int(args.frame_skip),
+        "loss": {"smoothness_weight": float(args.smoothness), "explainability_weight": float(args.explainability)},
+        "translation_normalisation": not args.no_translation_normalisation,
+    }
+    if args.crop is not None:
+        stage["crop"] = [int(v) for v in args.crop]
+    if args.intrinsics is not None:
+        stage["intrinsics"] = str(Path(args.intrinsics).expanduser().resolve())
+    return {
+        "name": "finetune",
+        "description": "self-supervised photometric fine-tuning (colondepth finetune)",
+        "model": {
+            "input_size": [int(m["input_height"]), int(m["input_width"])],
+            "min_depth_mm": float(m["min_depth_mm"]),
+            "max_depth_mm": float(m["max_depth_mm"]),
+            "encoder_channels": [int(c) for c in m["encoder_channels"]],
+            "decoder_channels": [int(c) for c in m["decoder_channels"]],
+            "num_scales": int(m["num_scales"]),
+            "norm": str(m["norm"]),
+        },
+        "checkpoint": {"every_steps": int(args.checkpoint_every), "log_every_steps": 10},
+        "stages": [stage],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from colondepth.errors import UserError
+    from colondepth.io import atomic_write_text
+    from colondepth.train.checkpoint import read_checkpoint
+    from colondepth.train.config import parse_curriculum
+    from colondepth.train.curriculum import RunOptions, train_curriculum
+
+    if args.steps <= 0:
+        raise UserError(f"--steps {args.steps}: must be a positive number of optimizer steps")
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size {args.batch_size}: must be positive")
+    for v in args.video:
+        if not Path(v).exists():
+            raise UserError(f"{v}: no such video file or frame folder; check --video")
+    if args.intrinsics is not None and not Path(args.intrinsics).is_file():
+        raise UserError(f"{args.intrinsics}: intrinsics file not found; pass a YAML/JSON with fx fy cx cy width height")
+    card = read_checkpoint(args.init)["card"]
+    if "model" not in card:
+        raise UserError(f"{args.init}: checkpoint has no model card; pass a checkpoint written by 'colondepth train'")
+    curriculum = build_curriculum(args, card)
+    out = Path(args.out)
+    cur_path = out / "finetune.curriculum.yaml"
+    parse_curriculum(curriculum, cur_path)  # validate before writing anything
+    text = yaml.safe_dump(curriculum, sort_keys=False)
+    has_run = (out / "checkpoints" / "last.pt").is_file()
+    if has_run and not args.resume:
+        raise UserError(f"{out}: already holds a fine-tuning run; pass --resume to continue it or choose another --out")
+    if has_run and cur_path.is_file() and cur_path.read_text() != text:
+        raise UserError(f"{out}: was started with other arguments ({cur_path}); resume with the same arguments "
+                        f"or choose another --out")
+    atomic_write_text(cur_path, text)
+    command = " ".join(shlex.quote(a) for a in ["colondepth", *sys.argv[1:]]) if sys.argv else "colondepth finetune"
+    opts = RunOptions(curriculum_path=cur_path, out_dir=out, data_dirs=[], resume=args.resume, device=args.device,
+                      command=command, stop_after_steps=args.stop_after_steps, progress=not args.no_progress)
+    result = train_curriculum(opts)
+    if result["stopped"]:
+        print(f"stopped after step {result['global_step']}; continue with --resume", file=sys.stderr)
+    else:
+        print(f"done: {result['global_step']} steps; fine-tuned weights in {result['checkpoint']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,215 @@
+"""``colondepth predict``: depth maps (mm) for an image, a folder of images or a video.
+
+For every frame it writes ``<stem>_depth.npy`` (float32 z-depth in mm, H x W at the input's (cropped)
+resolution) and ``<stem>_depth.png`` (a turbo colour preview, near = red, far = blue, with a colour bar
+labelled in mm).  Video frames get stems ``<video>_<frame:06d>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "predict depth maps (mm, .npy + colour .png) for an image, a folder of images or a video"
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None, metavar="CKPT",
+                        help="trained checkpoint (.pt); default: data/default_model.pt")
+    parser.add_argument("--input", required=True, metavar="IMAGE|DIR|VIDEO",
+                        help="an image, a folder of images, or a video file")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--crop", nargs=4, type=int, default=None, metavar=("X", "Y", "W", "H"),
+                        help="keep columns [X, X+W) and rows [Y, Y+H) of every frame before predicting")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
+    parser.add_argument("--no-png", action="store_true", help="write only the .npy depth maps")
+
+
+def colorize_depth(depth_mm, lo: float | None = None, hi: float | None = None, bar: bool = True):
+    """``(H, W)`` depth in mm -> ``(H, W', 3)`` uint8 RGB preview (turbo; near = red, far = blue).
+
+    ``lo``/``hi`` default to the 2nd/98th percentiles of the valid (> 0, finite) depths; invalid pixels
+    are black.  With ``bar`` a colour bar labelled ``lo``/``hi`` in mm is appended on the right.
+    """
+    import cv2
+    import numpy as np
+
+    depth = np.asarray(depth_mm, dtype=np.float32)
+    valid = np.isfinite(depth) & (depth > 0)
+    if lo is None or hi is None:
+        vals = depth[valid]
+        p_lo, p_hi = (np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0))
+        lo = float(p_lo) if lo is None else lo
+        hi = float(p_hi) if hi is None else hi
+    if hi <= lo:
+        hi = lo + 1e-3
+    t = np.clip((np.where(valid, depth, hi) - lo) / (hi - lo), 0, 1)
+    idx = ((1.0 - t) * 255).round().astype(np.uint8)  # near -> 255 (red end of turbo)
+    rgb = cv2.cvtColor(cv2.applyColorMap(idx, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+    rgb[~valid] = 0
+    if not bar:
+        return rgb
+    h = depth.shape[0]
+    ramp = np.linspace(255, 0, h).round().astype(np.uint8)[:, None].repeat(max(4, h // 16), axis=1)
+    bar_rgb = cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+    scale = max(0.3, h / 480.0)
+    thick = max(1, int(round(scale)))
+    labels = [f"{lo:.0f}mm", f"{hi:.0f}mm"]
+    tw = max(cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for s in labels) + 4
+    th = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][1]
+    panel = np.full((h, tw, 3), 255, np.uint8)
+    cv2.putText(panel, labels[0], (2, th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    cv2.putText(panel, labels[1], (2, h - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    gap = np.full((h, 2, 3), 255, np.uint8)
+    return np.concatenate([rgb, gap, bar_rgb, panel], axis=1)
+
+
+def _read_image(path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    from colondepth.errors import UserError
+
+    try:
+        img = iio.imread(path)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input file
+        raise UserError(f"{path}: cannot read image ({type(exc).__name__}); replace or remove the file") from None
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise UserError(f"{path}: expected an RGB image, got shape {img.shape}")
+    img = img[..., :3]
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.dtype != np.uint8:
+        raise UserError(f"{path}: unsupported image type {img.dtype}; use 8-bit RGB images")
+    return np.ascontiguousarray(img)
+
+
+def iter_frames(path, crop=None):
+    """Yield ``(stem, (H, W, 3) uint8 RGB)`` for an image, a folder of images or a video; and a frame count.
+
+    Returns ``(count or None, generator)``.
+    """
+    from pathlib import Path
+
+    from colondepth.datasets.video import VIDEO_SUFFIXES
+    from colondepth.errors import UserError
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such image, folder or video; check --input")
+
+    def cropped(img, source):
+        if crop is None:
+            return img
+        from colondepth.conventions import ImageSize
+
+        crop.check_inside(ImageSize(img.shape[0], img.shape[1]), source)
+        return crop.apply(img).copy()
+
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"{p}: no images ({' '.join(IMAGE_SUFFIXES)}) in this folder; check --input")
+        return len(files), ((f.stem, cropped(_read_image(f), f)) for f in files)
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return 1, iter([(p.stem, cropped(_read_image(p), p))])
+    if suffix in VIDEO_SUFFIXES:
+        return _video_frames(p, cropped)
+    raise UserError(f"{p}: unsupported input type '{p.suffix}'; pass an image ({' '.join(IMAGE_SUFFIXES)}), "
+                    f"a folder of images or a video ({' '.join(VIDEO_SUFFIXES)})")
+
+
+def _video_frames(p, cropped):
+    import av
+
+    from colondepth.errors import UserError
+
+    try:
+        container = av.open(str(p))
+    except Exception as exc:  # noqa: BLE001 - PyAV raises many error types for bad files
+        raise UserError(f"{p}: cannot open video ({type(exc).__name__}); check the file or extract its frames "
+                        f"to a folder") from None
+    if not container.streams.video:
+        container.close()
+        raise UserError(f"{p}: contains no video stream; pass a video file or a folder of images")
+    stream = container.streams.video[0]
+    count = int(stream.frames) if stream.frames else None
+
+    def gen():
+        n = 0
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                n += 1
+                yield f"{p.stem}_{i:06d}", cropped(frame.to_ndarray(format="rgb24"), p)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if n == 0:
+                raise UserError(f"{p}: cannot decode video ({type(exc).__name__}); re-encode it "
+                                f"(ffmpeg -i IN -c:v libx264 OUT.mp4) or extract frames") from None
+        finally:
+            container.close()
+        if n == 0:
+            raise UserError(f"{p}: no decodable frames; the file is empty or corrupt")
+
+    return count, gen()
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from colondepth.datasets.video import Crop
+    from colondepth.errors import UserError
+    from colondepth.infer.predictor import DepthPredictor
+    from colondepth.io import atomic_path
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    crop = Crop.parse(args.crop) if args.crop is not None else None
+    count, frames = iter_frames(args.input, crop)
+    predictor = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def flush(batch):
+        depths = predictor.predict_batch(np.stack([f for _, f in batch]))
+        for (stem, _), depth in zip(batch, depths):
+            with atomic_path(out / f"{stem}_depth.npy") as tmp:
+                np.save(tmp, depth.astype(np.float32))
+            if not args.no_png:
+                preview = colorize_depth(depth)
+                with atomic_path(out / f"{stem}_depth.png") as tmp:
+                    if not cv2.imwrite(str(tmp), cv2.cvtColor(preview, cv2.COLOR_RGB2BGR)):
+                        raise UserError(f"{out}: cannot write {stem}_depth.png; check the folder is writable")
+
+    written = 0
+    batch: list = []
+    with tqdm(total=count, desc="predict", unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
+        for stem, frame in frames:
+            if batch and frame.shape != batch[0][1].shape:
+                flush(batch)
+                written += len(batch)
+                bar.update(len(batch))
+                batch = []
+            batch.append((stem, frame))
+            if len(batch) >= args.batch_size:
+                flush(batch)
+                written += len(batch)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            flush(batch)
+            written += len(batch)
+            bar.update(len(batch))
+    print(f"wrote {written} depth map(s) to {out}", file=sys.stderr)
+    return 0

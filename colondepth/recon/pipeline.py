@@ -1,0 +1,289 @@
+"""The whole reconstruction of one sequence: fusion, point cloud, coverage, metrics, files.
+
+:func:`reconstruct_sequence` is what ``colondepth reconstruct`` runs.  Outputs in ``out_dir`` (each
+written atomically):
+
+==================  ==========================================================================
+``mesh.ply``        fused surface (TSDF + marching cubes), world frame, mm, vertex colours
+``points.ply``      coloured point cloud of the frames (subsampled), world frame, mm
+``coverage.json``   observed area fraction and thresholds (see :mod:`colondepth.recon.coverage`)
+``unobserved.ply``  faces of the coverage surface never observed (the missed mucosa)
+``tsdf.nii.gz``     the TSDF volume (mm), affine voxel index -> world mm (see :mod:`.export`)
+``trajectory.txt``  the poses used, TUM ``t tx ty tz qx qy qz qw`` world_from_cam, mm
+``report.json``     configuration, timings, volume and mesh statistics, coverage, accuracy
+==================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from colondepth.errors import UserError
+from colondepth.io import atomic_write_text
+
+DEPTH_SOURCES = ("gt", "predicted")
+POSE_SOURCES = ("gt", "predicted")
+
+
+@dataclass
+class ReconstructionConfig:
+    """Settings of one reconstruction (lengths in mm).
+
+    ``frames``: ``(start, stop, step)`` as in Python slicing (``None`` = default).  ``min_depth_mm`` /
+    ``max_depth_mm``: the working depth range for fusion and coverage.  ``depth_tol_mm`` /
+    ``depth_tol_rel``: the coverage occlusion tolerance.  ``coverage_max_edge_mm``: the coverage
+    surface is subdivided until no edge is longer.  ``max_points``: size of ``points.ply``.
+    ``metric_samples_per_mm2``: surface sampling density of the accuracy metrics.
+    """
+
+    depth: str = "gt"
+    poses: str = "gt"
+    voxel_mm: float = 1.0
+    trunc_mm: Optional[float] = None
+    frames: tuple = (None, None, None)
+    min_depth_mm: float = 2.0
+    max_depth_mm: float = 100.0
+    depth_tol_mm: float = 1.0
+    depth_tol_rel: float = 0.03
+    coverage_max_edge_mm: float = 2.0
+    max_points: int = 200_000
+    point_stride: int = 2
+    max_blocks: int = 200_000
+    metric_samples_per_mm2: float = 20.0
+    checkpoint: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.depth not in DEPTH_SOURCES:
+            raise UserError(f"--depth {self.depth}: choose one of {', '.join(DEPTH_SOURCES)}")
+        if self.poses not in POSE_SOURCES:
+            raise UserError(f"--poses {self.poses}: choose one of {', '.join(POSE_SOURCES)}")
+        if not (self.voxel_mm > 0 and math.isfinite(self.voxel_mm)):
+            raise UserError(f"--voxel-mm {self.voxel_mm}: must be a positive number of millimetres")
+        if not 0 <= self.min_depth_mm < self.max_depth_mm:
+            raise UserError(f"depth range [{self.min_depth_mm}, {self.max_depth_mm}] mm is empty; need 0 <= min < max")
+
+
+def parse_frames(spec: Optional[str]) -> tuple:
+    """``"A:B:S"`` (any part may be empty, ``"A:B"`` too) -> ``(start, stop, step)``; one-line UserError if malformed."""
+    if spec is None or spec.strip() == "":
+        return (None, None, None)
+    parts = spec.split(":")
+    if len(parts) > 3:
+        raise UserError(f"--frames {spec}: expected A:B:S (start:stop:step), e.g. 0:200:2")
+    try:
+        vals = [int(p) if p.strip() else None for p in parts] + [None] * (3 - len(parts))
+    except ValueError:
+        raise UserError(f"--frames {spec}: start, stop and step must be integers, e.g. 0:200:2") from None
+    if len(parts) == 1 and vals[0] is not None:
+        raise UserError(f"--frames {spec}: expected A:B:S (start:stop:step), e.g. 0:200:2")
+    if vals[2] is not None and vals[2] <= 0:
+        raise UserError(f"--frames {spec}: the step must be a positive integer")
+    return tuple(vals)
+
+
+def select_frames(num_frames: int, frames: tuple, name: str = "sequence") -> list[int]:
+    idx = list(range(num_frames))[slice(*frames)]
+    if not idx:
+        a, b, s = ("" if v is None else v for v in frames)
+        raise UserError(f"--frames {a}:{b}:{s} selects no frame of {name} ({num_frames} frames)")
+    return idx
+
+
+def _load_gt_mesh(path: Path):
+    import trimesh
+
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many types for corrupt files
+        raise UserError(f"{path}: cannot read the ground-truth mesh ({exc}); regenerate the sequence") from None
+    if len(mesh.faces) == 0:
+        raise UserError(f"{path}: the ground-truth mesh has no faces; regenerate the sequence")
+    return mesh
+
+
+class _FrameSource:
+    """Depth, pose and colour of the selected frames from the chosen sources (streamed, in order)."""
+
+    def __init__(self, seq, cfg: ReconstructionConfig, indices: list[int], depth_predictor=None,
+                 pose_estimator=None):
+        self.seq, self.cfg, self.indices = seq, cfg, indices
+        if cfg.depth == "gt" and not seq.has_depth:
+            raise UserError(f"--depth gt: {seq.name} has no ground-truth depth (e.g. a video); use --depth predicted")
+        if cfg.poses == "gt":
+            if not seq.has_poses:
+                raise UserError(f"--poses gt: {seq.name} has no ground-truth poses (e.g. a video); "
+                                "use --poses predicted")
+            poses = np.asarray(seq.world_from_cam)
+            if poses.ndim != 3 or poses.shape[1:] != (4, 4) or len(poses) != seq.num_frames:
+                raise UserError(f"{seq.name}: {len(poses)} poses for {seq.num_frames} frames; "
+                                "the trajectory must have one pose per frame")
+            self.gt_poses = poses
+        if cfg.depth == "predicted" and depth_predictor is None:
+            from colondepth.infer.predictor import DepthPredictor
+
+            depth_predictor = DepthPredictor.from_checkpoint(cfg.checkpoint)
+        if cfg.poses == "predicted" and pose_estimator is None:
+            from colondepth.recon.poses import load_pose_estimator
+
+            pose_estimator = load_pose_estimator(cfg.checkpoint)
+        self.depth_predictor, self.pose_estimator = depth_predictor, pose_estimator
+
+    def __iter__(self):
+        from colondepth.recon.poses import chain_relative_poses
+
+        prev_rgb, prev_pose = None, None
+        for i in self.indices:
+            rgb = self.seq.rgb(i)
+            if self.cfg.depth == "gt":
+                depth = self.seq.depth_mm(i)
+            else:
+                depth = np.asarray(self.depth_predictor.predict(rgb), dtype=np.float32)
+            if self.cfg.poses == "gt":
+                pose = self.gt_poses[i]
+            elif prev_rgb is None:
+                pose = np.eye(4)
+            else:
+                pose = chain_relative_poses([self.pose_estimator(prev_rgb, rgb)], prev_pose)[1]
+            prev_rgb, prev_pose = rgb, pose
+            yield i, rgb, depth, pose
+
+
+def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predictor=None, pose_estimator=None,
+                         progress: bool = True) -> dict:
+    """Reconstruct ``seq`` (a :class:`colondepth.datasets.base.Sequence`) into ``out_dir``; return the report.
+
+    ``depth_predictor`` (``.predict(rgb) -> depth_mm``) and ``pose_estimator`` (see
+    :mod:`colondepth.recon.poses`) override the networks loaded from ``cfg.checkpoint``.
+    """
+    from tqdm import tqdm
+
+    from colondepth.recon.coverage import compute_coverage, subdivide_to
+    from colondepth.datasets.tum import write_tum
+    from colondepth.recon.export import export_mesh, export_point_cloud, write_tsdf_nifti
+    from colondepth.recon.fusion import TSDFVolume
+    from colondepth.recon.metrics import surface_metrics
+    from colondepth.recon.pointcloud import PointCloud, depth_to_pointcloud
+
+    cfg.validate()
+    out = Path(out_dir)
+    indices = select_frames(seq.num_frames, cfg.frames, seq.name)
+    source = _FrameSource(seq, cfg, indices, depth_predictor, pose_estimator)
+    intr = seq.intrinsics
+    valid = seq.fov_mask
+    vol = TSDFVolume(voxel_mm=cfg.voxel_mm, trunc_mm=cfg.trunc_mm, max_blocks=cfg.max_blocks,
+                     min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm)
+    per_frame_points = max(1, cfg.max_points // len(indices)) * 4
+    clouds, poses, depths = [], [], []
+    t0 = time.perf_counter()
+    t_fuse = 0.0
+    for k, (i, rgb, depth, pose) in enumerate(tqdm(source, total=len(indices), desc="reconstruct", unit="frame",
+                                                   disable=not progress)):
+        what = f"{seq.name} frame {i}"
+        if depth.shape != intr.size.as_hw():
+            raise UserError(f"{what}: depth shape {depth.shape} does not match the intrinsics' {intr.size}; "
+                            "the depth source must return depth on the frame's pixel grid")
+        if not np.all(np.isfinite(depth)):
+            raise UserError(f"{what}: depth has NaN/inf values; mark invalid pixels with 0 instead")
+        ts = time.perf_counter()
+        vol.integrate(depth, intr, pose, rgb=rgb, valid=valid)
+        t_fuse += time.perf_counter() - ts
+        poses.append(pose)
+        depths.append(depth.astype(np.float16) if cfg.depth == "predicted" else None)
+        try:
+            c = depth_to_pointcloud(depth, intr, rgb=rgb, world_from_cam=pose, valid=valid, stride=cfg.point_stride,
+                                    min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm)
+            clouds.append(c.subsample(per_frame_points, seed=k))
+        except UserError:
+            pass  # an empty frame adds no points; fusion counts it in frames_empty
+    if vol.frames_integrated == 0:
+        raise UserError(f"{seq.name}: no selected frame has valid depth within {cfg.min_depth_mm}-{cfg.max_depth_mm} mm; "
+                        "check the depth source and the working range")
+    poses = np.stack(poses)
+    t_mesh = time.perf_counter()
+    mesh = vol.extract_mesh(progress=progress)
+    t_mesh = time.perf_counter() - t_mesh
+    dense = vol.to_dense()
+
+    # coverage: the ground-truth surface with ground-truth depth and poses when the sequence has them
+    gt_mesh = _load_gt_mesh(Path(seq.mesh_path)) if seq.mesh_path is not None else None
+    use_gt_surface = gt_mesh is not None and seq.has_depth and seq.has_poses
+    if use_gt_surface:
+        surface = subdivide_to(gt_mesh, cfg.coverage_max_edge_mm)
+        gt_poses = np.asarray(seq.world_from_cam)
+        cov_frames = ((seq.depth_mm(i), gt_poses[i], valid) for i in indices)
+        surface_name = "ground_truth_mesh"
+    else:
+        surface = mesh
+        cov_frames = ((seq.depth_mm(i) if d is None else d.astype(np.float32), p, valid)
+                      for i, d, p in zip(indices, depths, poses))
+        surface_name = "fused_mesh"
+    coverage = compute_coverage(surface, cov_frames, intr, min_depth_mm=cfg.min_depth_mm,
+                                max_depth_mm=cfg.max_depth_mm, depth_tol_mm=cfg.depth_tol_mm,
+                                depth_tol_rel=cfg.depth_tol_rel, progress=progress)
+    cov_dict = {"surface": surface_name, "sequence": seq.name, "frames": len(indices), **coverage.to_dict()}
+
+    metrics = None
+    if gt_mesh is not None and cfg.poses == "gt":
+        metrics = {
+            "observed_ground_truth": surface_metrics(mesh, coverage.observed_mesh(surface),
+                                                     samples_per_mm2=cfg.metric_samples_per_mm2)
+            if use_gt_surface and coverage.face_observed.any() else None,
+            "full_ground_truth": surface_metrics(mesh, gt_mesh, samples_per_mm2=cfg.metric_samples_per_mm2),
+        }
+    elif gt_mesh is not None:
+        metrics = {"skipped": "predicted poses are not in the ground-truth world frame; "
+                              "surface metrics need --poses gt"}
+
+    # files
+    out.mkdir(parents=True, exist_ok=True)
+    export_mesh(mesh, out / "mesh.ply")
+    cloud = PointCloud.concatenate(clouds).subsample(cfg.max_points)
+    export_point_cloud(cloud, out / "points.ply")
+    export_mesh(coverage.unobserved_mesh(surface), out / "unobserved.ply")
+    write_tsdf_nifti(dense, out / "tsdf.nii.gz")
+    ts = seq.timestamps if seq.timestamps is not None else np.arange(seq.num_frames, dtype=np.float64)
+    write_tum(out / "trajectory.txt", np.asarray(ts)[indices], poses)
+    atomic_write_text(out / "coverage.json", json.dumps(cov_dict, indent=2) + "\n")
+    total = time.perf_counter() - t0
+    report = {
+        "sequence": seq.name,
+        "level": seq.level,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+        "frames": {"selected": len(indices), "first": indices[0], "last": indices[-1],
+                   "integrated": vol.frames_integrated, "empty": vol.frames_empty},
+        "intrinsics": intr.to_dict(),
+        "volume": {"voxel_mm": vol.voxel_mm, "trunc_mm": vol.trunc_mm, "blocks": vol.num_blocks,
+                   "block_voxels": vol.block_voxels, "memory_mb": round(vol.memory_bytes / 2 ** 20, 2),
+                   "dense_shape": list(dense.tsdf.shape), "affine_world_from_index": dense.affine.tolist()},
+        "mesh": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+                 "area_mm2": round(float(mesh.area), 3)},
+        "points": int(len(cloud)),
+        "coverage": cov_dict,
+        "metrics": metrics,
+        "timing_s": {"total": round(total, 3), "fusion": round(t_fuse, 3), "marching_cubes": round(t_mesh, 3),
+                     "fusion_fps": round(vol.frames_integrated / t_fuse, 3) if t_fuse > 0 else None},
+        "outputs": ["mesh.ply", "points.ply", "coverage.json", "unobserved.ply", "tsdf.nii.gz",
+                    "trajectory.txt", "report.json"],
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+    return report
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

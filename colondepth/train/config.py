@@ -1,0 +1,335 @@
+"""Curriculum configuration: YAML validated into pydantic models.
+
+A curriculum is a named, ordered list of stages.  Each stage is either ``supervised`` (depth ground
+truth from synthetic levels or datasets) or ``self_supervised`` (photometric, on real video), chosen by
+its ``kind`` key.  Every model forbids unknown keys; errors name the file and the key path
+(``stages.1.loss.ssim_weight: ...``) on one line.  See ``docs/training.md`` for every key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from colondepth.errors import UserError
+
+LEVEL_PATTERN = re.compile(r"^L[1-9][0-9]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Strict):
+    """Depth network architecture (see :class:`colondepth.models.depth_net.DepthNetConfig`)."""
+
+    input_size: tuple[int, int] = (128, 128)  # (height, width) px
+    min_depth_mm: float = Field(1.0, gt=0)
+    max_depth_mm: float = Field(150.0, gt=0)
+    encoder_channels: list[Annotated[int, Field(gt=0)]] = [16, 24, 32, 48, 64]
+    decoder_channels: list[Annotated[int, Field(gt=0)]] = [8, 16, 24, 32, 48]
+    num_scales: int = Field(4, ge=1)
+    norm: Literal["batch", "group", "none"] = "batch"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelSection":
+        h, w = self.input_size
+        n = len(self.encoder_channels)
+        if h <= 0 or w <= 0:
+            raise ValueError(f"input_size: must be positive (height, width), got {list(self.input_size)}")
+        if h % 2 ** n or w % 2 ** n:
+            raise ValueError(f"input_size: {list(self.input_size)} must be multiples of {2 ** n} "
+                             f"(2 ** len(encoder_channels))")
+        if len(self.decoder_channels) != n:
+            raise ValueError("decoder_channels: needs as many entries as encoder_channels")
+        if self.min_depth_mm >= self.max_depth_mm:
+            raise ValueError(f"min_depth_mm: {self.min_depth_mm} must be below max_depth_mm ({self.max_depth_mm})")
+        if self.num_scales > n:
+            raise ValueError(f"num_scales: {self.num_scales} cannot exceed len(encoder_channels) ({n})")
+        return self
+
+    def to_net_config(self):
+        from colondepth.models.depth_net import DepthNetConfig
+
+        return DepthNetConfig(input_height=self.input_size[0], input_width=self.input_size[1],
+                              min_depth_mm=self.min_depth_mm, max_depth_mm=self.max_depth_mm,
+                              encoder_channels=list(self.encoder_channels),
+                              decoder_channels=list(self.decoder_channels),
+                              num_scales=self.num_scales, norm=self.norm)
+
+
+class Budget(_Strict):
+    """How long a stage trains: exactly one of ``epochs`` or ``steps`` (optimizer steps)."""
+
+    epochs: Optional[float] = Field(None, gt=0)
+    steps: Optional[int] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> "Budget":
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of 'epochs' or 'steps'")
+        return self
+
+
+class Optimizer(_Strict):
+    """AdamW settings."""
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: Optional[float] = Field(1.0, gt=0)
+
+
+class LRSchedule(_Strict):
+    """Learning-rate factor over the stage's steps: linear warm-up, then constant, cosine or step decay."""
+
+    kind: Literal["constant", "cosine", "step"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    min_factor: float = Field(0.05, ge=0, le=1)  # cosine floor (fraction of lr)
+    step_every: Optional[int] = Field(None, gt=0)  # step decay period (steps)
+    step_gamma: float = Field(0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _step(self) -> "LRSchedule":
+        if self.kind == "step" and self.step_every is None:
+            raise ValueError("step_every: kind 'step' needs step_every")
+        return self
+
+
+class Promotion(_Strict):
+    """When a stage ends: after its budget (``budget``) or earlier when validation plateaus (``plateau``)."""
+
+    rule: Literal["budget", "plateau"] = "budget"
+    eval_every_steps: int = Field(100, gt=0)
+    patience: int = Field(3, ge=1)  # evaluations without improvement before promotion
+    min_delta: float = Field(1e-3, ge=0)  # improvement of the validation loss that counts
+    min_steps: int = Field(0, ge=0)  # never promote before this many steps
+
+
+class SupervisedLoss(_Strict):
+    """Weights of :func:`colondepth.losses.supervised.supervised_loss`."""
+
+    silog_weight: float = Field(1.0, ge=0)
+    silog_lambda: float = Field(0.85, ge=0, le=1)
+    l1_weight: float = Field(0.1, ge=0)
+    l1_space: Literal["depth", "inverse_depth"] = "inverse_depth"
+    grad_weight: float = Field(0.5, ge=0)
+    grad_scales: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _nonzero(self) -> "SupervisedLoss":
+        if self.silog_weight == 0 and self.l1_weight == 0 and self.grad_weight == 0:
+            raise ValueError("silog_weight: at least one of silog_weight, l1_weight, grad_weight must be positive")
+        return self
+
+
+class Augment(_Strict):
+    """Geometric augmentation only: gain/brightness jitter would destroy the shading -> depth cue."""
+
+    hflip: bool = True
+    vflip: bool = True
+
+
+class _StageCommon(_Strict):
+    name: str = Field(min_length=1)
+    budget: Budget
+    batch_size: int = Field(8, gt=0)
+    optimizer: Optimizer = Optimizer()
+    lr_schedule: LRSchedule = LRSchedule()
+    promotion: Promotion = Promotion()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError(f"stage name {v!r} may only hold letters, digits, '_', '.', '-'")
+        return v
+
+
+class SupervisedStage(_StageCommon):
+    """Supervised shape-from-shading on data with depth ground truth."""
+
+    kind: Literal["supervised"]
+    levels: list[str] = []  # synthetic levels, matched against dataset.yaml `level`
+    datasets: list[str] = []  # dataset folders (relative to the curriculum file), any level
+    rehearsal: float = Field(0.0, ge=0, lt=1)  # fraction of each epoch drawn from earlier stages' data
+    loss: SupervisedLoss = SupervisedLoss()
+    augment: Augment = Augment()
+
+    @model_validator(mode="after")
+    def _sources(self) -> "SupervisedStage":
+        if not self.levels and not self.datasets:
+            raise ValueError("levels: a supervised stage needs 'levels' or 'datasets'")
+        for lv in self.levels:
+            if not LEVEL_PATTERN.match(lv):
+                raise ValueError(f"levels: {lv!r} is not a synthetic level name like 'L1'")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"levels: repeated entries in {self.levels}")
+        return self
+
+
+class PhotometricLoss(_Strict):
+    """Weights of the self-supervised photometric objective (monodepth2-style)."""
+
+    ssim_weight: float = Field(0.85, ge=0, le=1)  # SSIM vs L1 mix of the photometric error
+    l1_weight: float = Field(0.15, ge=0, le=1)
+    smoothness_weight: float = Field(1e-3, ge=0)  # edge-aware disparity smoothness
+    explainability_weight: float = Field(0.0, ge=0)  # explainability-mask regulariser (Zhou et al.)
+
+
+class VideoSource(_Strict):
+    """One real-data source for a self-supervised stage."""
+
+    path: str
+    format: Literal["video", "frames", "colondepth", "simcol3d", "c3vd"] = "video"
+
+
+class SelfSupervisedStage(_StageCommon):
+    """Photometric fine-tuning on real video (implemented by ``colondepth.train.selfsup``)."""
+
+    kind: Literal["self_supervised"]
+    init_from: str = "previous"  # "previous" (the preceding stage's weights) or a checkpoint path
+    sources: list[VideoSource] = Field(min_length=1)
+    crop: Optional[tuple[int, int, int, int]] = None  # x, y, width, height in source pixels
+    intrinsics: Optional[str] = None  # YAML/JSON file with fx, fy, cx, cy, width, height
+    frame_skip: int = Field(1, ge=1)  # source frames between target and source views
+    loss: PhotometricLoss = PhotometricLoss()
+    min_reprojection: bool = True
+    automask: bool = True
+    brightness_alignment: bool = True
+    translation_normalisation: bool = True
+
+    @model_validator(mode="after")
+    def _crop(self) -> "SelfSupervisedStage":
+        if self.crop is not None:
+            x, y, w, h = self.crop
+            if x < 0 or y < 0 or w <= 0 or h <= 0:
+                raise ValueError(f"crop: must be x, y >= 0 and width, height > 0, got {list(self.crop)}")
+        return self
+
+
+Stage = Annotated[Union[SupervisedStage, SelfSupervisedStage], Field(discriminator="kind")]
+
+
+class DataSection(_Strict):
+    """Loading and validation split."""
+
+    num_workers: int = Field(0, ge=0)
+    val_max_frames_per_level: int = Field(64, gt=0)  # evenly spaced frames of the held-out sequences
+    val_fraction_single_sequence: float = Field(0.2, gt=0, lt=1)  # when a level has only one sequence
+
+
+class GenerateSection(_Strict):
+    """Optional: generate missing synthetic levels with colondepth.synth into RUN/data."""
+
+    recipes: dict[str, str]  # level -> recipe YAML (relative to the curriculum file)
+    sequences: int = Field(4, gt=1)
+    frames: int = Field(32, gt=0)
+    size: Optional[tuple[int, int]] = None  # (height, width) px; default: the recipe's
+    seed: int = 0
+
+
+class CheckpointSection(_Strict):
+    every_steps: int = Field(200, gt=0)  # RUN/checkpoints/last.pt is rewritten this often
+    log_every_steps: int = Field(10, gt=0)  # metrics.jsonl training records
+
+
+class Curriculum(_Strict):
+    """A whole training recipe."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = 0
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    generate: Optional[GenerateSection] = None
+    stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Curriculum":
+        names = [s.name for s in self.stages]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stages: stage names must be unique; repeated: {', '.join(dup)}")
+        seen_supervised = False
+        for i, s in enumerate(self.stages):
+            if isinstance(s, SupervisedStage):
+                if s.rehearsal > 0 and not seen_supervised:
+                    raise ValueError(f"stages.{i}.rehearsal: the first supervised stage has no earlier data "
+                                     f"to rehearse; set rehearsal: 0")
+                seen_supervised = True
+            elif s.init_from == "previous" and i == 0:
+                raise ValueError("stages.0.init_from: 'previous' needs an earlier stage; give a checkpoint path")
+        if self.generate is not None:
+            used = {lv for s in self.stages if isinstance(s, SupervisedStage) for lv in s.levels}
+            for lv in self.generate.recipes:
+                if not LEVEL_PATTERN.match(lv):
+                    raise ValueError(f"generate.recipes.{lv}: not a level name like 'L1'")
+                if lv not in used:
+                    raise ValueError(f"generate.recipes.{lv}: no stage uses level {lv}")
+        return self
+
+    @property
+    def levels(self) -> list[str]:
+        """Every level any supervised stage names, in first-use order."""
+        out: list[str] = []
+        for s in self.stages:
+            if isinstance(s, SupervisedStage):
+                out += [lv for lv in s.levels if lv not in out]
+        return out
+
+
+_KEY_IN_MESSAGE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*): (.*)$")
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"]]
+        # drop the discriminator tag pydantic inserts (stages.1.supervised.loss -> stages.1.loss)
+        loc = [x for j, x in enumerate(loc) if not (j > 0 and loc[j - 1].isdigit() and x in
+                                                    ("supervised", "self_supervised"))]
+        key = ".".join(loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        sub = _KEY_IN_MESSAGE.match(msg)
+        if sub and err["type"] == "value_error":  # our validators start with the (relative) key
+            key = f"{key}.{sub.group(1)}" if key else sub.group(1)
+            msg = sub.group(2)
+        parts.append(f"{key or '(top level)'}: {msg}")
+    more = f" (and {len(parts) - 1} more)" if len(parts) > 1 else ""
+    return f"{path}: {parts[0]}{more}; fix the curriculum (see docs/training.md)"
+
+
+def parse_curriculum(data: dict, source: str | Path = "<curriculum>") -> Curriculum:
+    """Validate a parsed YAML mapping; raises a one-line :class:`UserError` naming ``source`` and the key path."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a curriculum must be a YAML mapping with 'name' and 'stages'")
+    try:
+        return Curriculum.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_format_error(Path(source), exc)) from None
+
+
+def load_curriculum(path: str | Path) -> Curriculum:
+    """Read and validate a curriculum YAML file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: curriculum file not found; pass --curriculum with a YAML from curricula/")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UserError(f"{p}: not valid YAML{where}; fix the syntax") from None
+    return parse_curriculum(data, p)
+
+
+def resolved_dict(curriculum: Curriculum) -> dict:
+    """The curriculum with every default filled in, as plain YAML-able data."""
+    return curriculum.model_dump(mode="json")

@@ -1,0 +1,225 @@
+"""Training data for supervised stages: dataset discovery, the validation hold-out, frame datasets.
+
+How ``colondepth train`` finds data
+    Each ``--data DIR`` is either a dataset (a folder holding ``dataset.yaml``, DESIGN section 3) or a
+    parent folder whose direct children are datasets.  A dataset's level is the ``level`` key of its
+    ``dataset.yaml``; a stage's ``levels: [L2]`` uses every dataset of level ``L2``.  A stage's
+    ``datasets:`` entries name dataset folders directly (any level).
+
+Validation hold-out (deterministic)
+    Per level (or per named dataset), sequences are sorted by ``(dataset path, sequence name)`` and the
+    *last* sequence is held out for validation.  A level with a single sequence holds out the last
+    ``val_fraction_single_sequence`` of its frames instead (at least one frame).  Validation uses at most
+    ``val_max_frames_per_level`` evenly spaced held-out frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from colondepth.errors import UserError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset folder on disk and its level (``None`` when its dataset.yaml has none)."""
+
+    path: Path
+    level: str | None
+
+
+def _read_level(path: Path) -> str | None:
+    import yaml
+
+    try:
+        meta = yaml.safe_load((path / "dataset.yaml").read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError(f"{path / 'dataset.yaml'}: not valid YAML; regenerate it with 'colondepth synth'") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path / 'dataset.yaml'}: expected a mapping; regenerate it with 'colondepth synth'")
+    level = meta.get("level")
+    return None if level is None else str(level)
+
+
+def discover_datasets(data_dirs: list[str | Path]) -> list[DatasetInfo]:
+    """Datasets named by ``--data`` folders (each a dataset or a parent of datasets), sorted by path."""
+    found: dict[Path, DatasetInfo] = {}
+    for d in data_dirs:
+        p = Path(d)
+        if not p.is_dir():
+            raise UserError(f"{p}: --data folder not found; pass a dataset made by 'colondepth synth' or its parent")
+        if (p / "dataset.yaml").is_file():
+            candidates = [p]
+        else:
+            candidates = sorted(c for c in p.iterdir() if c.is_dir() and (c / "dataset.yaml").is_file())
+            if not candidates:
+                raise UserError(f"{p}: no dataset.yaml in it or its sub-folders; pass a dataset made by "
+                                f"'colondepth synth' (or its parent folder) to --data")
+        for c in candidates:
+            found[c.resolve()] = DatasetInfo(c.resolve(), _read_level(c))
+    return [found[k] for k in sorted(found)]
+
+
+def open_dataset(path: Path):
+    """Sequences of one dataset in our layout, sorted by name."""
+    from colondepth.datasets.registry import open_sequences
+
+    seqs = list(open_sequences(path, "colondepth"))
+    return sorted(seqs, key=lambda s: s.name)
+
+
+@dataclass
+class FrameRef:
+    """One frame: a sequence and a frame index."""
+
+    sequence: object  # colondepth.datasets.base.Sequence
+    index: int
+
+
+@dataclass
+class SourceSplit:
+    """Train and validation frames of one level or named dataset."""
+
+    key: str
+    train: list[FrameRef] = field(default_factory=list)
+    val: list[FrameRef] = field(default_factory=list)
+
+
+def split_sequences(key: str, sequences: list, val_fraction_single: float, val_max_frames: int) -> SourceSplit:
+    """Hold out the last sequence (or the last frames of a single sequence); see the module docstring."""
+    seqs = [s for s in sequences if s.has_depth]
+    if not seqs:
+        raise UserError(f"{key}: no sequence with ground-truth depth; supervised stages need depth")
+    out = SourceSplit(key)
+    if len(seqs) >= 2:
+        for s in seqs[:-1]:
+            out.train += [FrameRef(s, i) for i in range(len(s))]
+        val_all = [FrameRef(seqs[-1], i) for i in range(len(seqs[-1]))]
+    else:
+        s = seqs[0]
+        n_val = max(1, int(math.ceil(len(s) * val_fraction_single)))
+        if len(s) - n_val < 1:
+            raise UserError(f"{key}: a single sequence of {len(s)} frame(s) cannot be split into train and "
+                            f"validation; generate more frames or sequences")
+        out.train = [FrameRef(s, i) for i in range(len(s) - n_val)]
+        val_all = [FrameRef(s, i) for i in range(len(s) - n_val, len(s))]
+    if len(val_all) > val_max_frames:
+        pick = np.linspace(0, len(val_all) - 1, val_max_frames).round().astype(int)
+        val_all = [val_all[i] for i in pick]
+    out.val = val_all
+    return out
+
+
+class DataPool:
+    """All supervised data a curriculum can use, split once, keyed by level or dataset path."""
+
+    def __init__(self, data_dirs: list, val_fraction_single: float, val_max_frames: int, base_dir: Path):
+        self.infos = discover_datasets(data_dirs) if data_dirs else []
+        self.base_dir = base_dir
+        self.val_fraction_single = val_fraction_single
+        self.val_max_frames = val_max_frames
+        self._cache: dict[str, SourceSplit] = {}
+
+    @property
+    def available_levels(self) -> list[str]:
+        return sorted({i.level for i in self.infos if i.level is not None})
+
+    def level(self, level: str) -> SourceSplit:
+        key = f"level:{level}"
+        if key not in self._cache:
+            infos = [i for i in self.infos if i.level == level]
+            if not infos:
+                have = ", ".join(self.available_levels) or "none"
+                raise UserError(f"level {level}: no dataset of this level under --data (levels found: {have}); "
+                                f"generate one with 'colondepth synth synth/{level}_*.yaml' and pass it with --data")
+            seqs = [s for i in infos for s in open_dataset(i.path)]
+            self._cache[key] = split_sequences(key, seqs, self.val_fraction_single, self.val_max_frames)
+        return self._cache[key]
+
+    def dataset(self, name: str) -> SourceSplit:
+        p = Path(name)
+        if not p.is_absolute():
+            p = (self.base_dir / p)
+        key = f"dataset:{p.resolve()}"
+        if key not in self._cache:
+            if not (p / "dataset.yaml").is_file():
+                raise UserError(f"{p}: dataset folder (from the curriculum's 'datasets') not found or has no "
+                                f"dataset.yaml; paths are relative to the curriculum file")
+            self._cache[key] = split_sequences(key, open_dataset(p), self.val_fraction_single, self.val_max_frames)
+        return self._cache[key]
+
+    def stage_sources(self, stage) -> list[SourceSplit]:
+        return [self.level(lv) for lv in stage.levels] + [self.dataset(d) for d in stage.datasets]
+
+
+def rehearsal_frames(current: list[FrameRef], earlier: list[FrameRef], ratio: float, seed: int) -> list[FrameRef]:
+    """Frames of earlier stages to mix in so they make up ``ratio`` of the stage's training set.
+
+    Picks ``round(len(current) * ratio / (1 - ratio))`` frames by a seeded permutation of ``earlier``
+    (repeating it when it is shorter).
+    """
+    if ratio <= 0 or not earlier:
+        return []
+    n = int(round(len(current) * ratio / (1.0 - ratio)))
+    g = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(len(earlier), generator=g).tolist()
+    return [earlier[perm[i % len(perm)]] for i in range(n)]
+
+
+def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
+    import cv2
+
+    h, w = hw
+    if img.shape[:2] == (h, w):
+        return img
+    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR)
+    return cv2.resize(img, (w, h), interpolation=interp)
+
+
+class SupervisedFrames(torch.utils.data.Dataset):
+    """RGB + depth frames resized to the model's input size.
+
+    Items are dicts: ``rgb`` ``(3, H, W)`` float32 in [0, 1]; ``depth_mm`` ``(1, H, W)`` float32 z-depth in
+    mm, 0 = invalid (nearest-neighbour resized, so no invalid/valid mixing; pixels outside the sequence's
+    ``fov_mask`` are invalid); ``valid`` ``(1, H, W)`` bool.
+    Flips (when enabled) are drawn from a generator seeded by ``(seed, epoch, index)``, so a resumed run
+    sees exactly the same samples; set :attr:`epoch` before each pass.
+    """
+
+    def __init__(self, frames: list[FrameRef], input_hw: tuple[int, int], hflip: bool = False,
+                 vflip: bool = False, seed: int = 0):
+        self.frames = frames
+        self.input_hw = input_hw
+        self.hflip = hflip
+        self.vflip = vflip
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, idx: int) -> dict:
+        ref = self.frames[idx]
+        rgb = _resize(np.asarray(ref.sequence.rgb(ref.index)), self.input_hw, nearest=False)
+        depth = np.asarray(ref.sequence.depth_mm(ref.index), dtype=np.float32)
+        fov = getattr(ref.sequence, "fov_mask", None)
+        if fov is not None:  # pixels outside the endoscope's field of view carry no image signal
+            depth = np.where(fov, depth, 0.0).astype(np.float32)
+        depth = _resize(depth, self.input_hw, nearest=True)
+        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+        depth_t = torch.from_numpy(np.ascontiguousarray(depth))[None].float()
+        if self.hflip or self.vflip:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 10_007 + idx) % (2 ** 63))
+            flips = torch.rand(2, generator=g)
+            if self.hflip and flips[0] < 0.5:
+                rgb_t, depth_t = rgb_t.flip(-1), depth_t.flip(-1)
+            if self.vflip and flips[1] < 0.5:
+                rgb_t, depth_t = rgb_t.flip(-2), depth_t.flip(-2)
+        valid = torch.isfinite(depth_t) & (depth_t > 0)
+        depth_t = torch.where(valid, depth_t, torch.zeros_like(depth_t))
+        return {"rgb": rgb_t, "depth_mm": depth_t, "valid": valid}

@@ -1,0 +1,336 @@
+"""``kind: self_supervised``: photometric fine-tuning of the depth network on unlabelled video.
+
+Plugs into the curriculum runner through the stage-kind interface (:mod:`colondepth.train.stage`): the
+runner owns the optimizer, schedule, NaN stop, checkpoints and resume; this module says what the data
+are, what one step computes and how to validate.
+
+Data
+    Every ``sources`` entry of the stage is opened as :class:`~colondepth.datasets.base.Sequence` objects:
+    ``video`` / ``frames`` through :func:`colondepth.datasets.video.read_video` (stage ``crop`` and
+    ``intrinsics``; field-of-view mask; near-static frames dropped and clips split at cuts by
+    :func:`~colondepth.datasets.video.select_clips`), ``colondepth`` / ``simcol3d`` / ``c3vd`` through
+    :func:`colondepth.datasets.registry.open_sequences` (all frames, ground truth used for validation
+    only).  Snippets are ``(t - k, t, t + k)`` with ``k = frame_skip``; every 10th snippet (when there are
+    at least 10) is held out for validation.  Frames are resized to the depth network's input size.
+
+Step
+    depth (multi-scale, mm) from the depth network on the target; ``src_from_tgt`` and optional
+    explainability masks from a :class:`~colondepth.models.pose_net.PoseNet`; loss =
+    ``(ssim_weight + l1_weight) * photometric`` (min reprojection, auto-mask, brightness alignment,
+    specular and FOV masks; :func:`colondepth.losses.photometric.photometric_loss`) +
+    ``smoothness_weight * sum_s edge_aware_smoothness_s / 2**s`` + ``explainability_weight * BCE(masks, 1)``.
+
+Scale
+    Photometric losses cannot see a joint scaling of depth and translation.  To keep the metric scale the
+    depth network learned from synthetic data, the first :data:`POSE_WARMUP_STEPS` steps (or 20 % of a
+    ``steps`` budget if smaller) train only the pose network, with the depth network frozen; the mean
+    predicted translation norm over the second half of that warm-up becomes a fixed per-frame-step
+    translation scale.  With ``translation_normalisation`` (Pinard et al. 2018) every later step rescales
+    the predicted translations to that norm, which pins the depth scale against drift.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from colondepth.errors import UserError
+
+#: Steps at the start of a stage during which only the pose network learns (see module doc).
+POSE_WARMUP_STEPS = 100
+#: Held-out share of snippets: every VAL_EVERY-th snippet goes to validation.
+VAL_EVERY = 10
+SNIPPET_LENGTH = 3
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def open_stage_sequences(stage, base_dir: Path, min_frames: int = SNIPPET_LENGTH):
+    """``(sequences, clips)`` for the stage's sources; ``clips[s]`` is a list of frame-index lists."""
+    import warnings
+
+    from colondepth.datasets.registry import open_sequences
+    from colondepth.datasets.video import read_video, select_clips
+
+    sequences, clips = [], []
+    for src in stage.sources:
+        path = _resolve(src.path, base_dir)
+        if src.format in ("video", "frames"):
+            intr = _resolve(stage.intrinsics, base_dir) if stage.intrinsics else None
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                seq = read_video(path, crop=stage.crop, intrinsics=intr, min_frames=min_frames)
+            sequences.append(seq)
+            clips.append(select_clips(seq, min_clip_frames=min_frames))
+        else:
+            for seq in open_sequences(path, src.format):
+                sequences.append(seq)
+                clips.append([list(range(seq.num_frames))])
+    return sequences, clips
+
+
+class SelfSupervisedKind:
+    """Stage kind ``self_supervised`` (see the module docstring)."""
+
+    def __init__(self, ctx):
+        from colondepth.losses.photometric import PhotometricOptions
+        from colondepth.models.pose_net import PoseNet, PoseNetConfig
+
+        self.ctx = ctx
+        stage = ctx.stage
+        net = ctx.net
+        # Weights the net holds now: the previous stage's, or the interrupted run's on --resume (restored
+        # in load_state_dict, which the runner calls only when resuming).
+        self._held_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if stage.init_from != "previous":
+            self._load_init(_resolve(stage.init_from, ctx.curriculum_dir))
+
+        n_scales = int(net.config.num_scales)
+        n_levels = min(5, len(net.config.encoder_channels))
+        pose_channels = (16, 32, 64, 128, 256)[:n_levels]
+        if n_levels < 2:
+            pose_channels = (16, 32)
+        self.explain_weight = float(stage.loss.explainability_weight)
+        self.pose_config = PoseNetConfig(
+            num_sources=SNIPPET_LENGTH - 1, channels=pose_channels,
+            num_mask_scales=min(n_scales, len(pose_channels)) if self.explain_weight > 0 else 0,
+        )
+        self.pose_net = PoseNet(self.pose_config).to(ctx.device)
+        w_ssim, w_l1 = float(stage.loss.ssim_weight), float(stage.loss.l1_weight)
+        if w_ssim + w_l1 <= 0:
+            raise UserError(f"stage {stage.name}: loss.ssim_weight + loss.l1_weight must be positive")
+        self.photo_weight = w_ssim + w_l1
+        self.options = PhotometricOptions(
+            alpha=w_ssim / (w_ssim + w_l1),
+            reduction="min" if stage.min_reprojection else "mean",
+            automask=bool(stage.automask),
+            brightness="affine" if stage.brightness_alignment else "none",
+        )
+        self.smooth_weight = float(stage.loss.smoothness_weight)
+        budget_steps = stage.budget.steps
+        self.warmup_steps = POSE_WARMUP_STEPS if budget_steps is None else min(POSE_WARMUP_STEPS,
+                                                                             max(1, int(0.2 * budget_steps)))
+        self.steps_done = 0
+        self.trans_sum = 0.0
+        self.trans_count = 0
+        self.translation_norm_mm: float | None = None
+
+    # -- initialisation ----------------------------------------------------------------------------------
+    def _load_init(self, path: Path) -> None:
+        from colondepth.train.checkpoint import read_checkpoint
+
+        payload = read_checkpoint(path)
+        want = self.ctx.net.config.to_dict()
+        have = dict(payload["card"].get("model", {}))
+        keys = ("input_height", "input_width", "encoder_channels", "decoder_channels", "num_scales", "norm")
+        diff = [k for k in keys if have.get(k) != want.get(k)]
+        if diff:
+            raise UserError(f"{path}: init checkpoint's model differs from the curriculum's ({', '.join(diff)}); "
+                            f"set the curriculum's model section to the checkpoint's architecture")
+        try:
+            self.ctx.net.load_state_dict(payload["model_state"])
+        except RuntimeError as exc:
+            raise UserError(f"{path}: weights do not fit the depth network ({type(exc).__name__})") from None
+
+    # -- interface -----------------------------------------------------------------------------------------
+    def make_data(self):
+        from colondepth.datasets.clips import SnippetDataset, require_snippets, sequence_snippets
+        from colondepth.train.stage import StageData
+
+        stage = self.ctx.stage
+        sequences, clips = open_stage_sequences(stage, self.ctx.curriculum_dir)
+        snippets = sequence_snippets(sequences, clips, SNIPPET_LENGTH, frame_skip=stage.frame_skip)
+        names = ", ".join(s.path for s in stage.sources)
+        require_snippets(snippets, f"stage {stage.name} ({names})", SNIPPET_LENGTH, stage.frame_skip)
+        size = self.ctx.net.config.input_size
+        if len(snippets) >= VAL_EVERY:
+            val = [s for i, s in enumerate(snippets) if i % VAL_EVERY == VAL_EVERY - 1]
+            train = [s for i, s in enumerate(snippets) if i % VAL_EVERY != VAL_EVERY - 1]
+        else:
+            train, val = snippets, []
+        bs = int(stage.batch_size) * max(1, int(self.ctx.world_size))
+        per_epoch = max(1, -(-len(train) // bs))
+        self.total_steps = int(stage.budget.steps) if stage.budget.steps is not None else max(
+            1, int(np.ceil(stage.budget.epochs * per_epoch)))
+        return StageData(
+            train=SnippetDataset(sequences, train, size),
+            val=SnippetDataset(sequences, val, size) if val else None,
+        )
+
+    def parameters(self) -> list:
+        return list(self.ctx.net.parameters()) + list(self.pose_net.parameters())
+
+    def _forward(self, batch, train_depth: bool):
+        dev = self.ctx.device
+        tgt = batch["target"].to(dev)
+        src = batch["sources"].to(dev)
+        K = batch["K"].to(dev)
+        fov = batch["fov_mask"].to(dev)
+        net = self.ctx.net
+        x = net.normalise(tgt)
+        if train_depth:
+            depths = self.ctx.model(x)
+        else:
+            was_training = net.training
+            net.eval()
+            with torch.no_grad():
+                depths = net(x)
+            net.train(was_training)
+        pose_out = self.pose_net(tgt, src)
+        return tgt, src, K, fov, depths, pose_out
+
+    def _losses(self, tgt, src, K, fov, depths, pose_out, src_from_tgt):
+        from colondepth.losses.photometric import explainability_regularization, photometric_loss
+        from colondepth.losses.smoothness import edge_aware_smoothness
+        from colondepth.geometry.projection import depth_to_disp
+
+        masks = pose_out.masks if self.explain_weight > 0 else None
+        if masks is not None:
+            masks = masks[: len(depths)]
+            depths_used = depths[: len(masks)]
+        else:
+            depths_used = depths
+        photo, info = photometric_loss(tgt, src, depths_used, src_from_tgt, K, fov_mask=fov,
+                                       explainability=masks, options=self.options)
+        smooth = tgt.new_zeros(())
+        for s, d in enumerate(depths):
+            img = tgt if d.shape[-2:] == tgt.shape[-2:] else F.interpolate(
+                tgt, size=d.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+            m = fov if d.shape[-2:] == fov.shape[-2:] else F.interpolate(
+                fov.float(), size=d.shape[-2:], mode="nearest") > 0.5
+            smooth = smooth + edge_aware_smoothness(depth_to_disp(d), img, m) / (2 ** s)
+        total = self.photo_weight * photo + self.smooth_weight * smooth
+        parts = {"photometric": float(photo.detach()), "smoothness": float(smooth.detach()),
+                 "automask_fraction": info["automask_fraction"]}
+        if masks is not None:
+            reg = explainability_regularization(masks)
+            total = total + self.explain_weight * reg
+            parts["explainability"] = float(reg.detach())
+        return total, parts
+
+    def step(self, batch) -> tuple[torch.Tensor, dict]:
+        from colondepth.losses.photometric import normalize_translation
+
+        warm = self.steps_done < self.warmup_steps
+        tgt, src, K, fov, depths, pose_out = self._forward(batch, train_depth=not warm)
+        pose = pose_out.src_from_tgt
+        t_norm = float(pose[..., :3, 3].detach().norm(dim=-1).mean())
+        if warm:
+            if self.steps_done >= self.warmup_steps // 2:
+                self.trans_sum += t_norm
+                self.trans_count += 1
+        elif self.ctx.stage.translation_normalisation:
+            if self.translation_norm_mm is None:
+                self.translation_norm_mm = self.trans_sum / max(self.trans_count, 1)
+            pose = normalize_translation(pose, self.translation_norm_mm)
+        total, parts = self._losses(tgt, src, K, fov, depths, pose_out, pose)
+        self.steps_done += 1
+        if self.steps_done == getattr(self, "total_steps", -1):
+            self.save_pose_net()
+        parts["translation_mm"] = t_norm
+        parts["pose_warmup"] = 1.0 if warm else 0.0
+        return total, parts
+
+    @torch.no_grad()
+    def validate(self, loader) -> dict[str, float]:
+        from colondepth.losses.photometric import normalize_translation
+
+        net, pose_net = self.ctx.net, self.pose_net
+        was = (net.training, pose_net.training)
+        net.eval()
+        pose_net.eval()
+        losses, abs_rel, abs_rel_med, n = [], [], [], 0
+        try:
+            for batch in loader:
+                tgt, src, K, fov, depths, pose_out = self._forward(batch, train_depth=True)
+                pose = pose_out.src_from_tgt
+                if self.translation_norm_mm is not None and self.ctx.stage.translation_normalisation:
+                    pose = normalize_translation(pose, self.translation_norm_mm)
+                total, _ = self._losses(tgt, src, K, fov, depths, pose_out, pose)
+                losses.append(float(total) * len(tgt))
+                n += len(tgt)
+                if "depth_mm" in batch:
+                    gt = batch["depth_mm"].to(tgt.device)
+                    pred = depths[0]
+                    for b in range(len(gt)):
+                        v = (gt[b] > 0) & fov[b]
+                        if v.sum() < 10:
+                            continue
+                        g, p = gt[b][v], pred[b][v]
+                        abs_rel.append(float(((p - g).abs() / g).mean()))
+                        s = torch.median(g) / torch.median(p)
+                        abs_rel_med.append(float(((p * s - g).abs() / g).mean()))
+        finally:
+            net.train(was[0])
+            pose_net.train(was[1])
+        out = {"val_loss": sum(losses) / max(n, 1)}
+        if abs_rel:
+            out["val_abs_rel"] = float(np.mean(abs_rel))
+            out["val_abs_rel_median_scaled"] = float(np.mean(abs_rel_med))
+        return out
+
+    def pose_net_path(self) -> Path:
+        """``RUN/checkpoints/pose_net_<stage>.pt``: the pose network, written with every checkpoint and at the
+        end of the stage's budget (``{"format": "colondepth-pose-net", "config": ..., "state": ...}``)."""
+        return Path(self.ctx.run_dir) / "checkpoints" / f"pose_net_{self.ctx.stage.name}.pt"
+
+    def save_pose_net(self) -> None:
+        if self.ctx.rank != 0:
+            return
+        from colondepth.io import atomic_path
+
+        payload = {"format": "colondepth-pose-net", "config": self.pose_config.to_dict(),
+                   "state": {k: v.detach().cpu() for k, v in self.pose_net.state_dict().items()},
+                   "translation_norm_mm": -1.0 if self.translation_norm_mm is None else float(self.translation_norm_mm)}
+        with atomic_path(self.pose_net_path()) as tmp:
+            torch.save(payload, tmp)
+
+    def state_dict(self) -> dict:
+        self.save_pose_net()
+        return {
+            "pose_net": {k: v.detach().cpu() for k, v in self.pose_net.state_dict().items()},
+            "pose_config": self.pose_config.to_dict(),
+            "steps_done": int(self.steps_done),
+            "trans_sum": float(self.trans_sum),
+            "trans_count": int(self.trans_count),
+            "translation_norm_mm": -1.0 if self.translation_norm_mm is None else float(self.translation_norm_mm),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return  # resumed at the very start of this stage: keep the init_from weights
+        # resumed mid-stage: the interrupted run's depth weights win over init_from
+        self.ctx.net.load_state_dict(self._held_state)
+        self.pose_net.load_state_dict(state["pose_net"])
+        self.steps_done = int(state["steps_done"])
+        self.trans_sum = float(state["trans_sum"])
+        self.trans_count = int(state["trans_count"])
+        t = float(state["translation_norm_mm"])
+        self.translation_norm_mm = None if t < 0 else t
+
+    def pose_network(self):
+        """A copy of the trained :class:`~colondepth.models.pose_net.PoseNet` in eval mode."""
+        return copy.deepcopy(self.pose_net).eval()
+
+
+def load_pose_net(path, map_location=None):
+    """``(PoseNet in eval mode, translation_norm_mm or None)`` from :meth:`SelfSupervisedKind.save_pose_net`."""
+    from colondepth.models.pose_net import build_pose_net
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: pose network not found; it is written to RUN/checkpoints/ by 'colondepth finetune'")
+    payload = torch.load(p, map_location=map_location or "cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != "colondepth-pose-net":
+        raise UserError(f"{p}: not a ColonDepth pose network file")
+    net = build_pose_net(payload["config"])
+    net.load_state_dict(payload["state"])
+    t = float(payload.get("translation_norm_mm", -1.0))
+    return net.eval(), (None if t < 0 else t)

@@ -1,0 +1,212 @@
+"""Photometric and smoothness losses on an analytic pair: a textured tilted plane rendered in numpy
+from two camera poses (ground-truth depth and pose known in closed form)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from colondepth.losses.photometric import (
+    PhotometricOptions,
+    ssim_dissimilarity,
+    align_brightness,
+    explainability_regularization,
+    normalize_translation,
+    photometric_loss,
+    specular_mask,
+)
+from colondepth.losses.smoothness import edge_aware_smoothness
+
+H, W = 48, 64
+K = np.array([[50.0, 0.0, 31.0], [0.0, 52.0, 24.5], [0.0, 0.0, 1.0]])
+N_PLANE = np.array([0.25, -0.15, 1.0]) / np.linalg.norm([0.25, -0.15, 1.0])
+D_PLANE = 60.0
+
+
+def pose(rotvec, t):
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_rotvec(rotvec).as_matrix()
+    T[:3, 3] = t
+    return T
+
+
+def render_plane(world_from_cam):
+    """(3, H, W) image in [0, 1] and (H, W) z-depth (mm) of the textured plane n.X = d."""
+    v, u = np.mgrid[:H, :W].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    R, t = world_from_cam[:3, :3], world_from_cam[:3, 3]
+    dirs = rays @ R.T
+    lam = (D_PLANE - N_PLANE @ t) / (dirs @ N_PLANE)
+    X = t + lam[..., None] * dirs
+    e1 = np.cross(N_PLANE, [0.0, 1.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(N_PLANE, e1)
+    a, b = X @ e1, X @ e2
+    img = np.stack([
+        0.5 + 0.2 * np.sin(a / 1.7) + 0.15 * np.cos(b / 2.3),
+        0.45 + 0.2 * np.sin((a + b) / 2.1) + 0.1 * np.cos(a / 3.1),
+        0.4 + 0.2 * np.cos((a - b) / 1.9) + 0.1 * np.sin(b / 1.3),
+    ])
+    return img, lam  # rays have z = 1, so lam is z-depth
+
+
+T_TGT = pose([0.02, -0.03, 0.01], [1.0, -0.5, 0.0])
+T_SRC1 = pose([0.05, 0.02, -0.04], [3.0, 0.5, 4.0])
+T_SRC2 = pose([-0.03, 0.04, 0.02], [-2.0, 1.0, -3.0])
+
+
+def _t(x):
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    tgt, depth = render_plane(T_TGT)
+    s1, _ = render_plane(T_SRC1)
+    s2, _ = render_plane(T_SRC2)
+    src_from_tgt = np.stack([np.linalg.solve(T_SRC1, T_TGT), np.linalg.solve(T_SRC2, T_TGT)])
+    return dict(
+        target=_t(tgt)[None], sources=_t(np.stack([s1, s2]))[None], depth=_t(depth)[None, None],
+        pose=_t(src_from_tgt)[None], K=_t(K),
+    )
+
+
+NO_AUTOMASK = PhotometricOptions(automask=False)
+
+
+def test_ground_truth_gives_near_zero_loss(pair):
+    loss, info = photometric_loss(pair["target"], pair["sources"], pair["depth"], pair["pose"], pair["K"],
+                                  options=NO_AUTOMASK)
+    assert float(loss) < 0.004
+    assert info["mask"].float().mean() > 0.6  # most of the frame is explained by at least one source
+    # wrong translation, wrong rotation, wrong depth scale: all clearly worse
+    bad_t = pair["pose"].clone()
+    bad_t[..., :3, 3] += torch.tensor([1.5, 0.0, 0.0])
+    bad_r = pair["pose"].clone()
+    bad_r[..., :3, :3] = bad_r[..., :3, :3] @ _t(Rotation.from_rotvec([0, 0.03, 0]).as_matrix())
+    for p, d in [(bad_t, pair["depth"]), (bad_r, pair["depth"]), (pair["pose"], pair["depth"] * 1.3)]:
+        wrong, _ = photometric_loss(pair["target"], pair["sources"], d, p, pair["K"], options=NO_AUTOMASK)
+        assert float(wrong) > 5 * float(loss), (float(wrong), float(loss))
+
+
+def test_gradient_points_back_to_true_depth_scale(pair):
+    s = torch.tensor(1.15, requires_grad=True)
+    loss, _ = photometric_loss(pair["target"], pair["sources"], pair["depth"] * s, pair["pose"], pair["K"],
+                               options=NO_AUTOMASK)
+    loss.backward()
+    assert s.grad > 0  # decreasing the scale towards 1 lowers the loss
+
+
+def test_multiscale_depth_is_upsampled(pair):
+    half = torch.nn.functional.interpolate(pair["depth"], scale_factor=0.5, mode="bilinear", align_corners=False)
+    loss, info = photometric_loss(pair["target"], pair["sources"], [pair["depth"], half], pair["pose"], pair["K"],
+                                  options=NO_AUTOMASK)
+    assert len(info["per_scale"]) == 2 and max(info["per_scale"]) < 0.006
+
+
+def test_brightness_alignment_removes_light_change(pair):
+    dim_sources = 0.6 * pair["sources"] + 0.15  # the endoscope light moved with the camera
+    on, _ = photometric_loss(pair["target"], dim_sources, pair["depth"], pair["pose"], pair["K"], options=NO_AUTOMASK)
+    off, _ = photometric_loss(pair["target"], dim_sources, pair["depth"], pair["pose"], pair["K"],
+                              options=PhotometricOptions(automask=False, brightness="none"))
+    assert float(on) < 0.005 and float(off) > 5 * float(on)
+    x = torch.rand(2, 3, 8, 8)
+    y, a, b = align_brightness(x, 0.3 * x + 0.2, torch.ones(2, 1, 8, 8, dtype=torch.bool))
+    torch.testing.assert_close(a, torch.full_like(a, 0.3))
+    torch.testing.assert_close(b, torch.full_like(b, 0.2))
+
+
+def test_specular_highlights_are_masked(pair):
+    shiny = pair["sources"].clone()
+    shiny[:, :, :, 10:20, 20:34] = 1.0  # saturated highlight in both sources, not in the target
+    on, info = photometric_loss(pair["target"], shiny, pair["depth"], pair["pose"], pair["K"], options=NO_AUTOMASK)
+    off, _ = photometric_loss(pair["target"], shiny, pair["depth"], pair["pose"], pair["K"],
+                              options=PhotometricOptions(automask=False, specular_threshold=None))
+    assert float(on) < 0.006 and float(off) > 3 * float(on)
+    m = specular_mask(torch.tensor([[[[0.2, 0.99, 0.2, 0.2, 0.2]]]]).expand(1, 3, 1, 5), 0.95, dilate=1)
+    assert m[0, 0, 0].tolist() == [False, False, False, True, True]
+
+
+def test_min_reprojection_ignores_the_bad_source(pair):
+    occluded = pair["sources"].clone()
+    # an occluder (e.g. a tool or bubble) in the centre of source 2 only
+    occluded[:, 1, :, 14:34, 18:46] = torch.rand((3, 20, 28), generator=torch.Generator().manual_seed(0))
+    # judge only pixels the clean first source explains, so the minimum always has a clean candidate
+    only_first, info = photometric_loss(pair["target"], pair["sources"][:, :1], pair["depth"], pair["pose"][:, :1],
+                                        pair["K"], options=NO_AUTOMASK)
+    both = info["mask"]
+    loss_min, loss_mean = (
+        float(photometric_loss(pair["target"], occluded, pair["depth"], pair["pose"], pair["K"], fov_mask=both,
+                               options=PhotometricOptions(automask=False, reduction=r))[0])
+        for r in ("min", "mean")
+    )
+    assert loss_min <= 1.02 * float(only_first) < 0.005 and loss_mean > 4 * loss_min
+
+
+def test_automask_drops_static_pixels(pair):
+    static = pair["target"][:, None].expand(1, 2, 3, H, W).clone()  # camera did not move
+    moving_pose = pair["pose"]  # but the network claims it did
+    with_mask, info = photometric_loss(pair["target"], static, pair["depth"], moving_pose, pair["K"])
+    without, _ = photometric_loss(pair["target"], static, pair["depth"], moving_pose, pair["K"], options=NO_AUTOMASK)
+    assert info["automask_fraction"] < 0.05 and float(with_mask) < 0.01
+    assert float(without) > 0.02
+
+
+def test_fov_mask_limits_pixels(pair):
+    fov = torch.zeros(1, 1, H, W, dtype=torch.bool)
+    fov[..., 10:30, 10:40] = True
+    _, info = photometric_loss(pair["target"], pair["sources"], pair["depth"], pair["pose"], pair["K"],
+                               fov_mask=fov, options=NO_AUTOMASK)
+    assert not info["mask"][~fov].any() and info["mask"][fov].float().mean() > 0.9
+
+
+def test_explainability_masks_weight_errors(pair):
+    e_half = [torch.full((1, 2, H, W), 0.5)]
+    loss1, _ = photometric_loss(pair["target"], pair["sources"] * 0.0 + 0.5, pair["depth"], pair["pose"], pair["K"],
+                                options=PhotometricOptions(automask=False, brightness="none"))
+    loss_half, _ = photometric_loss(pair["target"], pair["sources"] * 0.0 + 0.5, pair["depth"], pair["pose"],
+                                    pair["K"], explainability=e_half,
+                                    options=PhotometricOptions(automask=False, brightness="none"))
+    assert float(loss_half) == pytest.approx(0.5 * float(loss1), rel=1e-4)
+    assert float(explainability_regularization([torch.full((1, 2, 4, 4), 0.5)])) == pytest.approx(math.log(2), rel=1e-4)
+    assert float(explainability_regularization([torch.ones(1, 2, 4, 4)])) < 1e-5
+
+
+def test_translation_normalisation():
+    p = torch.eye(4).repeat(2, 3, 1, 1)
+    p[0, :, :3, 3] = torch.tensor([[3.0, 0, 0], [0, 4.0, 0], [0, 0, 5.0]])
+    p[1, :, :3, 3] = torch.tensor([[0.1, 0, 0], [0, 0.1, 0], [0, 0, 0.1]])
+    p[..., :3, :3] = _t(Rotation.from_rotvec([0.1, 0, 0]).as_matrix())
+    q = normalize_translation(p, 2.0)
+    torch.testing.assert_close(q[..., :3, 3].norm(dim=-1).mean(-1), torch.tensor([2.0, 2.0]))
+    torch.testing.assert_close(q[..., :3, :3], p[..., :3, :3])
+    torch.testing.assert_close(q[0, 2, :3, 3], torch.tensor([0.0, 0.0, 2.5]))
+
+
+def test_smoothness_edge_aware_and_scale_free():
+    img = torch.zeros(1, 3, 16, 16)
+    img[..., 8:] = 1.0  # an image edge between columns 7 and 8
+    step_at_edge = torch.ones(1, 1, 16, 16)
+    step_at_edge[..., 8:] = 2.0
+    step_elsewhere = torch.ones(1, 1, 16, 16)
+    step_elsewhere[..., 4:] = 2.0
+    assert float(edge_aware_smoothness(torch.full((1, 1, 16, 16), 0.3), img)) == 0.0
+    a, b = edge_aware_smoothness(step_at_edge, img), edge_aware_smoothness(step_elsewhere, img)
+    assert float(a) < 0.5 * float(b)
+    torch.testing.assert_close(edge_aware_smoothness(7.0 * step_elsewhere, img), b)
+    mask = torch.ones(1, 1, 16, 16, dtype=torch.bool)
+    mask[..., :, 2:6] = False  # hide the step
+    assert float(edge_aware_smoothness(step_elsewhere, img, mask)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_box_ssim_matches_kornia_gaussian_ssim(pair):
+    x = pair["target"]
+    noisy = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    for kind in ("box", "gaussian"):
+        assert float(ssim_dissimilarity(x, x, 3, kind).abs().max()) < 1e-6
+    box, gauss = (float(ssim_dissimilarity(x, noisy, 3, k).mean()) for k in ("box", "gaussian"))
+    assert 0.05 < box and abs(box - gauss) < 0.25 * gauss

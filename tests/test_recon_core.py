@@ -1,0 +1,223 @@
+"""Point clouds, per-frame meshes, TSDF fusion and exports on analytic tube scenes."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import trimesh
+
+from colondepth.conventions import ImageSize
+from colondepth.errors import UserError
+from colondepth.geometry.camera import PinholeIntrinsics
+from colondepth.recon.export import (
+    GLTF_FROM_CV,
+    export_mesh,
+    export_point_cloud,
+    gltf_from_world,
+    index_from_world,
+    world_from_index,
+    write_tsdf_nifti,
+)
+from colondepth.recon.fusion import TSDFVolume
+from colondepth.recon.mesh import depth_to_mesh, grid_triangles
+from colondepth.recon.pointcloud import depth_to_pointcloud
+from test_recon_analytic import look_pose, small_intrinsics, tube_depth, tube_poses
+
+RADIUS = 10.0
+
+
+@pytest.fixture(scope="module")
+def fused():
+    intr = small_intrinsics(48)
+    poses = tube_poses(8, RADIUS, 30.0)
+    vol = TSDFVolume(voxel_mm=0.5, max_depth_mm=20.0)  # pixel footprint <= 2 voxels
+    rng = np.random.default_rng(0)
+    for T in poses:
+        rgb = np.zeros((48, 48, 3), np.uint8)
+        rgb[..., 0] = 200
+        rgb[..., 1] = rng.integers(90, 110)
+        vol.integrate(tube_depth(intr, T, RADIUS), intr, T, rgb=rgb)
+    return vol, poses
+
+
+# -- point clouds ------------------------------------------------------------------------------
+def test_backprojected_tube_lies_on_the_tube():
+    intr = small_intrinsics(40)
+    T = look_pose([3.0, -2.0, 1.0], [0.4, 0.3, 1.0], up_hint=(0.2, 1.0, 0.0))  # off-axis and tilted
+    depth = tube_depth(intr, T, RADIUS)
+    rgb = np.arange(40 * 40 * 3, dtype=np.uint8).reshape(40, 40, 3)
+    cloud = depth_to_pointcloud(depth, intr, rgb=rgb, world_from_cam=T)
+    assert cloud.frame == "world" and len(cloud) == int((depth > 0).sum()) > 1000
+    np.testing.assert_allclose(np.hypot(cloud.points_mm[:, 0], cloud.points_mm[:, 1]), RADIUS, atol=1e-4)
+    np.testing.assert_array_equal(cloud.colors, rgb[depth > 0])
+    cam = depth_to_pointcloud(depth, intr)
+    assert cam.frame == "cam"
+    np.testing.assert_allclose(cam.points_mm[:, 2], depth[depth > 0], rtol=1e-6)
+
+
+def test_pointcloud_range_stride_and_subsample():
+    intr = small_intrinsics(32)
+    depth = np.linspace(1.0, 50.0, 32 * 32, dtype=np.float32).reshape(32, 32)
+    cloud = depth_to_pointcloud(depth, intr, min_depth_mm=10.0, max_depth_mm=20.0)
+    assert cloud.points_mm[:, 2].min() >= 10.0 and cloud.points_mm[:, 2].max() <= 20.0
+    assert len(depth_to_pointcloud(depth, intr, stride=2)) == 16 * 16
+    assert len(depth_to_pointcloud(depth, intr).subsample(100)) == 100
+
+
+@pytest.mark.parametrize(
+    "depth, match",
+    [
+        (np.full((32, 32), np.nan, np.float32), "NaN"),
+        (np.zeros((32, 32), np.float32), "no valid pixel"),
+        (np.full((16, 32), 5.0, np.float32), "does not match"),
+        (np.full((32, 32), -1.0, np.float32), "negative"),
+    ],
+)
+def test_bad_depth_is_a_user_error(depth, match):
+    with pytest.raises(UserError, match=match):
+        depth_to_pointcloud(depth, small_intrinsics(32))
+
+
+# -- per-frame mesh ----------------------------------------------------------------------------
+def test_grid_triangles_cut_depth_jumps_and_face_the_camera():
+    intr = PinholeIntrinsics(fx=20.0, fy=20.0, cx=4.6, cy=3.2, size=ImageSize(8, 10))
+    depth = np.full((8, 10), 20.0, np.float32)
+    depth[:, 5:] = 30.0  # a step: no triangle may bridge columns 4 and 5
+    mesh = depth_to_mesh(depth, intr, max_rel_jump=0.1)
+    assert len(mesh.faces) == 2 * (7 * 4 + 7 * 4)
+    z = mesh.vertices[mesh.faces][..., 2]
+    assert np.all(z.max(axis=1) - z.min(axis=1) < 1e-9)
+    np.testing.assert_array_less(mesh.face_normals[:, 2], -0.99)  # towards the camera (-Z)
+    # without the cut, the 7 quads across the step come back
+    assert len(depth_to_mesh(depth, intr, max_rel_jump=1.0).faces) == 2 * 7 * 9
+    # an invalid pixel removes the (up to) 6 triangles around it
+    valid = np.ones((8, 10), bool)
+    valid[3, 2] = False
+    assert len(grid_triangles(depth, valid, 0.1)) == 2 * 7 * 8 - 6
+
+
+def test_depth_mesh_of_tube_lies_on_tube_in_world():
+    intr = small_intrinsics(32)
+    T = tube_poses(3, RADIUS)[2]
+    depth = tube_depth(intr, T, RADIUS)
+    mesh = depth_to_mesh(depth, intr, world_from_cam=T, rgb=np.full((32, 32, 3), 7, np.uint8))
+    np.testing.assert_allclose(np.hypot(mesh.vertices[:, 0], mesh.vertices[:, 1]), RADIUS, atol=1e-4)
+    assert np.all(mesh.visual.vertex_colors[:, :3] == 7)
+    with pytest.raises(UserError, match="no triangle"):
+        depth_to_mesh(np.zeros((32, 32), np.float32), intr)
+
+
+# -- TSDF fusion -------------------------------------------------------------------------------
+def test_fusion_recovers_tube_radius_within_one_voxel(fused):
+    vol, _ = fused
+    mesh = vol.extract_mesh()
+    assert len(mesh.faces) > 5000
+    r = np.hypot(mesh.vertices[:, 0], mesh.vertices[:, 1])
+    assert np.abs(r - RADIUS).max() < vol.voxel_mm
+    assert abs(np.median(r) - RADIUS) < 0.2 * vol.voxel_mm
+    # normals point into the lumen (towards the axis: free space, where the cameras are)
+    radial = mesh.triangles_center.copy()
+    radial[:, 2] = 0
+    inward = (mesh.face_normals * radial).sum(axis=1) < 0
+    assert inward.mean() > 0.99
+    # fused colour
+    c = mesh.visual.vertex_colors[:, :3].astype(int)
+    assert np.all(c[:, 0] == 200) and np.all((c[:, 1] >= 90) & (c[:, 1] <= 110))
+
+
+def test_fusion_volume_values_and_sparsity(fused):
+    vol, _ = fused
+    dense = vol.to_dense()
+    ijk = np.argwhere(dense.weight > 0)
+    xyz = world_from_index(dense.affine, ijk)
+    r = np.hypot(xyz[:, 0], xyz[:, 1])
+    sdf = dense.tsdf_mm[dense.weight > 0]
+    near = np.abs(sdf) < 0.9 * dense.trunc_mm
+    # positive in front (lumen, r < R), negative behind (tissue): sdf ~ R - r
+    assert np.abs((RADIUS - r[near]) - sdf[near]).mean() < 0.25
+    assert np.all(sdf >= -dense.trunc_mm - 1e-5)
+    # sparse: far fewer voxels than the bounding box
+    assert vol.num_blocks * vol.block_voxels ** 3 < 0.5 * dense.weight.size
+
+
+def test_fusion_errors_and_empty_frames():
+    intr = small_intrinsics(24)
+    vol = TSDFVolume(voxel_mm=1.0)
+    assert vol.integrate(np.zeros((24, 24), np.float32), intr, np.eye(4)) == 0
+    assert vol.frames_empty == 1
+    with pytest.raises(UserError, match="empty"):
+        vol.extract_mesh()
+    with pytest.raises(UserError, match="NaN"):
+        vol.integrate(np.full((24, 24), np.nan, np.float32), intr, np.eye(4))
+    with pytest.raises(UserError, match="rigid"):
+        vol.integrate(np.full((24, 24), 5.0, np.float32), intr, np.diag([2.0, 1, 1, 1]))
+    tiny = TSDFVolume(voxel_mm=0.25, max_blocks=3)
+    with pytest.raises(UserError, match="--voxel-mm"):
+        tiny.integrate(tube_depth(intr, tube_poses(2, RADIUS)[0], RADIUS), intr, tube_poses(2, RADIUS)[0])
+    with pytest.raises(UserError, match="truncation"):
+        TSDFVolume(voxel_mm=1.0, trunc_mm=0.5)
+
+
+# -- exports -----------------------------------------------------------------------------------
+def test_nifti_affine_round_trips(tmp_path, fused):
+    import nibabel as nib
+
+    vol, _ = fused
+    dense = vol.to_dense()
+    path = write_tsdf_nifti(dense, tmp_path / "tsdf.nii.gz")
+    with gzip.open(path) as f:
+        assert f.read(4)  # a real gzip stream
+    img = nib.load(str(path))
+    np.testing.assert_allclose(img.affine, dense.affine)
+    assert img.shape == dense.tsdf.shape
+    assert img.header.get_xyzt_units()[0] == "mm"
+    ijk = np.array([[0, 0, 0], [3, 5, 7], [dense.tsdf.shape[0] - 1, 2, 1]])
+    xyz = world_from_index(img.affine, ijk)
+    np.testing.assert_allclose(xyz[0], dense.index_origin * vol.voxel_mm)
+    np.testing.assert_allclose(xyz[1] - xyz[0], np.array([3, 5, 7]) * vol.voxel_mm)
+    np.testing.assert_allclose(index_from_world(img.affine, xyz), ijk, atol=1e-9)
+    data = np.asarray(img.dataobj)
+    np.testing.assert_allclose(data[tuple(ijk[1])], dense.tsdf_mm[tuple(ijk[1])])
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".obj", ".stl"])
+def test_mesh_exports_load_back(tmp_path, suffix):
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=5.0)
+    mesh.apply_translation([1.0, 2.0, 30.0])
+    path = export_mesh(mesh, tmp_path / f"m{suffix}")
+    back = trimesh.load(path, force="mesh", process=True)
+    assert len(back.vertices) == len(mesh.vertices)
+    assert len(back.faces) == len(mesh.faces)
+    np.testing.assert_allclose(back.bounds, mesh.bounds, atol=1e-4)
+
+
+def test_glb_export_converts_axes_once(tmp_path):
+    mesh = trimesh.creation.box(extents=[1.0, 2.0, 3.0])
+    mesh.apply_translation([4.0, 5.0, 60.0])  # right, below and in front of the camera (OpenCV)
+    path = export_mesh(mesh, tmp_path / "m.glb")
+    scene = trimesh.load(path)
+    back = scene.to_geometry()
+    assert len(back.vertices) == len(mesh.vertices)
+    c = back.bounds.mean(axis=0)
+    np.testing.assert_allclose(c, [4.0, -5.0, -60.0], atol=1e-5)  # +Y up, looking down -Z
+    # with a reference camera: points are first expressed in that camera
+    ref = look_pose([0.0, 0.0, 50.0], [1.0, 0.0, 0.0], up_hint=(0.0, 0.0, 1.0))
+    T = gltf_from_world(ref)
+    p_cam = np.linalg.inv(ref) @ [4.0, 5.0, 60.0, 1.0]
+    np.testing.assert_allclose(T @ [4.0, 5.0, 60.0, 1.0], GLTF_FROM_CV @ p_cam, atol=1e-12)
+    assert (T @ [10.0, 0.0, 50.0, 1.0])[2] == pytest.approx(-10.0)  # 10 mm ahead of ref -> z = -10
+
+
+def test_point_cloud_and_empty_mesh_export(tmp_path):
+    intr = small_intrinsics(16)
+    cloud = depth_to_pointcloud(np.full((16, 16), 9.0, np.float32), intr,
+                                rgb=np.full((16, 16, 3), 50, np.uint8))
+    back = trimesh.load(export_point_cloud(cloud, tmp_path / "p.ply"))
+    assert len(back.vertices) == 256
+    assert np.all(back.colors[:, :3] == 50)
+    path = export_mesh(trimesh.Trimesh(), tmp_path / "empty.ply")
+    assert path.stat().st_size > 0
+    with pytest.raises(UserError, match="unsupported"):
+        export_mesh(trimesh.Trimesh(), tmp_path / "x.vtk")

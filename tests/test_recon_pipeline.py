@@ -1,0 +1,193 @@
+"""The reconstruction pipeline and the ``colondepth reconstruct`` command on a tiny on-disk tube dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import trimesh
+import yaml
+
+from colondepth import cli
+from colondepth.datasets.base import Sequence
+from colondepth.datasets.tum import write_tum
+from colondepth.errors import UserError
+from colondepth.recon.pipeline import ReconstructionConfig, parse_frames, reconstruct_sequence, select_frames
+from colondepth.recon.poses import chain_relative_poses
+from test_recon_analytic import small_intrinsics, tube_depth, tube_mesh, tube_poses
+
+R = 10.0
+Z_RANGE = (-20.0, 60.0)
+N = 6
+SIZE = 32
+SCALE = 0.01  # mm per depth unit
+
+
+def _frames():
+    intr = small_intrinsics(SIZE)
+    poses = tube_poses(N, R, 20.0)
+    depths = [tube_depth(intr, T, R, Z_RANGE) for T in poses]
+    rgbs = []
+    for k, d in enumerate(depths):
+        img = np.zeros((SIZE, SIZE, 3), np.uint8)
+        img[..., 0] = 180
+        img[..., 1] = np.clip(d * 3, 0, 255).astype(np.uint8)
+        img[..., 2] = 20 * k
+        rgbs.append(img)
+    return intr, poses, depths, rgbs
+
+
+def write_tiny_dataset(root: Path) -> Path:
+    """A sequence folder in the documented layout: meta.yaml, rgb/, depth/ (uint16), poses.txt, mesh.ply."""
+    intr, poses, depths, rgbs = _frames()
+    seq = root / "seq_00000"
+    (seq / "rgb").mkdir(parents=True)
+    (seq / "depth").mkdir()
+    meta = {**intr.to_dict(), "depth_scale_mm": SCALE, "fps": 10.0, "level": "L1", "seed": 0, "num_frames": N}
+    (seq / "meta.yaml").write_text(yaml.safe_dump(meta))
+    for k in range(N):
+        iio.imwrite(seq / "rgb" / f"{k:06d}.png", rgbs[k])
+        iio.imwrite(seq / "depth" / f"{k:06d}.png", np.round(depths[k] / SCALE).astype(np.uint16))
+    write_tum(seq / "poses.txt", np.arange(N) / 10.0, poses)
+    tube_mesh(R, *Z_RANGE).export(seq / "mesh.ply")
+    return seq
+
+
+def memory_sequence(**over) -> Sequence:
+    intr, poses, depths, rgbs = _frames()
+    kw = dict(name="tube", intrinsics=intr, num_frames=N, load_rgb=lambda i: rgbs[i],
+              load_depth_mm=lambda i: depths[i], world_from_cam=poses, timestamps=np.arange(N) / 10.0)
+    kw.update(over)
+    return Sequence(**kw)
+
+
+@pytest.fixture(scope="module")
+def command_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    seq = write_tiny_dataset(root)
+    out = root / "recon"
+    code = cli.main(["reconstruct", "--sequence", str(seq), "--out", str(out), "--voxel-mm", "1.0",
+                     "--max-depth-mm", "20", "--no-progress"])
+    return code, seq, out
+
+
+def test_command_writes_every_output(command_run):
+    import nibabel as nib
+
+    code, seq, out = command_run
+    assert code == 0
+    names = {"mesh.ply", "points.ply", "coverage.json", "unobserved.ply", "tsdf.nii.gz", "trajectory.txt",
+             "report.json"}
+    assert names <= {p.name for p in out.iterdir()}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    mesh = trimesh.load(out / "mesh.ply", force="mesh")
+    r = np.hypot(mesh.vertices[:, 0], mesh.vertices[:, 1])
+    assert len(mesh.faces) > 500 and np.abs(r - R).max() < 1.0  # within one voxel
+    pts = trimesh.load(out / "points.ply")
+    assert len(pts.vertices) > 1000 and pts.colors[:, 0].min() == 180
+    img = nib.load(str(out / "tsdf.nii.gz"))
+    report = json.loads((out / "report.json").read_text())
+    np.testing.assert_allclose(img.affine, report["volume"]["affine_world_from_index"])
+    traj = np.loadtxt(out / "trajectory.txt")
+    assert traj.shape == (N, 8)
+    np.testing.assert_allclose(traj[:, 1:4], tube_poses(N, R, 20.0)[:, :3, 3], atol=1e-5)
+
+
+def test_command_report_metrics_and_coverage(command_run):
+    _, seq, out = command_run
+    report = json.loads((out / "report.json").read_text())
+    cov = json.loads((out / "coverage.json").read_text())
+    assert cov["surface"] == "ground_truth_mesh"
+    assert 0.1 < cov["observed_fraction"] < 0.9
+    assert report["coverage"]["observed_fraction"] == cov["observed_fraction"]
+    obs = report["metrics"]["observed_ground_truth"]
+    assert obs["chamfer_mm"] < 1.0  # below the voxel size
+    assert obs["fscore@1mm"] > 0.8
+    full = report["metrics"]["full_ground_truth"]
+    assert full["completeness_mm"] > obs["completeness_mm"]  # the unseen part is missing
+    un = trimesh.load(out / "unobserved.ply", force="mesh")
+    gt = trimesh.load(seq / "mesh.ply", force="mesh")
+    assert un.area == pytest.approx((1 - cov["observed_fraction"]) * gt.area, rel=0.02)
+    # behind the first camera nothing was seen: the whole z < -5 part of the tube is unobserved
+    back = gt.triangles_center[:, 2] < -5.0
+    assert un.area >= gt.area_faces[back].sum() * 0.999
+    assert report["frames"]["integrated"] == N and report["timing_s"]["fusion_fps"] > 0
+
+
+def test_frames_selection_and_errors(tmp_path, capsys):
+    assert parse_frames("0:10:2") == (0, 10, 2)
+    assert parse_frames(":5") == (None, 5, None)
+    assert parse_frames(None) == (None, None, None)
+    for bad in ("a:b", "1:2:3:4", "0:5:0", "7"):
+        with pytest.raises(UserError, match="--frames"):
+            parse_frames(bad)
+    assert select_frames(10, (2, None, 3)) == [2, 5, 8]
+    with pytest.raises(UserError, match="selects no frame"):
+        select_frames(4, (10, 20, None))
+    code = cli.main(["reconstruct", "--video", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "o"),
+                     "--depth", "gt"])
+    assert code == 2
+    assert "a video has no ground truth" in capsys.readouterr().err
+
+
+def test_pipeline_user_errors(tmp_path):
+    cfg = ReconstructionConfig(voxel_mm=1.0)
+    with pytest.raises(UserError, match="no ground-truth poses"):
+        reconstruct_sequence(memory_sequence(world_from_cam=None), tmp_path, cfg, progress=False)
+    with pytest.raises(UserError, match="4 poses for 6 frames"):
+        reconstruct_sequence(memory_sequence(world_from_cam=tube_poses(4, R)), tmp_path, cfg, progress=False)
+    with pytest.raises(UserError, match="no ground-truth depth"):
+        reconstruct_sequence(memory_sequence(load_depth_mm=None), tmp_path, cfg, progress=False)
+
+    class NaNPredictor:
+        def predict(self, rgb):
+            return np.full(rgb.shape[:2], np.nan, np.float32)
+
+    with pytest.raises(UserError, match="NaN"):
+        reconstruct_sequence(memory_sequence(), tmp_path, ReconstructionConfig(depth="predicted"),
+                             depth_predictor=NaNPredictor(), progress=False)
+    empty = memory_sequence(load_depth_mm=lambda i: np.zeros((SIZE, SIZE), np.float32))
+    with pytest.raises(UserError, match="no selected frame has valid depth"):
+        reconstruct_sequence(empty, tmp_path, cfg, progress=False)
+    with pytest.raises(UserError, match="--voxel-mm"):
+        reconstruct_sequence(memory_sequence(), tmp_path, ReconstructionConfig(voxel_mm=-1.0), progress=False)
+    assert not any(tmp_path.iterdir())  # nothing written on failure
+
+
+def test_predicted_sources_are_chained_in_the_first_camera_frame(tmp_path):
+    intr, poses, depths, rgbs = _frames()
+
+    def frame_of(rgb):  # the blue channel encodes the frame index
+        return int(rgb[0, 0, 2]) // 20
+
+    class DepthOracle:
+        def predict(self, rgb):
+            return depths[frame_of(rgb)]
+
+    def pose_oracle(rgb_src, rgb_tgt):  # src_from_tgt from the ground truth
+        s, t = frame_of(rgb_src), frame_of(rgb_tgt)
+        return np.linalg.inv(poses[s]) @ poses[t]
+
+    seq = memory_sequence(mesh_path=None)
+    cfg = ReconstructionConfig(depth="predicted", poses="predicted", voxel_mm=1.0, max_depth_mm=20.0)
+    report = reconstruct_sequence(seq, tmp_path, cfg, depth_predictor=DepthOracle(), pose_estimator=pose_oracle,
+                                  progress=False)
+    assert report["coverage"]["surface"] == "fused_mesh"
+    assert report["coverage"]["observed_fraction"] > 0.8  # the fused surface was seen by construction
+    traj = np.loadtxt(tmp_path / "trajectory.txt")
+    np.testing.assert_allclose(traj[0, 1:], [0, 0, 0, 0, 0, 0, 1], atol=1e-9)  # first camera = world
+    mesh = trimesh.load(tmp_path / "mesh.ply", force="mesh")
+    mesh.apply_transform(poses[0])  # back to the tube's frame
+    r = np.hypot(mesh.vertices[:, 0], mesh.vertices[:, 1])
+    assert np.abs(r - R).max() < 1.0
+
+
+def test_chain_relative_poses():
+    poses = tube_poses(5, R)
+    rel = [np.linalg.inv(poses[i]) @ poses[i + 1] for i in range(4)]
+    np.testing.assert_allclose(chain_relative_poses(rel, poses[0]), poses, atol=1e-9)
+    with pytest.raises(UserError, match="rigid"):
+        chain_relative_poses([np.diag([1.0, 1.0, 2.0, 1.0])])
