@@ -111,7 +111,7 @@ def pose_eval(pose_path: Path, dataset: Path, size: int, work: Path, snippet: in
 
     pose_net, _ = load_pose_net(pose_path)
     seqs = open_sequences(dataset, "colondepth")
-    net_err, vo_err, vo_fail, wrote = [], [], 0, False
+    net_err, vo_err, still_err, vo_fail, wrote = [], [], [], 0, False
     sz = ImageSize(size, size)
     for seq in seqs:
         for start in range(0, seq.num_frames - snippet + 1, snippet - 1):
@@ -136,6 +136,7 @@ def pose_eval(pose_path: Path, dataset: Path, size: int, work: Path, snippet: in
             vo_fail += len(vo.failures)
             traj_vo = chain_relative_poses(vo.next_from_prev)
             net_err.append(snippet_pose_errors(traj_net, gt))
+            still_err.append(snippet_pose_errors(np.tile(np.eye(4), (snippet, 1, 1)), gt))
             vo_err.append(snippet_pose_errors(traj_vo, gt))
             if not wrote:
                 ts = np.asarray(idx, dtype=np.float64)
@@ -144,7 +145,8 @@ def pose_eval(pose_path: Path, dataset: Path, size: int, work: Path, snippet: in
                 write_tum(work / "traj_posenet.txt", ts, _scaled(traj_net, net_err[-1].scale))
                 write_tum(work / "traj_classical.txt", ts, _scaled(traj_vo, vo_err[-1].scale))
                 wrote = True
-    return {"posenet": summarize(net_err), "classical": {**summarize(vo_err), "failed_pairs": vo_fail}}
+    return {"posenet": summarize(net_err), "classical": {**summarize(vo_err), "failed_pairs": vo_fail},
+            "zero_motion": summarize(still_err)}
 
 
 def _scaled(traj: np.ndarray, s: float) -> np.ndarray:
@@ -196,19 +198,24 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=None, help="output folder (default out/bench_finetune/<mode>)")
     ap.add_argument("--size", type=int, default=64, help="image and network size in px (default 64)")
     ap.add_argument("--sup-steps", type=int, default=None, help="supervised steps (quick 300, full 3000)")
-    ap.add_argument("--ft-steps", type=int, default=None, help="fine-tuning steps (quick 200, full 2000)")
+    ap.add_argument("--ft-steps", type=int, default=None, help="fine-tuning steps (quick 300, full 2000)")
     ap.add_argument("--shifted", default="L5_tortuous.yaml", help="recipe of the shifted level")
     ap.add_argument("--real", action="store_true", help="also fine-tune on the real video and save previews")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: on a shared 2-core machine more threads spin and run "
+                         "~50x slower; raise it on an idle machine)")
     args = ap.parse_args()
 
     import torch
+
+    torch.set_num_threads(args.threads)
 
     mode = "quick" if args.quick else "full"
     work = (args.work or REPO / "out" / "bench_finetune" / mode).resolve()
     work.mkdir(parents=True, exist_ok=True)
     n_seq, n_frames = (3, 24) if args.quick else (8, 64)
     sup_steps = args.sup_steps or (300 if args.quick else 3000)
-    ft_steps = args.ft_steps or (200 if args.quick else 2000)
+    ft_steps = args.ft_steps or (300 if args.quick else 2000)
     size = args.size
     t0 = time.time()
     _log(f"load average {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}")
@@ -270,7 +277,8 @@ def main() -> int:
     print(f"\n### Pose on 5-frame snippets ({pose['posenet']['snippets']} snippets; scale aligned per snippet)\n")
     print("| method | ATE (mm) | RPE trans (mm) | RPE rot (deg) |")
     print("|---|---|---|---|")
-    for name, r in (("pose network (fine-tuned)", pose["posenet"]), ("OpenCV essential matrix VO", pose["classical"])):
+    for name, r in (("pose network (fine-tuned)", pose["posenet"]), ("OpenCV essential matrix VO", pose["classical"]),
+                    ("zero motion (reference)", pose["zero_motion"])):
         print(f"| {name} | {r['ate_mm']:.3f} ± {r['ate_mm_std']:.3f} | {r['rpe_trans_mm']:.3f} | {r['rpe_rot_deg']:.2f} |")
     print(f"\nclassical VO failed pairs: {pose['classical']['failed_pairs']}; total {results['seconds']} s; "
           f"results in {work / 'results.json'}")

@@ -99,7 +99,9 @@ def main(argv=None) -> int:
             except UserError as exc:
                 if depth == "gt":
                     raise
-                notes.append(f"{level} depth={depth} poses={poses}: not available ({exc})")
+                note = f"depth={depth} poses={poses}: not available ({exc})"
+                if note not in notes:
+                    notes.append(note)
                 continue
             m = (rep.get("metrics") or {}).get("observed_ground_truth")
             cov = rep["coverage"]["observed_fraction"]
@@ -114,8 +116,10 @@ def main(argv=None) -> int:
             print(f"| {level} | {depth} | {poses} | {m['chamfer_mm']:.3f} | {m['accuracy_mm']:.3f} | "
                   f"{m['completeness_mm']:.3f} | {m['fscore@1mm']:.3f} | {m['fscore@2mm']:.3f} | {cov:.1%} | "
                   f"{fps:.1f} | {target} |")
+    if notes:
+        print()
     for n in notes:
-        print(f"\n- {n}")
+        print(f"- {n}")
 
     print(f"\n## Fusion throughput (TSDFVolume.integrate only, L1, {args.frames} frames, voxel {args.voxel_mm} mm)\n")
     print("| image | frames/s (wall) | frames/s (CPU time) | blocks allocated |")

@@ -177,40 +177,6 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def read_tum(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a TUM trajectory ``t tx ty tz qx qy qz qw`` (``world_from_cam``, mm).
-
-    Returns
-    -------
-    timestamps : (N,) float64, seconds
-    world_from_cam : (N, 4, 4) float64, OpenCV camera, mm
-
-    Lines starting with ``#`` and blank lines are skipped.
-    """
-    from scipy.spatial.transform import Rotation
-
-    p = Path(path)
-    rows = []
-    for lineno, line in enumerate(p.read_text().splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        parts = s.split()
-        try:
-            vals = [float(v) for v in parts]
-        except ValueError:
-            vals = []
-        if len(vals) != 8:
-            raise UserError(f"{p}:{lineno}: expected 8 numbers 't tx ty tz qx qy qz qw'; fix or regenerate the file")
-        rows.append(vals)
-    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
-    poses = np.tile(np.eye(4), (len(arr), 1, 1))
-    if len(arr):
-        poses[:, :3, :3] = Rotation.from_quat(arr[:, 4:8]).as_matrix()  # scipy: (x, y, z, w) as TUM
-        poses[:, :3, 3] = arr[:, 1:4]
-    return arr[:, 0].copy(), poses
-
-
 def _read_sequence_dir(seq_dir: Path):
     """Read one sequence folder of the dataset layout (DESIGN §3) without the package reader."""
     import imageio.v3 as iio
@@ -242,6 +208,8 @@ def _read_sequence_dir(seq_dir: Path):
 
     world_from_cam = timestamps = None
     if (seq_dir / "poses.txt").is_file():
+        from colondepth.datasets.tum import read_tum
+
         timestamps, world_from_cam = read_tum(seq_dir / "poses.txt")
         if len(world_from_cam) != len(rgb_paths):
             world_from_cam = timestamps = None
@@ -697,6 +665,8 @@ def load_reconstruction(recon_dir: str | os.PathLike) -> Reconstruction:
         un = _load_mesh(files["unobserved.ply"])
         rec.unobserved = un if len(getattr(un, "faces", [])) else None
     if "trajectory.txt" in files:
+        from colondepth.datasets.tum import read_tum
+
         _, poses = read_tum(files["trajectory.txt"])
         if len(poses):
             rec.world_from_cam = poses
@@ -760,6 +730,28 @@ def export_mesh_bytes(mesh, fmt: str, world_from_ref_cam: Optional[np.ndarray] =
         path = Path(tmp) / f"mesh.{MESH_FORMATS[key][0]}"
         export_mesh(mesh, path, world_from_ref_cam=world_from_ref_cam)
         return path.read_bytes()
+
+
+def report_metrics_rows(report: dict) -> list[dict]:
+    """Surface metrics of ``report.json`` as table rows, one per reference surface.
+
+    ``report["metrics"]`` maps a reference (e.g. ``observed_ground_truth``) to numbers such as
+    ``accuracy_mm``, ``completeness_mm``, ``chamfer_mm`` and ``fscore@1mm``; each row is
+    ``{"compared with": reference, <name>: value, ...}`` (counters such as ``n_samples`` left out).
+    Returns ``[]`` when the report has no metrics (e.g. a video without ground truth).
+    """
+    metrics = report.get("metrics")
+    if not isinstance(metrics, dict):
+        return []
+    rows = []
+    for ref, vals in metrics.items():
+        if not isinstance(vals, dict):
+            continue
+        row = {"compared with": str(ref).replace("_", " ")}
+        row.update({k: float(v) for k, v in vals.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("n_")})
+        rows.append(row)
+    return rows
 
 
 def drop_shared_faces(mesh, other, rel_tol: float = 1e-6):

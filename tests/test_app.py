@@ -109,7 +109,9 @@ def make_app_root(root: Path) -> Path:
     unobserved = tube.submesh([np.nonzero(patch)[0]], append=True)
     unobserved.export(rec / "unobserved.ply")
     (rec / "coverage.json").write_text(json.dumps({"observed_fraction": 0.8, "voxel_mm": 1.0}))
-    (rec / "report.json").write_text(json.dumps({"frames": N_FRAMES}))
+    (rec / "report.json").write_text(json.dumps({"frames": N_FRAMES, "metrics": {
+        "observed_ground_truth": {"accuracy_mm": 0.25, "completeness_mm": 1.5, "n_samples": 1000, "fscore@1mm": 0.9},
+        "full_ground_truth": {"accuracy_mm": 0.5, "completeness_mm": 30.0, "n_samples": 1000, "fscore@1mm": 0.4}}}))
     (rec / "trajectory.txt").write_text("".join(f"{k} 0 0 {4.0 * k - 8:.1f} 0 0 0 1\n" for k in range(N_FRAMES)))
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), str(rec / "tsdf.nii.gz"))
     return root
@@ -199,18 +201,26 @@ class TestLoading:
         assert seq.extra["fps"] == 10.0
         assert appdata.frame_stem(seq, 4) == "000004"
 
-    def test_read_tum_rotation(self, tmp_path):
-        # 90 degrees about +z: qz = qw = sqrt(1/2); x axis of the camera maps to world +y.
-        s = np.sqrt(0.5)
-        (tmp_path / "t.txt").write_text(f"# comment\n0.5 1 2 3 0 0 {s} {s}\n")
-        t, poses = appdata.read_tum(tmp_path / "t.txt")
-        assert t.tolist() == [0.5]
-        np.testing.assert_allclose(poses[0] @ [1, 0, 0, 1], [1, 3, 3, 1], atol=1e-12)
+    def test_fallback_reader_matches_package_reader(self, app_root):
+        from colondepth.datasets.synthetic import read_sequences
 
-    def test_read_tum_bad_line(self, tmp_path):
-        (tmp_path / "t.txt").write_text("0 1 2 3 0 0 0\n")
-        with pytest.raises(UserError, match=r"t\.txt:1: expected 8 numbers"):
-            appdata.read_tum(tmp_path / "t.txt")
+        seq_dir = app_root / "synthetic" / "seq_00000"
+        mine = appdata._read_sequence_dir(seq_dir)
+        (ref,) = read_sequences(seq_dir)
+        assert mine.num_frames == ref.num_frames == N_FRAMES
+        assert mine.intrinsics == ref.intrinsics
+        for k in (0, 2, 4):
+            np.testing.assert_array_equal(mine.rgb(k), ref.rgb(k))
+            np.testing.assert_array_equal(mine.depth_mm(k), ref.depth_mm(k))
+        np.testing.assert_allclose(mine.world_from_cam, ref.world_from_cam, atol=1e-12)
+
+    def test_bad_trajectory(self, app_root, tmp_path):
+        import shutil
+
+        shutil.copytree(app_root / "reconstructions" / "tube", tmp_path / "r")
+        (tmp_path / "r" / "trajectory.txt").write_text("0 1 2 3 0 0 0\n")
+        with pytest.raises(UserError, match=r"trajectory\.txt:1: expected 8 numbers"):
+            appdata.load_reconstruction(tmp_path / "r")
 
     def test_prediction(self, app_root):
         idx = appdata.prediction_index(app_root / "predictions" / "seq_00000")
@@ -271,6 +281,12 @@ class TestLoading:
         assert appdata.coverage_summary(rec.coverage) == {"observed_fraction": 0.8, "voxel_mm": 1.0}
         assert set(rec.files) == {"mesh.ply", "unobserved.ply", "coverage.json", "report.json", "trajectory.txt",
                                   "tsdf.nii.gz"}
+
+    def test_report_metrics_rows(self):
+        assert appdata.report_metrics_rows({"frames": 3}) == []
+        rows = appdata.report_metrics_rows({"metrics": {"observed_ground_truth": {"accuracy_mm": 0.2, "n_samples": 9,
+                                                                                  "fscore@1mm": 0.8}}})
+        assert rows == [{"compared with": "observed ground truth", "accuracy_mm": 0.2, "fscore@1mm": 0.8}]
 
     def test_reconstruction_missing_mesh(self, tmp_path):
         with pytest.raises(UserError, match="no fused surface"):
@@ -530,6 +546,18 @@ class TestPages:
         _by_label(at.selectbox, "Predicted depth").set_value("No prediction").run()
         assert not at.exception and "No predicted depth selected." in [i.value for i in at.info]
 
+    def test_sequence_unusable_prediction(self, app_root, monkeypatch, tmp_path):
+        import shutil
+
+        root = tmp_path / "root"
+        shutil.copytree(app_root, root)
+        np.save(root / "predictions" / "seq_00000" / "000000_depth.npy", np.zeros((H, W), np.float32))
+        at = _app(root, monkeypatch)
+        at.switch_page("views/sequence.py").run()
+        assert not at.exception
+        assert "frame 0: cannot score the prediction" in at.error[0].value
+        assert len(at.image) == 2  # RGB and ground truth
+
     def test_sequence_with_checkpoint(self, app_root, monkeypatch, tmp_path):
         """An (untrained) checkpoint under the root predicts every frame; the whole sequence can be scored."""
         import shutil
@@ -567,6 +595,9 @@ class TestPages:
         names = [t.get("name") for t in spec["data"]]
         assert names == ["surface", "unobserved", "camera path"]
         assert spec["data"][0]["type"] == "mesh3d" and len(_array(spec["data"][0]["i"])) == 384 - 48
+        table = at.dataframe[0].value
+        assert table["compared with"].tolist() == ["observed ground truth", "full ground truth"]
+        assert table["completeness_mm"].tolist() == [1.5, 30.0] and "n_samples" not in table
         labels = [b.proto.label for b in at.get("download_button")]
         assert labels == ["Mesh (PLY)", "Mesh (STL)", "Mesh (GLB)", "TSDF volume (NIfTI)"]
 

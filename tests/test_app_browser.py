@@ -7,6 +7,7 @@ with a message when either is missing (it never downloads a browser).  Screensho
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import trimesh
 
 from test_app import REPO, make_app_root
 
@@ -137,7 +139,15 @@ def test_pages_in_browser(app_server, browser, tmp_path):
     page.locator(".js-plotly-plot canvas").first.wait_for()  # the WebGL scene
     legend = page.locator(".js-plotly-plot .legendtext").evaluate_all("els => els.map(e => e.textContent)")
     assert legend == ["surface", "unobserved", "camera path"]
-    page.get_by_text("Mesh (GLB)").wait_for()
+    with page.expect_download() as dl:  # the STL is made on click
+        page.get_by_text("Mesh (STL)").click()
+    stl = trimesh.load(dl.value.path(), file_type="stl", force="mesh")
+    assert len(stl.faces) == 384 and dl.value.suggested_filename == "tube_mesh.stl"
+    with page.expect_download() as dl:
+        page.get_by_text("TSDF volume (NIfTI)").click()
+    header = gzip.decompress(Path(dl.value.path()).read_bytes())[:348]
+    assert int.from_bytes(header[:4], "little") == 348 and header[344:348] == b"n+1\x00"  # NIfTI-1
+    assert [int.from_bytes(header[42 + 2 * k: 44 + 2 * k], "little") for k in range(3)] == [4, 4, 4]  # dims
     page.wait_for_timeout(1500)  # let WebGL draw before the screenshot
     _save(page, tmp_path, "reconstruction")
 

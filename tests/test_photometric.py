@@ -21,6 +21,16 @@ from colondepth.losses.photometric import (
 )
 from colondepth.losses.smoothness import edge_aware_smoothness
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one thread avoids OpenMP spin contention on shared CPUs (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 H, W = 48, 64
 K = np.array([[50.0, 0.0, 31.0], [0.0, 52.0, 24.5], [0.0, 0.0, 1.0]])
 N_PLANE = np.array([0.25, -0.15, 1.0]) / np.linalg.norm([0.25, -0.15, 1.0])

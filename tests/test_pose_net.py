@@ -12,6 +12,16 @@ from colondepth.geometry.pose import invert_pose
 from colondepth.losses.photometric import PhotometricOptions, explainability_regularization, photometric_loss
 from colondepth.models.pose_net import PoseNet, PoseNetConfig, build_pose_net
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one thread avoids OpenMP spin contention on shared CPUs (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 H, W = 32, 32
 K = np.array([[28.0, 0.0, 15.5], [0.0, 28.0, 15.5], [0.0, 0.0, 1.0]])
 

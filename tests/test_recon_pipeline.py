@@ -79,7 +79,7 @@ def test_command_writes_every_output(command_run):
 
     code, seq, out = command_run
     assert code == 0
-    names = {"mesh.ply", "points.ply", "coverage.json", "unobserved.ply", "tsdf.nii.gz", "trajectory.txt",
+    names = {"mesh.ply", "mesh.glb", "points.ply", "coverage.json", "unobserved.ply", "tsdf.nii.gz", "trajectory.txt",
              "report.json"}
     assert names <= {p.name for p in out.iterdir()}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
@@ -88,6 +88,11 @@ def test_command_writes_every_output(command_run):
     assert len(mesh.faces) > 500 and np.abs(r - R).max() < 1.0  # within one voxel
     pts = trimesh.load(out / "points.ply")
     assert len(pts.vertices) > 1000 and pts.colors[:, 0].min() == 180
+    glb = trimesh.load(out / "mesh.glb").to_geometry()
+    assert len(glb.vertices) == len(mesh.vertices)
+    first_cam = np.linalg.inv(tube_poses(N, R, 20.0)[0])
+    expect = (mesh.vertices @ first_cam[:3, :3].T + first_cam[:3, 3]) * [1, -1, -1]  # OpenCV -> glTF
+    np.testing.assert_allclose(np.sort(glb.vertices[:, 2]), np.sort(expect[:, 2]), atol=1e-3)
     img = nib.load(str(out / "tsdf.nii.gz"))
     report = json.loads((out / "report.json").read_text())
     np.testing.assert_allclose(img.affine, report["volume"]["affine_world_from_index"])
@@ -167,14 +172,18 @@ def test_predicted_sources_are_chained_in_the_first_camera_frame(tmp_path):
         def predict(self, rgb):
             return depths[frame_of(rgb)]
 
-    def pose_oracle(rgb_src, rgb_tgt):  # src_from_tgt from the ground truth
-        s, t = frame_of(rgb_src), frame_of(rgb_tgt)
-        return np.linalg.inv(poses[s]) @ poses[t]
+    calls = []
+
+    def pose_oracle(rgb_prev, rgb_cur, rgb_next=None):  # prev_from_cur from the ground truth
+        p, c = frame_of(rgb_prev), frame_of(rgb_cur)
+        calls.append((p, c, None if rgb_next is None else frame_of(rgb_next)))
+        return np.linalg.inv(poses[p]) @ poses[c]
 
     seq = memory_sequence(mesh_path=None)
     cfg = ReconstructionConfig(depth="predicted", poses="predicted", voxel_mm=1.0, max_depth_mm=20.0)
     report = reconstruct_sequence(seq, tmp_path, cfg, depth_predictor=DepthOracle(), pose_estimator=pose_oracle,
                                   progress=False)
+    assert calls == [(k - 1, k, k + 1 if k + 1 < N else None) for k in range(1, N)]
     assert report["coverage"]["surface"] == "fused_mesh"
     assert report["coverage"]["observed_fraction"] > 0.8  # the fused surface was seen by construction
     traj = np.loadtxt(tmp_path / "trajectory.txt")
@@ -191,3 +200,41 @@ def test_chain_relative_poses():
     np.testing.assert_allclose(chain_relative_poses(rel, poses[0]), poses, atol=1e-9)
     with pytest.raises(UserError, match="rigid"):
         chain_relative_poses([np.diag([1.0, 1.0, 2.0, 1.0])])
+
+
+def test_command_with_predicted_depth_from_a_checkpoint(tmp_path, capsys):
+    """The real predicted-depth path: an (untrained) depth network checkpoint through the command."""
+    from colondepth.models.depth_net import DepthNetConfig, build_depth_net
+    from colondepth.train.checkpoint import make_card, save_checkpoint
+
+    net = build_depth_net(DepthNetConfig(input_height=32, input_width=32, min_depth_mm=5.0, max_depth_mm=30.0,
+                                         encoder_channels=[8, 8], decoder_channels=[8, 8], num_scales=1))
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", net, make_card(net, "test", "s0", 0, 0, "test"), {})
+    seq = write_tiny_dataset(tmp_path / "ds")
+    out = tmp_path / "out"
+    code = cli.main(["reconstruct", "--sequence", str(seq), "--out", str(out), "--depth", "predicted",
+                     "--checkpoint", str(ckpt), "--frames", "0:6:2", "--voxel-mm", "1.0", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["depth"] == "predicted" and report["config"]["poses"] == "gt"
+    assert report["frames"]["selected"] == 3
+    assert report["metrics"]["full_ground_truth"]["chamfer_mm"] > 0
+    # this checkpoint has no pose network: a clear error, nothing half-written
+    code = cli.main(["reconstruct", "--sequence", str(seq), "--out", str(tmp_path / "out2"), "--depth", "predicted",
+                     "--poses", "predicted", "--checkpoint", str(ckpt), "--no-progress"])
+    assert code == 2
+    assert "no pose network (pose_net_*.pt) beside this checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+def test_video_input_without_a_model_is_a_clear_error(tmp_path, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(3):
+        iio.imwrite(frames / f"{k:03d}.png", np.full((32, 32, 3), 60 + 40 * k, np.uint8))
+    with pytest.warns(UserWarning, match="intrinsics"):  # a frame folder without --intrinsics: guessed
+        code = cli.main(["reconstruct", "--video", str(frames), "--out", str(tmp_path / "o"), "--no-progress",
+                         "--checkpoint", str(tmp_path / "missing.pt")])
+    assert code == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

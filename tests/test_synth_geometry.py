@@ -95,15 +95,25 @@ def test_camera_stays_inside_with_clearance(level):
         R = P[:, :3, :3]
         assert np.allclose(np.einsum("fij,fik->fjk", R, R), np.eye(3), atol=1e-9)
         assert np.allclose(np.linalg.det(R), 1.0)
-        # Cast 14 rays from every 3rd camera: all hit a wall that faces the camera, beyond the near plane.
-        dirs = np.concatenate([np.eye(3), -np.eye(3), np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T])
-        dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
-        cams = P[::3]
-        origins = np.repeat(cams[:, :3, 3], len(dirs), axis=0)
-        rays = np.concatenate([c[:3, :3] @ dirs.T for c in cams], axis=1).T
+        # From every camera, rays along its +-X, +-Y, +-Z axes all hit a wall that faces the camera,
+        # beyond the near plane: the camera is inside the lumen in every frame.
+        dirs = np.concatenate([np.eye(3), -np.eye(3)])
+        origins = np.repeat(P[:, :3, 3], len(dirs), axis=0)
+        rays = np.einsum("fij,dj->fdi", P[:, :3, :3], dirs).reshape(-1, 3)
         locs, ray_idx, tri_idx = g.mesh.ray.intersects_location(origins, rays, multiple_hits=False)
         assert len(np.unique(ray_idx)) == len(origins)
         facing = np.einsum("ij,ij->i", g.mesh.face_normals[tri_idx], rays[ray_idx])
         assert np.all(facing < 0)
         dist = np.linalg.norm(locs - origins[ray_idx], axis=1)
         assert dist.min() > 2.0 * r.camera.znear_mm
+
+
+def test_open_far_end_leaves_one_boundary_ring():
+    r = _straight(ends={"far_end": "open"}, mesh={"segments": 20})
+    g = build_colon(r, np.random.default_rng(0))
+    assert not g.mesh.is_watertight
+    edges = g.mesh.edges_sorted
+    uniq, counts = np.unique(edges, axis=0, return_counts=True)
+    boundary = uniq[counts == 1]
+    assert len(boundary) == 20
+    assert np.allclose(g.mesh.vertices[boundary.ravel(), 2], 120.0)  # the rim sits at the far end

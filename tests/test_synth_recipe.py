@@ -81,3 +81,11 @@ def test_adding_a_range_does_not_shift_other_draws():
 def test_with_size():
     r = recipe_from_dict({"level": "L1"}).with_size(48, 64)
     assert (r.camera.height, r.camera.width) == (48, 64)
+
+
+def test_docs_list_every_recipe_key():
+    from colondepth.synth.recipe import recipe_reference_markdown
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "synth.md").read_text()
+    for line in recipe_reference_markdown().splitlines()[2:]:
+        assert line in docs, f"docs/synth.md is missing or outdated for: {line}"

@@ -113,3 +113,22 @@ def test_missing_opengl_gives_user_error_naming_packages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert "libosmesa6" in out.stdout and "libgl1-mesa-dri" in out.stdout
     assert out.stdout.count("\n") == 1
+
+
+def test_point_light_at_the_lens_falls_off_with_inverse_square():
+    from colondepth.synth.appearance import decode_render
+    from colondepth.synth.render import Light
+
+    size = ImageSize(9, 9)
+    K = PinholeIntrinsics.from_fov(size, 20.0)
+    centre = []
+    for dist in (20.0, 40.0):
+        v, f = _plane_mesh([0, 0, 1], [0, 0, dist], half=50.0)
+        with SceneRenderer(K, znear_mm=1.0, zfar_mm=500.0) as r:
+            r.set_mesh(v, f, normals=np.tile([0.0, 0.0, -1.0], (4, 1)),
+                       material=Material(base_color=(0.6, 0.6, 0.6), roughness=1.0))
+            r.set_light(Light(kind="point", intensity=1200.0))
+            rgb, _ = r.render(np.eye(4))
+        centre.append(float(decode_render(rgb)[4, 4].mean()))
+    assert 0.05 < centre[1] < centre[0] < 0.9  # neither dark nor saturated
+    assert centre[0] / centre[1] == pytest.approx(4.0, rel=0.06)

@@ -49,10 +49,10 @@ def test_smoke_trains_end_to_end_and_resumes_identically(tmp_path, data_root, ca
     code, err = _train(["--curriculum", SMOKE, "--out", full, "--data", data_root], capsys)
     assert code == 0, err
     ck = full / "checkpoints"
-    assert {p.name for p in ck.iterdir()} == {"last.pt", "final.pt", "stage_00_planes.pt", "stage_01_tubes.pt"}
+    assert {p.name for p in ck.iterdir()} == {"last.pt", "final.pt", "stage_00_level1.pt", "stage_01_level2.pt"}
     final = torch.load(ck / "final.pt", weights_only=True)
     card = final["card"]
-    assert card["curriculum"] == "smoke" and card["stage"] == "tubes"
+    assert card["curriculum"] == "smoke" and card["stage"] == "level2"
     assert card["input_size"] == [32, 32] and card["depth_range_mm"] == [1.0, 200.0]
     assert card["conventions_version"] == "1.0"
     assert card["command"].startswith("colondepth train --curriculum")
@@ -61,7 +61,7 @@ def test_smoke_trains_end_to_end_and_resumes_identically(tmp_path, data_root, ca
     assert resolved == final["config"] and resolved["stages"][1]["rehearsal"] == 0.25
     records = read_metrics(full / "metrics.jsonl")
     ends = [r for r in records if r["type"] == "stage_end"]
-    assert [r["stage"] for r in ends] == ["planes", "tubes"]
+    assert [r["stage"] for r in ends] == ["level1", "level2"]
     total_steps = records[-1]["global_step"]
     assert records[-1]["type"] == "run_end" and total_steps == sum(r["steps"] for r in ends)
     assert all(r["val_loss"] > 0 for r in ends)
@@ -79,9 +79,9 @@ def test_smoke_trains_end_to_end_and_resumes_identically(tmp_path, data_root, ca
     assert code == 2 and "--resume" in err
 
     # a different curriculum cannot continue this run
-    changed = _write_curriculum(tmp_path / "changed.yaml", lambda d: d["stages"][0]["optimizer"].update(lr=0.01))
+    changed = _write_curriculum(tmp_path / "changed.yaml", lambda d: d["model"].update(decoder_channels=[8, 8, 8]))
     code, err = _train(["--curriculum", changed, "--out", part, "--data", data_root, "--resume"], capsys)
-    assert code == 2 and "differs from the curriculum" in err
+    assert code == 2 and "its model or stage list differs from the curriculum" in err
 
     code, err = _train(["--curriculum", SMOKE, "--out", part, "--data", data_root, "--resume"], capsys)
     assert code == 0, err
@@ -117,12 +117,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root, caps
     code, err = _train(["--curriculum", SMOKE, "--out", run, "--data", data_root], capsys)
     assert code == 3
     line = err.strip().splitlines()[-1]
-    assert line.startswith("error: stage planes, step 5 (global step 5): loss nan is not finite")
+    assert line.startswith("error: stage level1, step 5 (global step 5): loss nan is not finite")
     assert "last.pt (global step 3)" in line
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert last["training"]["global_step"] == 3
     assert all(torch.isfinite(v.float()).all() for v in last["model_state"].values())
     assert not (run / "checkpoints" / "final.pt").exists()
+
+    # as the message says: lower the learning rate and resume
+    lower = _write_curriculum(tmp_path / "lower.yaml", lambda d: d["stages"][0]["optimizer"].update(lr=0.001))
+    code, err = _train(["--curriculum", lower, "--out", run, "--data", data_root, "--resume"], capsys)
+    assert code == 0, err
+    assert "changed since the run started" in err and "step 3 (global step 3)" in err
+    final = torch.load(run / "checkpoints" / "final.pt", weights_only=True)
+    assert final["config"]["stages"][0]["optimizer"]["lr"] == 0.001
+    assert yaml.safe_load((run / "config.resolved.yaml").read_text()) == final["config"]
 
 
 def _write_curriculum(path: Path, mutate) -> Path:
@@ -141,17 +150,26 @@ def test_bad_curriculum_names_file_and_key_path(tmp_path, capsys):
     assert f"{bad}: stages.1.loss.ssim_weight: Extra inputs are not permitted" in err
 
 
+def _no_generate(d):
+    d.pop("generate", None)
+
+
 def test_missing_data_is_a_user_error(tmp_path, capsys):
-    code, err = _train(["--curriculum", SMOKE, "--out", tmp_path / "run"], capsys)
+    cur = _write_curriculum(tmp_path / "nogen.yaml", _no_generate)
+    code, err = _train(["--curriculum", cur, "--out", tmp_path / "run"], capsys)
     assert code == 2 and "--data" in err
-    code, err = _train(["--curriculum", SMOKE, "--out", tmp_path / "run2", "--data", tmp_path], capsys)
+    code, err = _train(["--curriculum", cur, "--out", tmp_path / "run2", "--data", tmp_path / "empty"], capsys)
+    assert code == 2 and "--data folder not found" in err
+    (tmp_path / "empty").mkdir()
+    code, err = _train(["--curriculum", cur, "--out", tmp_path / "run2", "--data", tmp_path / "empty"], capsys)
     assert code == 2 and "no dataset.yaml" in err
 
 
 def test_missing_level_is_a_user_error(tmp_path, capsys):
     root = tmp_path / "only_l1"
     sfs_scenes.write_dataset(root / "planes", "L1", sequences=2, frames=3, size=32)
-    code, err = _train(["--curriculum", SMOKE, "--out", tmp_path / "run", "--data", root], capsys)
+    cur = _write_curriculum(tmp_path / "nogen.yaml", _no_generate)
+    code, err = _train(["--curriculum", cur, "--out", tmp_path / "run", "--data", root], capsys)
     assert code == 2
     assert "level L2: no dataset of this level under --data (levels found: L1)" in err
 
@@ -169,8 +187,8 @@ def test_self_supervised_stage_without_implementation_fails_clearly(tmp_path, da
     code, err = _train(["--curriculum", cur, "--out", tmp_path / "run", "--data", data_root], capsys)
     assert code == 2
     assert "stage video: kind 'self_supervised' is not available" in err
-    # the supervised stage before it completed and was checkpointed
-    assert (tmp_path / "run" / "checkpoints" / "stage_00_planes.pt").is_file()
+    # checked before anything trains
+    assert not (tmp_path / "run").exists()
 
 
 class _ConstantDepthKind:

@@ -74,6 +74,10 @@ K_FULL = PinholeIntrinsics(fx=50.0, fy=52.0, cx=31.5, cy=23.5, size=ImageSize(H,
 def test_frame_folder_with_crop_and_intrinsics(tmp_path):
     frames = _textured_frames()
     d = _write_folder(tmp_path, frames)
+    seq = read_video(d, crop=(4, 2, 40, 30), intrinsics=K_FULL, fps=4.0, stride=2)
+    assert seq.num_frames == 4
+    np.testing.assert_allclose(seq.timestamps, [0.0, 0.5, 1.0, 1.5])
+    np.testing.assert_array_equal(seq.rgb(1), frames[2][2:32, 4:44])
     seq = read_video(d, crop=(4, 2, 40, 30), intrinsics=K_FULL)
     assert seq.num_frames == 8
     assert seq.rgb(3).shape == (30, 40, 3)

@@ -56,6 +56,15 @@ for run in common.runs(str(root)):
         ckpts[common.rel(root, ck)] = ck
 ck_label = c3.selectbox("Model", list(ckpts), key="checkpoint")
 
+if source is not None:
+    try:
+        _, planned = appdata.reconstruct_command(root, source)
+        if planned.exists():
+            st.warning(f"{common.rel(root, planned)} exists and will be replaced.")
+    except UserError as exc:
+        st.error(str(exc))
+        source = None
+st.caption("Stay on this page while it runs: leaving the page stops the run.")
 if st.button("Predict and reconstruct", type="primary", disabled=source is None, key="go"):
     try:
         argv, out_dir = appdata.reconstruct_command(root, source, depth=depth, poses=poses,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import streamlit as st
@@ -48,6 +49,13 @@ fig = appdata.mesh_figure(rec.mesh, rec.unobserved, rec.trajectory_xyz, max_face
 st.plotly_chart(fig, width="stretch", key="mesh3d")
 st.caption("Surface in pink, never-observed regions in blue, camera path in orange; axes in mm (world frame).")
 
+rows = appdata.report_metrics_rows(rec.report)
+if rows:
+    st.subheader("Surface against the ground truth")
+    st.caption("accuracy: mean distance from the reconstruction to the reference (mm); completeness: from the "
+               "reference to the reconstruction (mm); F-score at a distance threshold (report.json).")
+    st.dataframe(rows, hide_index=True)
+
 st.subheader("Downloads")
 st.caption("PLY and STL keep the world frame (mm); GLB uses glTF axes seen from the first camera (mm), "
            "as 'colondepth reconstruct' writes it.")
@@ -64,11 +72,13 @@ def _mesh_bytes(p: str, fmt: str) -> bytes:
 stem = path.name
 for col, fmt in zip(dcols, appdata.MESH_FORMATS):
     ext, mime = appdata.MESH_FORMATS[fmt]
-    col.download_button(f"Mesh ({fmt})", data=_mesh_bytes(str(path), fmt), file_name=f"{stem}_mesh.{ext}",
-                        mime=mime, key=f"dl_{fmt}")
+    # The file is made only when the button is clicked (a callable runs on click, outside the script).
+    col.download_button(f"Mesh ({fmt})", data=functools.partial(_mesh_bytes, str(path), fmt),
+                        file_name=f"{stem}_mesh.{ext}", mime=mime, key=f"dl_{fmt}", on_click="ignore")
 if "tsdf.nii.gz" in rec.files:
-    dcols[-1].download_button("TSDF volume (NIfTI)", data=rec.files["tsdf.nii.gz"].read_bytes(),
-                              file_name=f"{stem}_tsdf.nii.gz", mime="application/gzip", key="dl_nifti")
+    dcols[-1].download_button("TSDF volume (NIfTI)", data=rec.files["tsdf.nii.gz"].read_bytes,
+                              file_name=f"{stem}_tsdf.nii.gz", mime="application/gzip", key="dl_nifti",
+                              on_click="ignore")
 else:
     dcols[-1].write("No TSDF volume (tsdf.nii.gz) in this folder.")
 

@@ -101,8 +101,12 @@ if pred is not None:
 
 metrics = None
 if pred is not None and gt is not None:
-    err, valid, scale = appdata.depth_error_mm(pred, gt)
-    metrics = appdata.frame_metrics(pred, gt)
+    try:
+        err, valid, scale = appdata.depth_error_mm(pred, gt)
+        metrics = appdata.frame_metrics(pred, gt)
+    except ValueError as exc:  # e.g. a prediction that is not finite or not positive where gt is valid
+        st.error(f"frame {i}: cannot score the prediction ({exc})")
+        pred_msg, pred = f"frame {i}: unusable prediction ({exc})", None
 scaled = st.session_state.get("scale_display", True) and metrics is not None
 vmin, vmax = appdata.depth_display_range(gt if gt is not None else pred)
 cols = st.columns(4)
@@ -147,7 +151,7 @@ else:
     st.write("Metrics need predicted and ground-truth depth.")
 
 
-@st.cache_data(show_spinner="Scoring the sequence…", max_entries=16)
+@st.cache_data(ttl=300, show_spinner="Scoring the sequence…", max_entries=16)
 def _sequence_metrics(root_s: str, ds: str, seq_s: str, pred_dir: str, max_frames: int = 300):
     seq_ = {s.name: s for s in common.sequences(root_s, ds)}[seq_s]
     index = appdata.prediction_index(pred_dir)

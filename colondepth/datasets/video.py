@@ -231,6 +231,7 @@ def read_video(
     stride: int = 1,
     fov_mask: bool | str = True,
     min_frames: int = 1,
+    fps: Optional[float] = None,
 ) -> Sequence:
     """Open a video file or frame folder as a :class:`Sequence` without ground truth.
 
@@ -244,10 +245,12 @@ def read_video(
     max_frames, stride : keep every ``stride``-th frame, at most ``max_frames`` of them.
     fov_mask : True (largest bright region), ``"circle"`` (fitted circle) or False (all pixels valid).
     min_frames : raise a :class:`UserError` when fewer frames remain (e.g. the snippet length).
+    fps : frame rate of a frame folder (videos carry their own); without it folder timestamps count frames.
 
     Returns
     -------
-    Sequence with ``intrinsics`` for the cropped frames, ``timestamps`` in seconds, ``fov_mask`` (H, W) bool
+    Sequence with ``intrinsics`` for the cropped frames, ``timestamps`` in seconds (frame numbers for a
+    folder without ``fps``), ``fov_mask`` (H, W) bool
     and ``extra = {"source": str, "crop": Crop or None, "fps": float, "intrinsics_guessed": bool}``.
     """
     p = Path(path)
@@ -274,8 +277,10 @@ def read_video(
             return np.ascontiguousarray(_crop.apply(img)) if _crop is not None else img
 
         n = len(files)
-        fps = float("nan")
-        timestamps = np.arange(n, dtype=np.float64) * stride
+        if fps is not None and not fps > 0:
+            raise UserError(f"fps {fps}: must be a positive frame rate")
+        fps = float(fps) if fps is not None else float("nan")
+        timestamps = np.arange(n, dtype=np.float64) * stride / (fps if np.isfinite(fps) else 1.0)
     else:
         if p.suffix.lower() not in VIDEO_SUFFIXES:
             raise UserError(f"{p}: unsupported video type '{p.suffix}'; use one of {' '.join(VIDEO_SUFFIXES)} or a frame folder")

@@ -18,7 +18,7 @@ mm), the matrix :func:`colondepth.geometry.warp.warp_source_to_target` expects.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
@@ -43,7 +43,6 @@ class PoseNetConfig:
     rotation_scale: float = 0.01
     translation_scale_mm: float = 1.0
     mask_init_bias: float = 2.0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)

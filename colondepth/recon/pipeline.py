@@ -5,6 +5,7 @@ written atomically):
 
 ==================  ==========================================================================
 ``mesh.ply``        fused surface (TSDF + marching cubes), world frame, mm, vertex colours
+``mesh.glb``        the same surface for glTF viewers: first camera's view, +Y up, -Z forward, mm
 ``points.ply``      coloured point cloud of the frames (subsampled), world frame, mm
 ``coverage.json``   observed area fraction and thresholds (see :mod:`colondepth.recon.coverage`)
 ``unobserved.ply``  faces of the coverage surface never observed (the missed mucosa)
@@ -140,8 +141,10 @@ class _FrameSource:
         from colondepth.recon.poses import chain_relative_poses
 
         prev_rgb, prev_pose = None, None
-        for i in self.indices:
-            rgb = self.seq.rgb(i)
+        next_rgb = self.seq.rgb(self.indices[0])
+        for k, i in enumerate(self.indices):
+            rgb = next_rgb
+            next_rgb = self.seq.rgb(self.indices[k + 1]) if k + 1 < len(self.indices) else None
             if self.cfg.depth == "gt":
                 depth = self.seq.depth_mm(i)
             else:
@@ -151,7 +154,8 @@ class _FrameSource:
             elif prev_rgb is None:
                 pose = np.eye(4)
             else:
-                pose = chain_relative_poses([self.pose_estimator(prev_rgb, rgb)], prev_pose)[1]
+                rel = self.pose_estimator(prev_rgb, rgb, next_rgb)
+                pose = chain_relative_poses([rel], prev_pose)[1]
             prev_rgb, prev_pose = rgb, pose
             yield i, rgb, depth, pose
 
@@ -245,6 +249,7 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     # files
     out.mkdir(parents=True, exist_ok=True)
     export_mesh(mesh, out / "mesh.ply")
+    export_mesh(mesh, out / "mesh.glb", world_from_ref_cam=poses[0])
     cloud = PointCloud.concatenate(clouds).subsample(cfg.max_points)
     export_point_cloud(cloud, out / "points.ply")
     export_mesh(coverage.unobserved_mesh(surface), out / "unobserved.ply")
@@ -270,7 +275,7 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         "metrics": metrics,
         "timing_s": {"total": round(total, 3), "fusion": round(t_fuse, 3), "marching_cubes": round(t_mesh, 3),
                      "fusion_fps": round(vol.frames_integrated / t_fuse, 3) if t_fuse > 0 else None},
-        "outputs": ["mesh.ply", "points.ply", "coverage.json", "unobserved.ply", "tsdf.nii.gz",
+        "outputs": ["mesh.ply", "mesh.glb", "points.ply", "coverage.json", "unobserved.ply", "tsdf.nii.gz",
                     "trajectory.txt", "report.json"],
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default) + "\n")

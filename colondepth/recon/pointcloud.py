@@ -16,6 +16,7 @@ that convention; poses go through :func:`colondepth.geometry.pose.transform_poin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -99,19 +100,32 @@ def check_depth(depth_mm, intrinsics: PinholeIntrinsics, what: str = "depth map"
     return depth
 
 
-def backproject_to_camera(depth_mm: np.ndarray, intrinsics: PinholeIntrinsics) -> np.ndarray:
-    """Camera-frame 3D point of every pixel, ``(H, W, 3) float64`` mm (0 depth gives the origin).
+@functools.lru_cache(maxsize=8)
+def camera_rays(intrinsics: PinholeIntrinsics) -> np.ndarray:
+    """``(H, W, 3) float64`` ray ``K^-1 [u, v, 1]`` of every pixel (unit z-component), read-only.
 
-    Thin numpy wrapper over :func:`colondepth.geometry.projection.backproject_depth`.
+    Computed once per intrinsics by :func:`colondepth.geometry.projection.backproject_depth` of a
+    depth of 1 mm, so the pixel convention stays in one place.
     """
     import torch
 
     from colondepth.geometry.projection import backproject_depth
 
-    depth = torch.from_numpy(np.ascontiguousarray(depth_mm, dtype=np.float64))[None, None]
-    K = torch.from_numpy(intrinsics.K)[None]
-    pts = backproject_depth(depth, K)  # (1, 3, H, W)
-    return pts[0].permute(1, 2, 0).cpu().numpy().astype(np.float64)
+    h, w = intrinsics.size.as_hw()
+    ones = torch.ones((1, 1, h, w), dtype=torch.float64)
+    rays = backproject_depth(ones, torch.from_numpy(intrinsics.K)[None])[0].permute(1, 2, 0).numpy().copy()
+    rays.setflags(write=False)
+    return rays
+
+
+def backproject_to_camera(depth_mm: np.ndarray, intrinsics: PinholeIntrinsics) -> np.ndarray:
+    """Camera-frame 3D point of every pixel, ``(H, W, 3) float64`` mm (0 depth gives the origin).
+
+    ``M = Z(m) K^-1 m`` with the rays of :func:`camera_rays` (i.e. of
+    :func:`colondepth.geometry.projection.backproject_depth`).
+    """
+    depth = np.asarray(depth_mm, dtype=np.float64)
+    return camera_rays(intrinsics) * depth[..., None]
 
 
 def transform_points_np(b_from_a: np.ndarray, points_a: np.ndarray) -> np.ndarray:

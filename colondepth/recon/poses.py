@@ -1,15 +1,18 @@
 """Camera trajectories for reconstruction: ground truth, or chained predictions of a pose network.
 
-A pose estimator is any callable ``estimator(rgb_src, rgb_tgt) -> src_from_tgt`` taking two
-``(H, W, 3) uint8`` RGB frames and returning the ``(4, 4)`` rigid transform (mm) mapping points of the
-target camera into the source camera (OpenCV frames), the convention of
-:mod:`colondepth.models.pose_net`.  With ``src = i`` and ``tgt = i + 1`` this is
-``cam_i_from_cam_{i+1}``, so the trajectory is chained as
-``world_from_cam_{i+1} = world_from_cam_i @ src_from_tgt`` with the first camera as world.
+A pose estimator is any callable ``estimator(rgb_prev, rgb_cur, rgb_next=None) -> prev_from_cur``
+taking ``(H, W, 3) uint8`` RGB frames (``rgb_next`` is ``None`` at the last frame) and returning the
+``(4, 4)`` rigid transform (mm) mapping points of the current camera into the previous camera
+(OpenCV frames): the pose network's ``src_from_tgt`` with the previous frame as source.  The
+trajectory is chained as ``world_from_cam_k = world_from_cam_{k-1} @ prev_from_cur`` with the first
+camera as world.
 
-The network is loaded lazily by :func:`load_pose_estimator` from a checkpoint holding a pose
-network (keys ``pose_model_config`` and ``pose_model_state``); without one, ``--poses predicted``
-stops with a clear :class:`UserError`.
+:func:`load_pose_estimator` loads the pose network written by ``colondepth finetune``
+(``RUN/checkpoints/pose_net_<stage>.pt``, read by :func:`colondepth.train.selfsup.load_pose_net`).
+It runs on snippets ``(k-1, k, k+1)`` as in training (target ``k`` in the centre; at the last frame the
+previous frame stands in for the missing next one), on frames resized to the depth checkpoint's input
+size, and rescales translations to the network's training norm when it has one (the scale the depth
+network was fine-tuned with).
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import numpy as np
 
 from colondepth.errors import UserError
 
-PoseEstimator = Callable[[np.ndarray, np.ndarray], np.ndarray]
+PoseEstimator = Callable[..., np.ndarray]
 
 
-def chain_relative_poses(src_from_tgt: Seq[np.ndarray], world_from_first: Optional[np.ndarray] = None) -> np.ndarray:
-    """Trajectory ``(N + 1, 4, 4)`` world_from_cam from ``N`` consecutive ``cam_i_from_cam_{i+1}``.
+def chain_relative_poses(prev_from_cur: Seq[np.ndarray], world_from_first: Optional[np.ndarray] = None) -> np.ndarray:
+    """Trajectory ``(N + 1, 4, 4)`` world_from_cam from ``N`` consecutive ``cam_{k-1}_from_cam_k``.
 
     ``world_from_first`` (default identity) is the first camera's pose.
     """
@@ -36,69 +39,89 @@ def chain_relative_poses(src_from_tgt: Seq[np.ndarray], world_from_first: Option
 
     first = np.eye(4) if world_from_first is None else check_pose(world_from_first, "first pose")
     out = [torch.from_numpy(first)]
-    for i, rel in enumerate(src_from_tgt):
+    for i, rel in enumerate(prev_from_cur):
         rel_t = torch.from_numpy(check_pose(rel, f"relative pose {i}"))
         out.append(compose_pose(out[-1], rel_t))
     return torch.stack(out).numpy()
 
 
-def predict_trajectory(rgbs: Seq[np.ndarray], estimator: PoseEstimator, progress: bool = True) -> np.ndarray:
-    """``(N, 4, 4)`` world_from_cam of ``N`` frames from pairwise predictions (first camera = world)."""
-    from tqdm import tqdm
+def find_pose_network(checkpoint: Optional[str | Path]) -> Path:
+    """The pose-network file for ``checkpoint``: the file itself when it is one, else the newest
+    ``pose_net_*.pt`` beside it (``colondepth finetune`` writes both into ``RUN/checkpoints/``)."""
+    if checkpoint is None:
+        raise UserError("--poses predicted needs --checkpoint from 'colondepth finetune' (its folder holds the pose "
+                        "network pose_net_<stage>.pt); use --poses gt with a dataset that has poses")
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise UserError(f"{p}: checkpoint not found; pass --checkpoint with a .pt file")
+    if p.name.startswith("pose_net"):
+        return p
+    found = sorted(p.parent.glob("pose_net_*.pt"), key=lambda f: f.stat().st_mtime)
+    if not found:
+        raise UserError(f"{p}: no pose network (pose_net_*.pt) beside this checkpoint; use a checkpoint folder "
+                        "written by 'colondepth finetune', or --poses gt")
+    return found[-1]
 
-    if len(rgbs) == 0:
-        raise UserError("no frames to estimate poses for; check --frames")
-    rel = []
-    for i in tqdm(range(len(rgbs) - 1), desc="poses", unit="pair", disable=not progress):
-        rel.append(np.asarray(estimator(rgbs[i], rgbs[i + 1]), dtype=np.float64))
-    return chain_relative_poses(rel)
+
+def _input_size(checkpoint: Path, divisor: int, frame_hw: tuple[int, int]) -> tuple[int, int]:
+    """The depth checkpoint's network input size, else the frame size rounded down to ``divisor``."""
+    if not checkpoint.name.startswith("pose_net"):
+        try:
+            from colondepth.train.checkpoint import read_checkpoint
+
+            h, w = read_checkpoint(checkpoint)["card"]["input_size"]
+            return int(h), int(w)
+        except (UserError, KeyError, TypeError, ValueError):
+            pass
+    h, w = frame_hw
+    return max(divisor, h // divisor * divisor), max(divisor, w // divisor * divisor)
 
 
 def load_pose_estimator(checkpoint: Optional[str | Path], device=None) -> PoseEstimator:
-    """A :data:`PoseEstimator` from a checkpoint that holds a pose network.
+    """A :data:`PoseEstimator` from the pose network that belongs to ``checkpoint`` (see module doc).
 
-    Raises :class:`UserError` when the pose network code is missing or the checkpoint has none.
+    Raises :class:`UserError` when no pose network can be found or read.
     """
-    try:
-        import torch
+    import torch
+    import torch.nn.functional as F
 
-        from colondepth.models.pose_net import build_pose_net
-    except ImportError as exc:  # pragma: no cover - only on an installation without the pose network
-        raise UserError(f"--poses predicted needs the pose network (colondepth.models.pose_net): {exc}; "
-                        "use --poses gt with a dataset that has poses") from None
     from colondepth.device import default_device
+    from colondepth.train.selfsup import load_pose_net
 
-    if checkpoint is None:
-        raise UserError("--poses predicted needs --checkpoint with a pose network (saved by self-supervised "
-                        "fine-tuning); use --poses gt with a dataset that has poses")
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found; pass --checkpoint with a .pt file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "pose_model_state" not in ckpt or "pose_model_config" not in ckpt:
-        raise UserError(f"{path}: this checkpoint holds no pose network (keys pose_model_config, "
-                        "pose_model_state); use a checkpoint from self-supervised fine-tuning or --poses gt")
-    cfg = dict(ckpt["pose_model_config"])
-    net = build_pose_net(cfg)
-    net.load_state_dict(ckpt["pose_model_state"])
+    path = find_pose_network(checkpoint)
+    try:
+        net, translation_norm_mm = load_pose_net(path)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise UserError(f"{path}: not a readable pose network ({type(exc).__name__}); pass another --checkpoint") from None
     dev = default_device(str(device) if device is not None else None)
     net = net.to(dev).eval()
-    if net.config.num_sources != 1:
-        raise UserError(f"{path}: the pose network takes {net.config.num_sources} source frames; "
-                        "reconstruction chains pairs and needs num_sources = 1")
-    size = ckpt.get("pose_input_size")
+    n_src = int(net.config.num_sources)
+    if n_src not in (1, 2):
+        raise UserError(f"{path}: the pose network takes {n_src} source frames; reconstruction supports 1 or 2")
+    sizes: dict = {}
 
-    def estimator(rgb_src: np.ndarray, rgb_tgt: np.ndarray) -> np.ndarray:
-        import torch.nn.functional as F
+    def prep(img: np.ndarray, size) -> "torch.Tensor":
+        t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).to(dev).permute(2, 0, 1)[None].float() / 255.0
+        if tuple(t.shape[-2:]) != tuple(size):
+            t = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
+        return t
 
-        def prep(img):
-            t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).to(dev).permute(2, 0, 1)[None].float() / 255.0
-            if size is not None:
-                t = F.interpolate(t, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
-            return t
+    def estimator(rgb_prev: np.ndarray, rgb_cur: np.ndarray, rgb_next: Optional[np.ndarray] = None) -> np.ndarray:
+        from colondepth.losses.photometric import normalize_translation
 
+        hw = tuple(rgb_cur.shape[:2])
+        if hw not in sizes:
+            sizes[hw] = _input_size(Path(checkpoint), net.divisor, hw)
+        size = sizes[hw]
+        if n_src == 1:
+            sources = [rgb_prev]
+        else:
+            sources = [rgb_prev, rgb_prev if rgb_next is None else rgb_next]
         with torch.inference_mode():
-            out = net(prep(rgb_tgt), prep(rgb_src)[:, None])
-        return out.src_from_tgt[0, 0].double().cpu().numpy()
+            src = torch.stack([prep(s, size)[0] for s in sources])[None]  # (1, N, 3, h, w)
+            pose = net(prep(rgb_cur, size), src).src_from_tgt  # (1, N, 4, 4)
+            if translation_norm_mm is not None:
+                pose = normalize_translation(pose, translation_norm_mm)
+        return pose[0, 0].double().cpu().numpy()
 
     return estimator

@@ -330,6 +330,7 @@ def _write_dataset_yaml(out: Path, info: dict) -> None:
                 f"{path}: this folder holds a dataset made with different settings ({', '.join(diff)}); "
                 "rerun with the same recipe/seed/--sequences/--frames/--size to resume, or choose another --out"
             )
+        raise UserError(f"{path}: exists but is not a ColonDepth synthetic dataset; choose another --out")
     dump_yaml(path, info)
     path.chmod(0o644)
 
@@ -343,8 +344,10 @@ def time_frames(recipe: Recipe, frames: int, seed: int = 0, block: int = 10) -> 
     background writer as :func:`write_sequence`, drained before the clock stops).  Alternating
     blocks keeps both timings under the same (shared) CPU load.
 
-    Returns ``{"bare_s", "full_s", "setup_s" (colon, texture, trajectory, OpenGL context),
-    "triangles" (render mesh)}``.
+    Returns ``{"bare_s", "full_s"`` (wall clock), ``"bare_cpu_s", "full_cpu_s"`` (CPU time of all
+    threads of this process, including the OSMesa rasteriser threads: steadier than wall clock on a
+    shared machine), ``"setup_s"`` (colon, texture, trajectory, OpenGL context) and ``"triangles"``
+    (render mesh)``}``.
     """
     import tempfile
 
@@ -354,7 +357,7 @@ def time_frames(recipe: Recipe, frames: int, seed: int = 0, block: int = 10) -> 
     setup = time.perf_counter() - t0
     flat = bool(scene.params.appearance.flat_shading)
     scale = scene.params.camera.depth_scale_mm
-    bare = full = 0.0
+    bare = full = bare_cpu = full_cpu = 0.0
     try:
         fr.render(0)  # warm-up: shader compilation, texture upload
         with tempfile.TemporaryDirectory() as d:
@@ -362,21 +365,24 @@ def time_frames(recipe: Recipe, frames: int, seed: int = 0, block: int = 10) -> 
             bg = BackgroundWriter()
             for start in range(0, frames, block):
                 ts = range(start, min(start + block, frames))
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for t in ts:
                     fr.renderer.render(scene.world_from_cam[t], flat=flat)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 for t in ts:
                     rgb, depth = fr.render(t)
                     bg.submit(write_png, Path(d) / f"rgb{t % 4}.png", rgb)
                     bg.submit(write_png, Path(d) / f"depth{t % 4}.png", encode_depth(depth, scale))
                     bg.submit(vw.write, rgb)
                 bg.wait()
-                t2 = time.perf_counter()
+                t2, c2 = time.perf_counter(), time.process_time()
                 bare += t1 - t0
                 full += t2 - t1
+                bare_cpu += c1 - c0
+                full_cpu += c2 - c1
             bg.close()
             vw.close()
     finally:
         fr.close()
-    return {"bare_s": bare, "full_s": full, "setup_s": setup, "triangles": int(len(scene.geometry.render_faces))}
+    return {"bare_s": bare, "full_s": full, "bare_cpu_s": bare_cpu, "full_cpu_s": full_cpu, "setup_s": setup,
+            "triangles": int(len(scene.geometry.render_faces))}

@@ -14,7 +14,6 @@ import math
 
 import numpy as np
 from scipy.spatial.transform import Rotation
-from statistics import NormalDist
 
 from colondepth.synth.colon import ColonGeometry
 from colondepth.synth.noise import smooth_noise_1d
@@ -49,7 +48,8 @@ def make_trajectory(recipe: Recipe, geom: ColonGeometry, frames: int, rng: np.ra
     elif bf >= 1:
         sign = -np.ones(F)
     else:
-        sign = np.where(direction_noise < NormalDist().inv_cdf(bf), -1.0, 1.0)
+        # Threshold at the sequence's own quantile: exactly that fraction of frames starts backward.
+        sign = np.where(direction_noise < np.quantile(direction_noise, bf), -1.0, 1.0)
     lo = min(0.75 * R0, 0.25 * length)
     hi = max(length - 2.0 * R0, lo + 1.0)
     s = np.empty(F)
@@ -87,7 +87,7 @@ def make_trajectory(recipe: Recipe, geom: ColonGeometry, frames: int, rng: np.ra
     episode = smooth_noise_1d(rng, F, corr)
     psi = rng.uniform(0.0, 2.0 * math.pi)
     if wf > 0:
-        thr = NormalDist().inv_cdf(1.0 - wf)
+        thr = float(np.quantile(episode, 1.0 - wf))  # this fraction of frames tilts more than half-way
         weight = np.clip((episode - thr) / 0.5 + 0.5, 0.0, 1.0)
         weight = weight * weight * (3 - 2 * weight)  # smoothstep in and out of an episode
         wall = math.cos(psi) * N1 + math.sin(psi) * N2

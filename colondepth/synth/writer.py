@@ -52,7 +52,14 @@ def write_png(path: Path, image: np.ndarray) -> None:
         if img.dtype != np.uint8 or img.shape[2] != 3:
             raise ValueError(f"RGB PNG needs (H, W, 3) uint8, got {img.shape} {img.dtype}")
         img = img[..., ::-1]  # RGB -> BGR for OpenCV
-    if not cv2.imwrite(str(path), np.ascontiguousarray(img), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        strategy = cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY
+    else:
+        strategy = cv2.IMWRITE_PNG_STRATEGY_RLE
+    # PNG encoding is the largest cost after rendering: a fixed Paeth filter (instead of trying every
+    # filter per row) with a fast zlib strategy is several times quicker at a similar file size.
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, strategy,
+              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
+    if not cv2.imwrite(str(path), np.ascontiguousarray(img), params):
         raise OSError(f"could not write {path}")
 
 

@@ -116,6 +116,16 @@ def _all_reduce_mean(values: dict, dist_info: _Dist) -> dict:
     return {k: float(v) / dist_info.world_size for k, v in zip(keys, t.tolist())}
 
 
+def _structure(config: dict) -> tuple:
+    """What a resumed run must share with the interrupted one: the model, seed and the stages' names and kinds.
+
+    Other settings (learning rates, budgets, loss weights, intervals) may change between runs, e.g. to lower
+    the learning rate after a divergence.
+    """
+    stages = tuple((s.get("name"), s.get("kind")) for s in config.get("stages", []))
+    return (config.get("model"), config.get("seed"), stages)
+
+
 def _broadcast_metrics(metrics: dict, dist_info: _Dist) -> dict:
     """Rank 0's validation metrics on every rank, so promotion decisions agree (BatchNorm running statistics
     differ slightly between ranks)."""
@@ -165,6 +175,8 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
 
     curriculum = load_curriculum(opts.curriculum_path)
     config = resolved_dict(curriculum)
+    for st in curriculum.stages:  # fail before training anything when a stage kind is not installed
+        get_stage_kind(st.kind, st.name)
     out = Path(opts.out_dir)
     ckpt_dir = out / "checkpoints"
     last_path = ckpt_dir / "last.pt"
@@ -181,15 +193,22 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
         resume_state = resume_payload.get("training")
         if resume_state is None:
             raise UserError(f"{last_path}: has no training state to resume from; choose another --out")
-        if resume_payload.get("config") != config:
-            raise UserError(f"{opts.curriculum_path}: differs from the curriculum {out} was started with "
-                            f"({out / 'config.resolved.yaml'}); resume with the same file or choose another --out")
+        old_config = resume_payload.get("config") or {}
+        if _structure(old_config) != _structure(config):
+            raise UserError(f"{opts.curriculum_path}: its model or stage list differs from the curriculum {out} was "
+                            f"started with ({out / 'config.resolved.yaml'}); resume with the same file or choose "
+                            f"another --out")
+        if old_config != config and main:
+            print(f"note: {opts.curriculum_path} changed since the run started (e.g. learning rate); continuing "
+                  f"with the new settings", file=sys.stderr)
     elif opts.resume and main:
         print(f"note: {last_path} not found; starting a fresh run", file=sys.stderr)
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.resolved.yaml", yaml.safe_dump(config, sort_keys=False))
+        if resume_state is None:  # records of a run killed before its first checkpoint are stale
+            (out / "metrics.jsonl").unlink(missing_ok=True)
 
     # -- model -----------------------------------------------------------------------------------------------
     torch.manual_seed(curriculum.seed)

@@ -56,7 +56,8 @@ def discover_datasets(data_dirs: list[str | Path]) -> list[DatasetInfo]:
         if (p / "dataset.yaml").is_file():
             candidates = [p]
         else:
-            candidates = sorted(c for c in p.iterdir() if c.is_dir() and (c / "dataset.yaml").is_file())
+            candidates = sorted(c for c in p.iterdir() if c.is_dir() and not c.name.startswith(".")
+                                and (c / "dataset.yaml").is_file())  # hidden: unfinished temporary output
             if not candidates:
                 raise UserError(f"{p}: no dataset.yaml in it or its sub-folders; pass a dataset made by "
                                 f"'colondepth synth' (or its parent folder) to --data")

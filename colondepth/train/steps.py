@@ -66,7 +66,7 @@ def supervised_validate(net, loader, weights: SupervisedLossWeights, device) -> 
             rgb = batch["rgb"].to(device)
             gt = batch["depth_mm"].to(device)
             valid = batch["valid"].to(device)
-            pred = net(net.normalise(rgb))[0]
+            pred = net(net.normalise(rgb), num_outputs=1)[0]
             loss, _ = supervised_loss([pred], gt, weights, net.config.min_depth_mm, net.config.max_depth_mm, valid)
             total += float(loss) * rgb.shape[0]
             n += rgb.shape[0]
