@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import sfs_scenes
+import test_train_scenes as sfs_scenes
 from colondepth.losses.supervised import SupervisedLossWeights, supervised_loss
 from colondepth.models.depth_net import DepthNet, DepthNetConfig, build_depth_net, sigmoid_to_depth
 from colondepth.train.steps import depth_errors

@@ -117,6 +117,8 @@ def test_predict_errors(ckpt, tmp_path, capsys):
     assert _predict(["--checkpoint", ckpt, "--input", tmp_path / "small.png", "--out", tmp_path / "o",
                      "--crop", 0, 0, 20, 20]) == 2
     assert "lies outside" in capsys.readouterr().err
+    assert _predict(["--checkpoint", ckpt, "--input", tmp_path, "--out", tmp_path]) == 2
+    assert "is the input folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert _predict(["--checkpoint", ckpt, "--input", tmp_path / "empty", "--out", tmp_path / "o"]) == 2
     assert "no images" in capsys.readouterr().err

@@ -225,6 +225,24 @@ def test_command_with_predicted_depth_from_a_checkpoint(tmp_path, capsys):
     assert code == 2
     assert "no pose network (pose_net_*.pt) beside this checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+    # with a pose network beside it (the file 'colondepth finetune' writes), predicted poses are chained
+    import torch
+
+    from colondepth.models.pose_net import PoseNetConfig, build_pose_net
+
+    pose_net = build_pose_net(PoseNetConfig(num_sources=2, channels=(8, 8), num_mask_scales=0))
+    torch.save({"format": "colondepth-pose-net", "config": pose_net.config.to_dict(),
+                "state": pose_net.state_dict(), "translation_norm_mm": 1.5}, tmp_path / "pose_net_ft.pt")
+    code = cli.main(["reconstruct", "--sequence", str(seq), "--out", str(tmp_path / "out3"), "--depth", "predicted",
+                     "--poses", "predicted", "--checkpoint", str(ckpt), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    traj = np.loadtxt(tmp_path / "out3" / "trajectory.txt")
+    assert traj.shape == (N, 8)
+    np.testing.assert_allclose(traj[0, 1:], [0, 0, 0, 0, 0, 0, 1], atol=1e-9)
+    steps = np.linalg.norm(np.diff(traj[:, 1:4], axis=0), axis=1)
+    assert np.all(steps > 0.1) and np.all(steps < 3.0)  # about the 1.5 mm training norm per step
+    report = json.loads((tmp_path / "out3" / "report.json").read_text())
+    assert "skipped" in report["metrics"]  # no metrics in a predicted world frame
 
 
 def test_video_input_without_a_model_is_a_clear_error(tmp_path, capsys):
@@ -238,3 +256,18 @@ def test_video_input_without_a_model_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     assert "missing.pt" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_chained_float32_poses_stay_rigid():
+    rng = np.random.default_rng(0)
+    from scipy.spatial.transform import Rotation
+
+    rels = []
+    for _ in range(3000):
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_rotvec(rng.normal(0, 0.02, 3)).as_matrix()
+        T[:3, 3] = rng.normal(0, 1.0, 3)
+        rels.append(T.astype(np.float32).astype(np.float64))  # network-precision input
+    traj = chain_relative_poses(rels)
+    R = traj[-1, :3, :3]
+    np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-12)

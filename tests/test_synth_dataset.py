@@ -151,9 +151,11 @@ def test_same_seed_gives_identical_files_across_runs_shards_and_workers(l5, tmp_
     assert [k for k in a if a[k] != b[k]] == []
 
 
-def test_different_seed_differs(l5, tmp_path):
-    generate_dataset(SYNTH / "L5_tortuous.yaml", tmp_path, sequences=1, frames=1, size=SIZE, seed=6, progress=False)
-    assert (tmp_path / "seq_00000/mesh.ply").read_bytes() != (l5 / "seq_00000/mesh.ply").read_bytes()
+def test_different_seed_differs(flat, tmp_path):
+    recipe = yaml.safe_load((flat / "dataset.yaml").read_text())["recipe"]
+    generate_dataset(recipe, tmp_path, sequences=1, frames=1, size=SIZE, seed=4, progress=False, video=False)
+    assert (tmp_path / "seq_00000/mesh.ply").read_bytes() != (flat / "seq_00000/mesh.ply").read_bytes()
+    assert (tmp_path / "seq_00000/poses.txt").read_text() != (flat / "seq_00000/poses.txt").read_text()
 
 
 def test_rerun_with_other_settings_refuses(l5):

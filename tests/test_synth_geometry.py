@@ -86,10 +86,10 @@ def test_centreline_curvature_is_bounded_and_no_self_contact():
 @pytest.mark.parametrize("level", ["L4_flexures", "L5_tortuous"])
 def test_camera_stays_inside_with_clearance(level):
     rec = load_recipe(SYNTH / f"{level}.yaml")
-    for seed in range(2):
+    for seed in (0, 1):
         r = sample_recipe(rec, np.random.default_rng(seed))
         g = build_colon(r, np.random.default_rng(seed + 10))
-        traj = make_trajectory(r, g, 60, np.random.default_rng(seed + 20))
+        traj = make_trajectory(r, g, 40, np.random.default_rng(seed + 20))
         P = traj["world_from_cam"]
         assert np.all(traj["offset_mm"] <= traj["limit_mm"] + 1e-9)
         R = P[:, :3, :3]

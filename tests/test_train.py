@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-import sfs_scenes
+import test_train_scenes as sfs_scenes
 from colondepth import cli
 from colondepth.train import stage as stage_mod
 from colondepth.train.logging import read_metrics
@@ -175,6 +175,7 @@ def test_missing_level_is_a_user_error(tmp_path, capsys):
 
 
 def _with_selfsup(d):
+    d.pop("generate", None)
     d["stages"] = d["stages"][:1] + [{
         "name": "video", "kind": "self_supervised", "sources": [{"path": "clip.mp4"}],
         "budget": {"steps": 4}, "batch_size": 2, "crop": [0, 0, 32, 32],
@@ -240,3 +241,23 @@ def test_plugged_in_stage_kind_is_driven_by_the_runner(tmp_path, data_root, caps
     card = torch.load(tmp_path / "run" / "checkpoints" / "final.pt", weights_only=True)["card"]
     assert card["stage"] == "video"
     assert json.dumps(card)  # plain data only
+
+
+@pytest.mark.parametrize("min_steps, expected_steps", [(0, 3), (5, 5)])
+def test_plateau_promotes_early(tmp_path, data_root, capsys, min_steps, expected_steps):
+    def mutate(d):
+        _no_generate(d)
+        d["stages"] = d["stages"][:1]
+        d["stages"][0]["budget"] = {"steps": 50}
+        # no improvement can ever beat min_delta after the first evaluation
+        d["stages"][0]["promotion"] = {"rule": "plateau", "eval_every_steps": 1, "patience": 2,
+                                       "min_delta": 10.0, "min_steps": min_steps}
+
+    cur = _write_curriculum(tmp_path / "plateau.yaml", mutate)
+    code, err = _train(["--curriculum", cur, "--out", tmp_path / "run", "--data", data_root], capsys)
+    assert code == 0, err
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    end = [r for r in records if r["type"] == "stage_end"][0]
+    assert (end["reason"], end["steps"]) == ("plateau", expected_steps)
+    vals = [r for r in records if r["type"] == "val"]
+    assert [r["bad_evals"] for r in vals[:3]] == [0, 1, 2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import sfs_scenes
+import test_train_scenes as sfs_scenes
 from colondepth.errors import UserError
 from colondepth.train.config import LRSchedule, SelfSupervisedStage, load_curriculum, parse_curriculum
 from colondepth.train.steps import lr_factor

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-import sfs_scenes
+import test_train_scenes as sfs_scenes
 from colondepth.train.logging import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]

@@ -176,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
     crop = Crop.parse(args.crop) if args.crop is not None else None
+    if Path(args.input).is_dir() and Path(args.out).resolve() == Path(args.input).resolve():
+        raise UserError(f"--out {args.out}: is the input folder; choose another folder so the depth previews "
+                        f"are not mixed with the input frames")
     count, frames = iter_frames(args.input, crop)
     predictor = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
     out = Path(args.out)

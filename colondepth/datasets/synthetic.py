@@ -67,9 +67,11 @@ def _read_png(path: Path, want: str, shape: tuple[int, int]) -> np.ndarray:
         img = img[..., ::-1]
     else:
         if img.ndim != 2 or img.dtype != np.uint16:
-            raise UserError(f"{path}: expected a 16-bit single-channel depth PNG, got {img.shape} {img.dtype}; {_REGEN}")
+            raise UserError(
+                f"{path}: expected a 16-bit single-channel depth PNG, got {img.shape} {img.dtype}; {_REGEN}")
     if img.shape[:2] != shape:
-        raise UserError(f"{path}: image is {img.shape[0]}x{img.shape[1]} but meta.yaml says {shape[0]}x{shape[1]}; {_REGEN}")
+        raise UserError(
+            f"{path}: image is {img.shape[0]}x{img.shape[1]} but meta.yaml says {shape[0]}x{shape[1]}; {_REGEN}")
     return np.ascontiguousarray(img)
 
 
@@ -128,7 +130,7 @@ def open_sequence(seq_dir: str | Path) -> Sequence:
         mask = m > 0
     mesh = d / "mesh.ply"
     return Sequence(
-        name=d.name if d.parent.name == "" else f"{d.parent.name}/{d.name}",
+        name=f"{d.parent.name}/{d.name}",  # e.g. "synth_L3/seq_00002"
         intrinsics=meta.intrinsics,
         num_frames=n,
         load_rgb=load_rgb,

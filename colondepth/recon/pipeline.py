@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -59,7 +59,6 @@ class ReconstructionConfig:
     max_blocks: int = 200_000
     metric_samples_per_mm2: float = 20.0
     checkpoint: Optional[str] = None
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.depth not in DEPTH_SOURCES:
@@ -261,7 +260,7 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     report = {
         "sequence": seq.name,
         "level": seq.level,
-        "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+        "config": asdict(cfg),
         "frames": {"selected": len(indices), "first": indices[0], "last": indices[-1],
                    "integrated": vol.frames_integrated, "empty": vol.frames_empty},
         "intrinsics": intr.to_dict(),

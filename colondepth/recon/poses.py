@@ -40,9 +40,23 @@ def chain_relative_poses(prev_from_cur: Seq[np.ndarray], world_from_first: Optio
     first = np.eye(4) if world_from_first is None else check_pose(world_from_first, "first pose")
     out = [torch.from_numpy(first)]
     for i, rel in enumerate(prev_from_cur):
-        rel_t = torch.from_numpy(check_pose(rel, f"relative pose {i}"))
-        out.append(compose_pose(out[-1], rel_t))
+        rel_t = torch.from_numpy(_orthonormalised(check_pose(rel, f"relative pose {i}")))
+        out.append(torch.from_numpy(_orthonormalised(compose_pose(out[-1], rel_t).numpy())))
     return torch.stack(out).numpy()
+
+
+def _orthonormalised(T: np.ndarray) -> np.ndarray:
+    """``T`` with its rotation projected onto SO(3) (SVD), so float32 round-off cannot pile up over
+    thousands of chained poses."""
+    U, _, Vt = np.linalg.svd(T[:3, :3])
+    R = U @ Vt
+    if np.linalg.det(R) < 0:
+        U[:, -1] *= -1
+        R = U @ Vt
+    out = T.astype(np.float64, copy=True)
+    out[:3, :3] = R
+    out[3] = (0.0, 0.0, 0.0, 1.0)
+    return out
 
 
 def find_pose_network(checkpoint: Optional[str | Path]) -> Path:

@@ -26,7 +26,8 @@ from colondepth.geometry.camera import PinholeIntrinsics
 from colondepth.io import atomic_dir
 from colondepth.synth.recipe import Recipe, as_recipe, recipe_to_dict, sample_recipe
 from colondepth.synth.writer import (
-    DATASET_FORMAT, DATASET_FORMAT_VERSION, BackgroundWriter, VideoWriter, dump_yaml, encode_depth, frame_name, seq_name,
+    DATASET_FORMAT, DATASET_FORMAT_VERSION, BackgroundWriter, VideoWriter, dump_yaml, encode_depth, frame_name,
+    seq_name,
     write_mesh_ply, write_png,
 )
 

@@ -105,6 +105,17 @@ def _all_reduce_max(x: float, dist_info: _Dist) -> float:
     return float(t)
 
 
+def _average_gradients(params: list, dist_info: _Dist) -> None:
+    """Average ``p.grad`` over processes for parameters DDP does not synchronise (missing grads count as 0)."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(dist_info.world_size)
+
+
 def _all_reduce_mean(values: dict, dist_info: _Dist) -> dict:
     if dist_info.world_size <= 1 or not values:
         return values
@@ -221,7 +232,9 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
 
         if device.type == "cuda":  # batch statistics over all processes (SyncBatchNorm needs CUDA)
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        # find_unused_parameters: a stage kind may use only some heads, or freeze the depth net for a while
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=True)
     net.train()
 
     logger = MetricsLogger(out / "metrics.jsonl", enabled=main)
@@ -303,6 +316,11 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
                                                       rank=dist_info.rank, shuffle=True,
                                                       seed=curriculum.seed + si, drop_last=False)
         steps_per_epoch = int(math.ceil(len(sampler) / stage.batch_size))
+        if steps_per_epoch == 0:
+            raise UserError(f"stage {stage.name}: no training samples; check the stage's data sources")
+        # parameters outside the DDP-wrapped depth net (e.g. a pose network) get their gradients averaged here
+        net_ids = {id(p) for p in net.parameters()}
+        extra_params = [p for p in params if id(p) not in net_ids] if dist_info.world_size > 1 else []
         total = _stage_steps(stage, steps_per_epoch)
         val_loader = None
         if data.val is not None and len(data.val) > 0:
@@ -338,6 +356,8 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
                               last_path, last_saved_step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if extra_params:
+                    _average_gradients(extra_params, dist_info)
                 if stage.optimizer.grad_clip is not None:
                     gnorm = float(torch.nn.utils.clip_grad_norm_(params, stage.optimizer.grad_clip))
                 else:

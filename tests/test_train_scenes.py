@@ -96,3 +96,48 @@ def write_dataset(root: Path, level: str, sequences: int = 2, frames: int = 6, s
     (root / "dataset.yaml").write_text(yaml.safe_dump({"level": level, "seed": seed, "sequences": sequences,
                                                         "frames": frames}))
     return root
+
+
+# -- the scenes themselves are checked against their closed forms -------------------------------------------
+def test_plane_depth_is_planar_and_image_darkens_with_range():
+    (rgb, depth), (fx, fy, cx, cy) = plane_frame(32, 32, np.random.default_rng(3))
+    v, u = np.mgrid[0:32, 0:32]
+    X = np.stack([(u - cx) / fx * depth, (v - cy) / fy * depth, depth], -1).reshape(-1, 3)
+    # all back-projected points satisfy n . X = dist: fit a plane, residual ~ 0
+    A = np.c_[X, -np.ones(len(X))]
+    residual = np.linalg.svd(A, compute_uv=False)[-1] / np.sqrt(len(X))
+    assert residual < 1e-4 * depth.mean()
+    rng_mm = np.linalg.norm(X, axis=1)
+    gray = rgb[..., 0].reshape(-1).astype(float)
+    lit = gray < 255  # unsaturated pixels
+    assert np.corrcoef(gray[lit], rng_mm[lit])[0, 1] < -0.5
+
+
+def test_tube_points_lie_on_the_cylinder():
+    rng = np.random.default_rng(5)
+    (rgb, depth), (fx, fy, cx, cy) = tube_frame(32, 32, rng)
+    rng2 = np.random.default_rng(5)  # replay the draws to recover radius, axis and offset
+    radius = rng2.uniform(12.0, 20.0)
+    a = np.array([rng2.uniform(-0.3, 0.3), rng2.uniform(-0.3, 0.3), 1.0])
+    a /= np.linalg.norm(a)
+    p0 = np.array([rng2.uniform(-0.5, 0.5), rng2.uniform(-0.5, 0.5), 0.0]) * radius
+    v, u = np.mgrid[0:32, 0:32]
+    valid = depth > 0
+    assert valid.mean() > 0.5
+    X = np.stack([(u - cx) / fx * depth, (v - cy) / fy * depth, depth], -1)[valid]
+    q = X - p0
+    dist_to_axis = np.linalg.norm(q - (q @ a)[:, None] * a, axis=1)
+    np.testing.assert_allclose(dist_to_axis, radius, rtol=1e-4)
+
+
+def test_written_dataset_layout(tmp_path):
+    import cv2
+
+    root = write_dataset(tmp_path / "d", "L2", sequences=2, frames=3, size=16, seed=2)
+    assert yaml.safe_load((root / "dataset.yaml").read_text())["level"] == "L2"
+    seq = root / "seq_00001"
+    assert sorted(p.name for p in (seq / "rgb").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    raw = cv2.imread(str(seq / "depth" / "000002.png"), cv2.IMREAD_UNCHANGED)
+    assert raw.dtype == np.uint16 and raw.shape == (16, 16)
+    meta = yaml.safe_load((seq / "meta.yaml").read_text())
+    assert meta["depth_scale_mm"] == DEPTH_SCALE_MM and meta["level"] == "L2"
