@@ -221,3 +221,15 @@ def test_point_cloud_and_empty_mesh_export(tmp_path):
     assert path.stat().st_size > 0
     with pytest.raises(UserError, match="unsupported"):
         export_mesh(trimesh.Trimesh(), tmp_path / "x.vtk")
+
+
+def test_fuse_frames_helper():
+    from colondepth.recon.fusion import fuse_frames
+
+    intr = small_intrinsics(24)
+    poses = tube_poses(3, RADIUS, 10.0)
+    vol = fuse_frames(((tube_depth(intr, T, RADIUS), T, None) for T in poses), intr, voxel_mm=1.0,
+                      progress=False, max_depth_mm=20.0)
+    assert vol.frames_integrated == 3 and vol.num_blocks > 0
+    with pytest.raises(UserError, match="nothing to fuse"):
+        fuse_frames([(np.zeros((24, 24), np.float32), np.eye(4), None)], intr, progress=False)

@@ -271,3 +271,13 @@ def test_chained_float32_poses_stay_rigid():
     traj = chain_relative_poses(rels)
     R = traj[-1, :3, :3]
     np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-12)
+
+
+def test_oversized_volume_skips_only_the_nifti(tmp_path, capsys):
+    seq = memory_sequence(mesh_path=None)
+    report = reconstruct_sequence(seq, tmp_path, ReconstructionConfig(voxel_mm=1.0, max_dense_voxels=1000),
+                                  progress=False)
+    assert not (tmp_path / "tsdf.nii.gz").exists() and (tmp_path / "mesh.ply").exists()
+    assert "tsdf.nii.gz" not in report["outputs"]
+    assert "exceeds the cap of 1000" in report["volume"]["nifti"]
+    assert "tsdf.nii.gz not written" in capsys.readouterr().err

@@ -43,5 +43,6 @@ def test_torchrun_two_processes_cpu(tmp_path):
     assert last["training"]["world_size"] == 2
     final = torch.load(run / "checkpoints" / "final.pt", weights_only=True)
     assert final["card"]["step"] == records[-1]["global_step"]
+    assert final["card"]["command"].startswith("torchrun --nproc_per_node 2 -m colondepth.cli train")
     assert all(torch.isfinite(v.float()).all() for v in final["model_state"].values())
     assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir())  # no temp files left

@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         if args.device:
             parts += ["--device", args.device]
         command = " ".join(shlex.quote(p) for p in parts)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        per_node = os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
+        command = command.replace("colondepth ", f"torchrun --nproc_per_node {per_node} -m colondepth.cli ", 1)
     opts = RunOptions(curriculum_path=Path(args.curriculum), out_dir=Path(args.out),
                       data_dirs=[Path(d) for d in args.data], resume=args.resume, device=args.device,
                       command=command, stop_after_steps=args.stop_after_steps, progress=not args.no_progress)

@@ -357,7 +357,7 @@ class TSDFVolume:
         return updated
 
     # -- dense views ----------------------------------------------------------------------------
-    def _dense_region(self, lo_block: np.ndarray, shape_blocks: np.ndarray):
+    def _dense_region(self, lo_block: np.ndarray, shape_blocks: np.ndarray, with_color: bool = True):
         """Dense tsdf, weight, colour (or None) of blocks ``lo_block + [0, shape_blocks)``."""
         B = self.block_voxels
         s = [int(x) for x in shape_blocks]
@@ -373,7 +373,7 @@ class TSDFVolume:
         tsdf = tsdf.transpose(0, 3, 1, 4, 2, 5).reshape(shape)
         weight = weight.transpose(0, 3, 1, 4, 2, 5).reshape(shape)
         color = None
-        if self.with_color:
+        if self.with_color and with_color:
             color = np.zeros((*s, B, B, B, 3), dtype=np.float32)
             color[rel[:, 0], rel[:, 1], rel[:, 2]] = self._color[sel].reshape(-1, B, B, B, 3)
             color = color.transpose(0, 3, 1, 4, 2, 5, 6).reshape(*shape, 3)
@@ -386,10 +386,11 @@ class TSDFVolume:
         keys = self.block_keys
         return keys.min(axis=0) * self.block_voxels, (keys.max(axis=0) + 1) * self.block_voxels
 
-    def to_dense(self, max_voxels: int = 256 * 1024 ** 2) -> DenseTSDF:
+    def to_dense(self, max_voxels: int = 64 * 1024 ** 2, with_color: bool = True) -> DenseTSDF:
         """The whole volume as a :class:`DenseTSDF` over the allocated blocks' bounding box.
 
-        Raises :class:`UserError` when that box has more than ``max_voxels`` voxels.
+        Memory is 8 bytes per voxel (20 with colour).  Raises :class:`UserError` when the box has more
+        than ``max_voxels`` voxels (default 64 Mi, e.g. 400^3).
         """
         lo, hi = self.bounds_index()
         shape = hi - lo
@@ -399,7 +400,7 @@ class TSDFVolume:
                 "use a larger --voxel-mm or fewer frames"
             )
         B = self.block_voxels
-        tsdf, weight, color = self._dense_region(lo // B, shape // B)
+        tsdf, weight, color = self._dense_region(lo // B, shape // B, with_color=with_color)
         return DenseTSDF(tsdf=tsdf, weight=weight, color=color, index_origin=lo.astype(np.int64),
                          voxel_mm=self.voxel_mm, trunc_mm=self.trunc_mm)
 

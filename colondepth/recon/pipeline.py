@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +42,9 @@ class ReconstructionConfig:
     ``max_depth_mm``: the working depth range for fusion and coverage.  ``depth_tol_mm`` /
     ``depth_tol_rel``: the coverage occlusion tolerance.  ``coverage_max_edge_mm``: the coverage
     surface is subdivided until no edge is longer.  ``max_points``: size of ``points.ply``.
-    ``metric_samples_per_mm2``: surface sampling density of the accuracy metrics.
+    ``metric_samples_per_mm2``: surface sampling density of the accuracy metrics.  ``max_blocks``: cap on
+    the sparse TSDF's blocks.  ``max_dense_voxels``: cap on the dense copy written to ``tsdf.nii.gz``
+    (above it that file is skipped with a warning; everything else is still written).
     """
 
     depth: str = "gt"
@@ -56,7 +59,8 @@ class ReconstructionConfig:
     coverage_max_edge_mm: float = 2.0
     max_points: int = 200_000
     point_stride: int = 2
-    max_blocks: int = 200_000
+    max_blocks: int = 1_000_000
+    max_dense_voxels: int = 64 * 1024 ** 2
     metric_samples_per_mm2: float = 20.0
     checkpoint: Optional[str] = None
 
@@ -168,8 +172,8 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     """
     from tqdm import tqdm
 
-    from colondepth.recon.coverage import compute_coverage, subdivide_to
     from colondepth.datasets.tum import write_tum
+    from colondepth.recon.coverage import compute_coverage, subdivide_to
     from colondepth.recon.export import export_mesh, export_point_cloud, write_tsdf_nifti
     from colondepth.recon.fusion import TSDFVolume
     from colondepth.recon.metrics import surface_metrics
@@ -200,12 +204,13 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         t_fuse += time.perf_counter() - ts
         poses.append(pose)
         depths.append(depth.astype(np.float16) if cfg.depth == "predicted" else None)
-        try:
+        in_range = (depth > 0) & (depth >= cfg.min_depth_mm) & (depth <= cfg.max_depth_mm)
+        if valid is not None:
+            in_range &= valid
+        if in_range[:: cfg.point_stride, :: cfg.point_stride].any():  # an empty frame adds no points
             c = depth_to_pointcloud(depth, intr, rgb=rgb, world_from_cam=pose, valid=valid, stride=cfg.point_stride,
                                     min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm)
             clouds.append(c.subsample(per_frame_points, seed=k))
-        except UserError:
-            pass  # an empty frame adds no points; fusion counts it in frames_empty
     if vol.frames_integrated == 0:
         raise UserError(f"{seq.name}: no selected frame has valid depth within {cfg.min_depth_mm}-{cfg.max_depth_mm} mm; "
                         "check the depth source and the working range")
@@ -213,7 +218,11 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     t_mesh = time.perf_counter()
     mesh = vol.extract_mesh(progress=progress)
     t_mesh = time.perf_counter() - t_mesh
-    dense = vol.to_dense()
+    try:
+        dense, nifti_note = vol.to_dense(max_voxels=cfg.max_dense_voxels, with_color=False), None
+    except UserError as exc:  # a huge bounding box: keep every other output, say why the volume is missing
+        dense, nifti_note = None, f"tsdf.nii.gz not written: {exc}"
+        print(f"warning: {nifti_note}", file=sys.stderr)
 
     # coverage: the ground-truth surface with ground-truth depth and poses when the sequence has them
     gt_mesh = _load_gt_mesh(Path(seq.mesh_path)) if seq.mesh_path is not None else None
@@ -252,7 +261,8 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     cloud = PointCloud.concatenate(clouds).subsample(cfg.max_points)
     export_point_cloud(cloud, out / "points.ply")
     export_mesh(coverage.unobserved_mesh(surface), out / "unobserved.ply")
-    write_tsdf_nifti(dense, out / "tsdf.nii.gz")
+    if dense is not None:
+        write_tsdf_nifti(dense, out / "tsdf.nii.gz")
     ts = seq.timestamps if seq.timestamps is not None else np.arange(seq.num_frames, dtype=np.float64)
     write_tum(out / "trajectory.txt", np.asarray(ts)[indices], poses)
     atomic_write_text(out / "coverage.json", json.dumps(cov_dict, indent=2) + "\n")
@@ -266,7 +276,9 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         "intrinsics": intr.to_dict(),
         "volume": {"voxel_mm": vol.voxel_mm, "trunc_mm": vol.trunc_mm, "blocks": vol.num_blocks,
                    "block_voxels": vol.block_voxels, "memory_mb": round(vol.memory_bytes / 2 ** 20, 2),
-                   "dense_shape": list(dense.tsdf.shape), "affine_world_from_index": dense.affine.tolist()},
+                   "dense_shape": None if dense is None else list(dense.tsdf.shape),
+                   "affine_world_from_index": None if dense is None else dense.affine.tolist(),
+                   "nifti": nifti_note or "tsdf.nii.gz: truncated signed distance in mm, +lumen -tissue"},
         "mesh": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
                  "area_mm2": round(float(mesh.area), 3)},
         "points": int(len(cloud)),
@@ -274,8 +286,8 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         "metrics": metrics,
         "timing_s": {"total": round(total, 3), "fusion": round(t_fuse, 3), "marching_cubes": round(t_mesh, 3),
                      "fusion_fps": round(vol.frames_integrated / t_fuse, 3) if t_fuse > 0 else None},
-        "outputs": ["mesh.ply", "mesh.glb", "points.ply", "coverage.json", "unobserved.ply", "tsdf.nii.gz",
-                    "trajectory.txt", "report.json"],
+        "outputs": ["mesh.ply", "mesh.glb", "points.ply", "coverage.json", "unobserved.ply"]
+        + ([] if dense is None else ["tsdf.nii.gz"]) + ["trajectory.txt", "report.json"],
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default) + "\n")
     return report
