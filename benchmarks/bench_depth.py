@@ -16,7 +16,8 @@ Sections (``--sections``, default all):
     Inference frames/s and peak memory (max RSS of a fresh process) at 128x128 and 256x256 (and at the
     training size), for the trained weights, plus abs_rel on held-out L5 at each inference size.
 
-Modes: ``--quick`` (tiny data, 64 px, short training: a few minutes) and the default full mode.  All data,
+Modes: ``--quick`` (tiny data, 64 px, 800 samples per run: a pipeline check) and the default full mode
+(128 px, 16 000 samples per run, two seeds).  All data,
 runs and a ``results.json`` go under ``--work`` (default ``out/bench_depth/<mode>``); generated data is reused
 when a rerun asks for the same thing.
 
@@ -281,7 +282,7 @@ def section_curriculum(work: Path, mode: dict, runs: list[dict], const_mm: float
 
                 mean = {c: float(np.mean([m[c] for m in ms])) for c in COLS}
                 lines.append(f"| **{name} (mean)** | {len(ms)} seeds | | | " + metric_cells(mean) + " |")
-        lines.append(f"| physics baseline (median-aligned) | | | | " + metric_cells(base["metrics"]["physics"]) + " |")
+        lines.append("| physics baseline (median-aligned) | | | | " + metric_cells(base["metrics"]["physics"]) + " |")
         const_label = "constant (training median)" if align == "none" else "constant (median-aligned)"
         lines.append(f"| {const_label} | | | | " + metric_cells(base["metrics"]["constant"]) + " |")
         lines.append("")

@@ -189,6 +189,7 @@ def real_previews(sup: Path, tuned: Path, out_png: Path, video: Path) -> None:
 
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=110)
+    out_png.chmod(0o644)  # temporary files are created 0600
     plt.close(fig)
 
 

@@ -9,7 +9,9 @@ For each level it renders one small synthetic sequence (``colondepth.synth.gener
 cached in ``--work``), reconstructs it with ground-truth depth and poses, and checks that the fused
 surface reproduces the observed part of the ground-truth mesh with a Chamfer distance below the voxel
 size.  With a depth model (``--checkpoint`` or the installed default) it also reports predicted depth
-with ground-truth poses; predicted poses need a checkpoint holding a pose network.  Finally it times
+with ground-truth poses, and with predicted poses when a pose network (``pose_net_*.pt``, written by
+``colondepth finetune``) sits beside the checkpoint; predicted trajectories are anchored at the first
+ground-truth camera without scale alignment, and their ATE is reported.  Finally it times
 ``TSDFVolume.integrate`` alone at 128x128 and 256x256 (frames/s, wall clock and CPU time).
 
 Prints markdown tables; exits 1 when a ground-truth reconstruction misses the Chamfer target.
@@ -86,8 +88,8 @@ def main(argv=None) -> int:
 
     print(f"## Reconstruction accuracy (128x128, {args.frames} frames, voxel {args.voxel_mm} mm)\n")
     print("| level | depth | poses | Chamfer mm (observed GT) | accuracy mm | completeness mm | F@1mm | F@2mm "
-          "| observed area | fusion frames/s | target Chamfer < voxel |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| trajectory ATE mm | observed area | fusion frames/s | target Chamfer < voxel |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     failed = False
     notes = []
     for level in args.levels:
@@ -104,17 +106,20 @@ def main(argv=None) -> int:
                     notes.append(note)
                 continue
             m = (rep.get("metrics") or {}).get("observed_ground_truth")
+            traj = (rep.get("metrics") or {}).get("trajectory")
+            ate = f"{traj['ate_mm']:.2f}" if traj else "-"
             cov = rep["coverage"]["observed_fraction"]
             fps = rep["timing_s"]["fusion_fps"]
             if m is None:
-                print(f"| {level} | {depth} | {poses} | n/a | n/a | n/a | n/a | n/a | {cov:.1%} | {fps:.1f} | n/a |")
+                print(f"| {level} | {depth} | {poses} | n/a | n/a | n/a | n/a | n/a | {ate} | {cov:.1%} | "
+                      f"{fps:.1f} | n/a |")
                 continue
             ok = m["chamfer_mm"] < args.voxel_mm
             if depth == "gt" and poses == "gt" and not ok:
                 failed = True
             target = ("PASS" if ok else "FAIL") if depth == "gt" else "-"
             print(f"| {level} | {depth} | {poses} | {m['chamfer_mm']:.3f} | {m['accuracy_mm']:.3f} | "
-                  f"{m['completeness_mm']:.3f} | {m['fscore@1mm']:.3f} | {m['fscore@2mm']:.3f} | {cov:.1%} | "
+                  f"{m['completeness_mm']:.3f} | {m['fscore@1mm']:.3f} | {m['fscore@2mm']:.3f} | {ate} | {cov:.1%} | "
                   f"{fps:.1f} | {target} |")
     if notes:
         print()

@@ -242,7 +242,12 @@ def test_command_with_predicted_depth_from_a_checkpoint(tmp_path, capsys):
     steps = np.linalg.norm(np.diff(traj[:, 1:4], axis=0), axis=1)
     assert np.all(steps > 0.1) and np.all(steps < 3.0)  # about the 1.5 mm training norm per step
     report = json.loads((tmp_path / "out3" / "report.json").read_text())
-    assert "skipped" in report["metrics"]  # no metrics in a predicted world frame
+    assert report["metrics"]["frame"].startswith("predicted trajectory anchored")
+    gt_path = tube_poses(N, R, 20.0)[:, :3, 3]
+    expect = np.sqrt(np.mean(np.sum(((traj[:, 1:4] @ tube_poses(N, R, 20.0)[0][:3, :3].T
+                                      + gt_path[0]) - gt_path) ** 2, axis=1)))
+    assert report["metrics"]["trajectory"]["ate_mm"] == pytest.approx(expect, rel=1e-6)
+    assert report["metrics"]["full_ground_truth"]["chamfer_mm"] > 0
 
 
 def test_video_input_without_a_model_is_a_clear_error(tmp_path, capsys):

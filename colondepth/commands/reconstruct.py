@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="depth source (default: gt for a sequence with depth, else predicted)")
     parser.add_argument("--poses", choices=("gt", "predicted"), default=None,
                         help="pose source (default: gt for a sequence with poses, else predicted)")
-    parser.add_argument("--frames", metavar="A:B:S", default=None, help="frame selection start:stop:step (e.g. 0:200:2)")
+    parser.add_argument("--frames", metavar="A:B:S", default=None,
+                        help="frame selection start:stop:step (e.g. 0:200:2)")
     parser.add_argument("--min-depth-mm", type=float, default=2.0, help="working range near limit (default 2)")
     parser.add_argument("--max-depth-mm", type=float, default=100.0, help="working range far limit (default 100)")
     parser.add_argument("--depth-tol-mm", type=float, default=1.0,

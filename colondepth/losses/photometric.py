@@ -192,12 +192,22 @@ def explainability_regularization(masks: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(terms).mean()
 
 
-def _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, valid_base):
-    """Reprojection errors ``(B, N, H, W)``, warp validity ``(B, N, H, W)`` and warped images."""
+def _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, valid_base, source_fov=None):
+    """Reprojection errors ``(B, N, H, W)``, warp validity ``(B, N, H, W)`` and warped images.
+
+    ``source_fov`` (B, 1, H, W) bool: a warp is valid only where it samples inside the source's field of view
+    (otherwise the black border would teach the network to push the image rim to infinity).
+    """
     B, N = sources.shape[:2]
     errors, valids, warped_all = [], [], []
     for n in range(N):
-        warped, valid = warp_source_to_target(sources[:, n], depth_full, src_from_tgt[:, n], K)
+        src = sources[:, n]
+        if source_fov is not None:
+            src = torch.cat([src, source_fov.to(src.dtype)], dim=1)
+        warped, valid = warp_source_to_target(src, depth_full, src_from_tgt[:, n], K)
+        if source_fov is not None:
+            valid = valid & (warped[:, -1:] > 0.999)
+            warped = warped[:, :-1]
         if opts.specular_threshold is not None:
             valid = valid & specular_mask(warped.detach(), opts.specular_threshold, opts.specular_dilate)
         fit_mask = valid & valid_base
@@ -234,7 +244,8 @@ def photometric_loss(
     depths_mm : one (B, 1, h, w) z-depth (mm) or a list, one per scale; each is upsampled to H x W.
     src_from_tgt : (B, N, 4, 4) mm.
     K : (B, 3, 3) or (3, 3) intrinsics of the H x W images (px).
-    fov_mask : (B, 1, H, W) bool field-of-view mask, or None (all pixels).
+    fov_mask : (B, 1, H, W) bool field-of-view mask, or None (all pixels).  It masks target pixels *and*
+        warps that sample outside the source's field of view (same camera, same mask).
     explainability : optional list (one per scale, same length as ``depths_mm``) of (B, N, h, w) soft
         masks; each per-source error is multiplied by the (upsampled) mask.
     options : :class:`PhotometricOptions`.
@@ -259,7 +270,12 @@ def photometric_loss(
 
     base = torch.ones(B, 1, H, W, dtype=torch.bool, device=target.device)
     if fov_mask is not None:
-        base = base & fov_mask.to(torch.bool)
+        fov_b = fov_mask.to(torch.bool)
+        r = opts.ssim_window // 2 if opts.alpha > 0 else 0
+        if r:  # SSIM windows must not reach the black border outside the field of view
+            outside = F.max_pool2d((~fov_b).to(target.dtype), 2 * r + 1, stride=1, padding=r)
+            fov_b = fov_b & (outside < 0.5)
+        base = base & fov_b
     if opts.specular_threshold is not None:
         base = base & specular_mask(target, opts.specular_threshold, opts.specular_dilate)
 
@@ -279,7 +295,8 @@ def photometric_loss(
     info: dict = {}
     for s, depth in enumerate(depths_mm):
         depth_full = upsample_depth(depth, H, W)
-        err, valid, warped = _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, base)
+        err, valid, warped = _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, base,
+                                                source_fov=fov_mask.to(torch.bool) if fov_mask is not None else None)
         if explainability is not None:
             e = explainability[s]
             if e.shape[-2:] != (H, W):

@@ -76,7 +76,10 @@ class ReconstructionConfig:
 
 
 def parse_frames(spec: Optional[str]) -> tuple:
-    """``"A:B:S"`` (any part may be empty, ``"A:B"`` too) -> ``(start, stop, step)``; one-line UserError if malformed."""
+    """``"A:B:S"`` (any part may be empty; ``"A:B"`` too) -> ``(start, stop, step)``.
+
+    Raises a one-line :class:`UserError` when malformed.
+    """
     if spec is None or spec.strip() == "":
         return (None, None, None)
     parts = spec.split(":")
@@ -212,7 +215,8 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
                                     min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm)
             clouds.append(c.subsample(per_frame_points, seed=k))
     if vol.frames_integrated == 0:
-        raise UserError(f"{seq.name}: no selected frame has valid depth within {cfg.min_depth_mm}-{cfg.max_depth_mm} mm; "
+        raise UserError(f"{seq.name}: no selected frame has valid depth within "
+                        f"{cfg.min_depth_mm}-{cfg.max_depth_mm} mm; "
                         "check the depth source and the working range")
     poses = np.stack(poses)
     t_mesh = time.perf_counter()
@@ -243,16 +247,26 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     cov_dict = {"surface": surface_name, "sequence": seq.name, "frames": len(indices), **coverage.to_dict()}
 
     metrics = None
-    if gt_mesh is not None and cfg.poses == "gt":
-        metrics = {
-            "observed_ground_truth": surface_metrics(mesh, coverage.observed_mesh(surface),
-                                                     samples_per_mm2=cfg.metric_samples_per_mm2)
-            if use_gt_surface and coverage.face_observed.any() else None,
-            "full_ground_truth": surface_metrics(mesh, gt_mesh, samples_per_mm2=cfg.metric_samples_per_mm2),
-        }
-    elif gt_mesh is not None:
-        metrics = {"skipped": "predicted poses are not in the ground-truth world frame; "
-                              "surface metrics need --poses gt"}
+    if gt_mesh is not None and (cfg.poses == "gt" or seq.has_poses):
+        eval_mesh = mesh
+        metrics = {"frame": "ground-truth world"}
+        if cfg.poses == "predicted":
+            # predicted poses start at the first camera: anchor that camera at its ground-truth pose
+            # (rigid, no scale alignment), and report the trajectory error the same way
+            from colondepth.eval.pose_metrics import ate
+
+            gt_traj = np.asarray(seq.world_from_cam)[indices]
+            eval_mesh = mesh.copy()
+            eval_mesh.apply_transform(gt_traj[0])
+            ate_mm, _ = ate(poses, gt_traj, align_scale=False)
+            ate_scaled_mm, scale = ate(poses, gt_traj, align_scale=True)
+            metrics = {"frame": "predicted trajectory anchored at the first ground-truth camera, no scale alignment",
+                       "trajectory": {"ate_mm": ate_mm, "ate_scale_aligned_mm": ate_scaled_mm,
+                                      "scale_to_ground_truth": scale}}
+        metrics["observed_ground_truth"] = (
+            surface_metrics(eval_mesh, coverage.observed_mesh(surface), samples_per_mm2=cfg.metric_samples_per_mm2)
+            if use_gt_surface and coverage.face_observed.any() else None)
+        metrics["full_ground_truth"] = surface_metrics(eval_mesh, gt_mesh, samples_per_mm2=cfg.metric_samples_per_mm2)
 
     # files
     out.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,8 @@ def load_pose_estimator(checkpoint: Optional[str | Path], device=None) -> PoseEs
     try:
         net, translation_norm_mm = load_pose_net(path)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise UserError(f"{path}: not a readable pose network ({type(exc).__name__}); pass another --checkpoint") from None
+        raise UserError(f"{path}: not a readable pose network ({type(exc).__name__}); "
+                        "pass another --checkpoint") from None
     dev = default_device(str(device) if device is not None else None)
     net = net.to(dev).eval()
     n_src = int(net.config.num_sources)
