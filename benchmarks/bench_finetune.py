@@ -193,6 +193,71 @@ def real_previews(sup: Path, tuned: Path, out_png: Path, video: Path) -> None:
     plt.close(fig)
 
 
+def reprojection_error(depth_i, depth_j, K, world_from_i, world_from_j) -> float:
+    """Median relative depth error of frame i's depth re-projected into frame j (nearest pixel)."""
+    H, W = depth_i.shape
+    v, u = np.mgrid[:H, :W]
+    m = depth_i > 0
+    z = depth_i[m]
+    pts = np.stack([(u[m] - K[0, 2]) / K[0, 0] * z, (v[m] - K[1, 2]) / K[1, 1] * z, z, np.ones_like(z)])
+    pj = np.linalg.solve(world_from_j, world_from_i) @ pts
+    front = pj[2] > 1.0
+    uj = np.round(K[0, 0] * pj[0] / np.where(front, pj[2], 1) + K[0, 2]).astype(int)
+    vj = np.round(K[1, 1] * pj[1] / np.where(front, pj[2], 1) + K[1, 2]).astype(int)
+    ok = front & (uj >= 0) & (uj < W) & (vj >= 0) & (vj < H)
+    dj = depth_j[vj[ok], uj[ok]]
+    good = dj > 0
+    return float(np.median(np.abs(pj[2][ok][good] - dj[good]) / dj[good]))
+
+
+def simcol3d_check() -> None:
+    """Print the SimCol3D conversion evidence: re-projection errors for the reader's poses and intrinsics,
+    the unconverted Unity poses, the row-major cam.txt reading, and a focal-length sweep."""
+    from colondepth.datasets import simcol3d
+
+    root = REPO.parent / "shared" / "data" / "simcol3d_sample"
+    seq = simcol3d.read_sequences(root)[0]
+    D = [seq.depth_mm(i).astype(np.float64) for i in range(seq.num_frames)]
+    T = seq.world_from_cam
+    S = simcol3d.UNITY_FLIP_Y
+    raw = S @ T @ S
+    K = seq.intrinsics.K
+    pairs = [(0, 9), (9, 0), (0, 4), (5, 9)]
+    K_row = np.array([[227.60416, 0, 227.60416], [0, 237.5, 237.5], [0, 0, 1]])
+    print("\n### SimCol3D: median relative depth error of re-projected frames\n")
+    print("| poses / intrinsics | " + " | ".join(f"{i}->{j}" for i, j in pairs) + " | mean |")
+    print("|---|" + "---|" * (len(pairs) + 1))
+    for name, KK, TT in (("reader (S P S, fx=fy=227.6, cx=cy=237.5)", K, T), ("unconverted Unity P", K, raw),
+                         ("reader poses, row-major cam.txt", K_row, T)):
+        e = [reprojection_error(D[i], D[j], KK, TT[i], TT[j]) for i, j in pairs]
+        print(f"| {name} | " + " | ".join(f"{100 * x:.2f} %" for x in e) + f" | {100 * np.mean(e):.2f} % |")
+    print("\nfocal-length sweep (cx = cy = 237.5), mean over the pairs:")
+    for f in (200.0, 215.0, 227.60416, 240.0, 255.0):
+        KK = np.array([[f, 0, 237.5], [0, f, 237.5], [0, 0, 1]])
+        e = np.mean([reprojection_error(D[i], D[j], KK, T[i], T[j]) for i, j in pairs])
+        print(f"  fx = fy = {f:g}: {100 * e:.2f} %")
+
+
+def video_selection_check() -> None:
+    """Print frame-selection statistics of the shared real video (crop 0 0 192 192, default thresholds)."""
+    import warnings
+
+    from colondepth.datasets.video import frame_motion_stats, read_video, select_clips
+
+    video = REPO.parent / "shared" / "data" / "real_colon_video" / "colonoscopy_side_by_side.mp4"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seq = read_video(video, crop=(0, 0, 192, 192))
+    stats = frame_motion_stats(seq)
+    clips = select_clips(seq)
+    h = stats["hist"]
+    print(f"frames {seq.num_frames}; FOV mask covers {100 * seq.fov_mask.mean():.1f} % of the crop")
+    print(f"neighbour mean abs grey difference: median {np.median(stats['mad']):.2f}, "
+          f"{100 * np.mean(stats['mad'] < 1.0):.0f} % of pairs below 1.0")
+    print(f"histogram distance: median {np.median(h):.4f}, max {h.max():.4f} ({h.max() / np.median(h):.1f}x median)")
+    print(f"clips {len(clips)}, kept frames {[len(c) for c in clips]}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny data and short training (a few minutes)")
@@ -205,7 +270,17 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a shared 2-core machine more threads spin and run "
                          "~50x slower; raise it on an idle machine)")
+    ap.add_argument("--simcol3d", action="store_true",
+                    help="only print the SimCol3D pose/intrinsics conversion evidence (needs ../shared/data)")
+    ap.add_argument("--video-stats", action="store_true",
+                    help="only print frame-selection statistics of the shared real video")
     args = ap.parse_args()
+    if args.video_stats:
+        video_selection_check()
+        return 0
+    if args.simcol3d:
+        simcol3d_check()
+        return 0
 
     import torch
 

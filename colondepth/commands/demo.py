@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=24, metavar="F", help="frames per sequence (default 24)")
     parser.add_argument("--finetune-steps", type=int, default=60, metavar="N",
                         help="self-supervised fine-tuning steps (default 60)")
+    parser.add_argument("--curriculum", default=str(REPO_ROOT / "curricula" / "demo.yaml"), metavar="FILE",
+                        help="training curriculum (default curricula/demo.yaml)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--fresh", action="store_true", help="delete DIR first instead of continuing")
 
@@ -89,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
     h, w = args.size
     if h < 32 or w < 32:
         raise UserError(f"--size {h} {w}: frames must be at least 32x32 pixels; use e.g. --size 64 64")
-    curriculum = REPO_ROOT / "curricula" / "demo.yaml"
+    curriculum = Path(args.curriculum).expanduser().resolve()
     if not curriculum.is_file():
-        raise UserError(f"{curriculum}: demo curriculum missing; reinstall ColonDepth from a full checkout")
+        raise UserError(f"{curriculum}: curriculum not found; pass --curriculum with a YAML from curricula/")
     step = _Step(out)
     data = out / "data"
 
@@ -125,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         ft_input = ["--video", str(video), "--crop", *REAL_VIDEO_CROP]
         ft_what = f"the real colonoscopy video ({video})"
     else:
-        ft_input = ["--video", str(test / "seq_00000" / "rgb")]
+        # meta.yaml carries fx fy cx cy width height: the exact intrinsics of these frames.
+        ft_input = ["--video", str(test / "seq_00000" / "rgb"), "--intrinsics", str(test / "seq_00000" / "meta.yaml")]
         ft_what = "the held-out synthetic L5 frames (no real video found)"
     ft_argv = ["finetune", "--init", str(final), *ft_input, "--out", str(ft_dir),
                "--steps", str(args.finetune_steps), "--batch-size", "2", "--checkpoint-every", "20"] + dev
@@ -177,25 +180,23 @@ def _summary(out: Path, step: _Step, eval_json: Path, rec: Path) -> None:
         lines.append(f"  {name:<45} {out / rel}")
     lines.append("")
     try:
-        overall = json.loads(eval_json.read_text()).get("overall", {})
-        rows = [(k, v) for k, v in overall.items() if isinstance(v, dict) and "abs_rel" in v]
-        if rows:
-            lines.append("Held-out L5 depth (median-aligned):")
-            for k, v in rows:
-                lines.append(f"  {k:<20} abs_rel {v['abs_rel']:.3f}   rmse {v['rmse']:.2f} mm   "
-                             f"d<1.25 {v.get('a1', v.get('delta1', float('nan'))):.3f}")
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        pass
+        overall = json.loads(eval_json.read_text())["overall"]["metrics"]
+        lines.append("Held-out L5 depth, median-aligned (colondepth evaluate):")
+        for name, m in overall.items():
+            lines.append(f"  {name:<10} abs_rel {m['abs_rel']:.3f}   rmse {m['rmse']:.2f} mm   "
+                         f"delta<1.25 {m['delta1']:.3f}")
+    except (OSError, ValueError, KeyError, TypeError):
+        lines.append(f"  (no evaluation table in {eval_json})")
+    lines.append("")
     for name in ("test_L5_gt", "test_L5_predicted"):
         try:
-            cov = json.loads((rec / name / "coverage.json").read_text())
-            frac = cov.get("observed_fraction")
             rep = json.loads((rec / name / "report.json").read_text())
-            cd = (rep.get("accuracy") or {}).get("chamfer_mm")
-            lines.append(f"  reconstruction {name:<18} observed {100 * frac:.1f} % of the colon surface"
-                         + (f", Chamfer {cd:.2f} mm" if cd is not None else ""))
-        except (OSError, ValueError, AttributeError, TypeError):
-            pass
+            frac = rep["coverage"]["observed_fraction"]
+            cd = rep["metrics"]["observed_ground_truth"]["chamfer_mm"]
+            lines.append(f"  reconstruction {name:<18} Chamfer {cd:.2f} mm to the seen ground-truth surface; "
+                         f"{100 * frac:.1f} % of the colon surface observed")
+        except (OSError, ValueError, KeyError, TypeError):
+            lines.append(f"  (no reconstruction report in {rec / name})")
     lines += ["", "Open everything in the review app:", f"  .venv/bin/colondepth app --root {out}", ""]
     text = "\n".join(lines)
     print(text)

@@ -86,7 +86,7 @@ def ssim_dissimilarity(x: torch.Tensor, y: torch.Tensor, window: int = 3, kind: 
 
     ``kind="box"``: ``window x window`` mean filter with reflection padding (monodepth2's SSIM; pure
     ``avg_pool2d``).  ``kind="gaussian"``: :func:`kornia.losses.ssim_loss` (Gaussian window, sigma 1.5),
-    measured 100-300x slower on CPU at 32x32 px, hence not the default.  Constants ``C1 = 0.01^2``,
+    much slower on CPU at these image sizes, hence not the default.  Constants ``C1 = 0.01^2``,
     ``C2 = 0.03^2`` for images in [0, 1].
     """
     if kind == "gaussian":

@@ -25,9 +25,10 @@ Scale
     depth network learned from synthetic data, the first :data:`POSE_WARMUP_STEPS` steps (or half of a
     ``steps`` budget if smaller) train only the pose network, with the depth network frozen; the mean
     predicted translation norm over the last quarter of that warm-up becomes a fixed per-frame-step
-    translation scale.  (Measured on synthetic L5 at 64 px, lr 1e-4: the pose network reaches the true
-    per-frame translation, ~1.7 mm, after about 40 steps.)  With ``translation_normalisation`` (Pinard et al. 2018) every later step rescales
-    the predicted translations to that norm, which pins the depth scale against drift.
+    translation scale (see docs/finetune.md for the measured warm-up).  With ``translation_normalisation``
+    (Pinard et al. 2018) every later step rescales the predicted translations to that norm, which pins the
+    depth scale against drift.  A warm-up mean below :data:`MIN_TRANSLATION_NORM_MM` turns normalisation off
+    for the stage, with a warning.
 """
 
 from __future__ import annotations
