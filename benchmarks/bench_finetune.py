@@ -193,6 +193,142 @@ def real_previews(sup: Path, tuned: Path, out_png: Path, video: Path) -> None:
     plt.close(fig)
 
 
+RIM_PX = 6  # width (px at the 64 px network size) of the field-of-view ring used by the rim/centre proxy
+CHANGE_THRESHOLD = 0.25  # a pixel "changed" when its median-scaled depth moved by more than 25 %
+
+
+def real_heldout(video: Path, size: int):
+    """Held-out snippets of the real video: every VAL_EVERY-th snippet, exactly the stage's validation split."""
+    import warnings
+
+    from colondepth.conventions import ImageSize
+    from colondepth.datasets.clips import SnippetDataset, sequence_snippets
+    from colondepth.datasets.video import read_video, select_clips
+    from colondepth.train.selfsup import SNIPPET_LENGTH, VAL_EVERY
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seq = read_video(video, crop=(0, 0, 192, 192), min_frames=SNIPPET_LENGTH)
+    snippets = sequence_snippets([seq], [select_clips(seq, min_clip_frames=SNIPPET_LENGTH)], SNIPPET_LENGTH)
+    val = [s for i, s in enumerate(snippets) if i % VAL_EVERY == VAL_EVERY - 1]
+    return SnippetDataset([seq], val, ImageSize(size, size))
+
+
+def real_proxies(ckpts: dict, pose_path: Path, data) -> dict:
+    """Label-free checks of depth maps on held-out real snippets, per model in ``ckpts`` (name -> checkpoint).
+
+    - ``photometric``: mean photometric error (0.85 SSIM + 0.15 L1, per-pixel minimum over the two sources,
+      brightness alignment, FOV and specular masks, no auto-mask) of the full-resolution depth, every model
+      warped with the *same* poses (``pose_path``'s network, translations normalised to its stored norm).
+    - ``rim_over_centre``: median depth in the outer ``RIM_PX`` ring of the FOV / median depth in the rest
+      (the reported failure made the rim the farthest region: a large ratio).
+    - ``dark_far``: Spearman correlation between depth and darkness (grey level blurred, negated) in the FOV:
+      the lumen is the dark region and should be far (positive).
+    - ``changed``: fraction of FOV pixels whose median-scaled depth differs by > CHANGE_THRESHOLD from the
+      first model's.
+    """
+    import torch
+    import torch.nn.functional as F
+    from scipy.stats import spearmanr
+
+    from colondepth.losses.photometric import PhotometricOptions, normalize_translation, photometric_loss
+    from colondepth.train.checkpoint import load_checkpoint
+    from colondepth.train.selfsup import load_pose_net
+
+    pose_net, t_norm = load_pose_net(pose_path)
+    nets = {k: load_checkpoint(p)[0].eval() for k, p in ckpts.items()}
+    opts = PhotometricOptions(automask=False)
+    out = {k: {"photometric": [], "rim_over_centre": [], "dark_far": [], "changed": []} for k in nets}
+    ref_name = next(iter(nets))
+    with torch.no_grad():
+        for i in range(len(data)):
+            b = data[i]
+            tgt, src, K, fov = b["target"][None], b["sources"][None], b["K"][None], b["fov_mask"][None]
+            pose = pose_net(tgt, src).src_from_tgt
+            if t_norm is not None:
+                pose = normalize_translation(pose, t_norm)
+            fov_np = fov[0, 0].numpy()
+            inner = F.max_pool2d((~fov).float(), 2 * RIM_PX + 1, stride=1, padding=RIM_PX)[0, 0].numpy() < 0.5
+            rim = fov_np & ~inner
+            grey = F.avg_pool2d(tgt.mean(1, keepdim=True), 5, stride=1, padding=2)[0, 0].numpy()
+            ref = None
+            for k, net in nets.items():
+                d = net(net.normalise(tgt))[0]
+                photo, _ = photometric_loss(tgt, src, [d], pose, K, fov_mask=fov, options=opts)
+                dn = d[0, 0].numpy()
+                r = out[k]
+                r["photometric"].append(float(photo))
+                r["rim_over_centre"].append(float(np.median(dn[rim]) / np.median(dn[inner])))
+                r["dark_far"].append(float(spearmanr(dn[fov_np], -grey[fov_np])[0]))
+                dm = dn / np.median(dn[fov_np])
+                if k == ref_name:
+                    ref = dm
+                r["changed"].append(float(np.mean(np.abs(dm[fov_np] / ref[fov_np] - 1.0) > CHANGE_THRESHOLD)))
+    return {k: {m: float(np.mean(v)) for m, v in r.items()} | {"snippets": len(data)} for k, r in out.items()}
+
+
+def real_figure(ckpts: dict, pose_path: Path, video: Path, out_png: Path, size: int, frames=(20, 120, 250, 380)) -> None:
+    """Rows: frame, each model's depth (mm), each model's photometric error map (same poses)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from colondepth.conventions import ImageSize
+    from colondepth.datasets.clips import Snippet, SnippetDataset
+    from colondepth.datasets.video import read_video
+    from colondepth.losses.photometric import (PhotometricOptions, _per_source_errors, normalize_translation,
+                                               photometric_loss)
+    from colondepth.train.checkpoint import load_checkpoint
+    from colondepth.train.selfsup import load_pose_net
+
+    seq = read_video(video, crop=(0, 0, 192, 192), max_frames=max(frames) + 2)
+    ds = SnippetDataset([seq], [Snippet(0, (f - 1, f, f + 1), 1) for f in frames], ImageSize(size, size))
+    pose_net, t_norm = load_pose_net(pose_path)
+    nets = {k: load_checkpoint(p)[0].eval() for k, p in ckpts.items()}
+    rows = 1 + 2 * len(nets)
+    fig, ax = plt.subplots(rows, len(frames), figsize=(2.2 * len(frames), 2.15 * rows))
+    opts = PhotometricOptions(automask=False)
+    for c, f in enumerate(frames):
+        rgb = seq.rgb(f)
+        ax[0, c].imshow(rgb)
+        ax[0, c].set_title(f"frame {f}", fontsize=8)
+        b = ds[c]
+        tgt, src, K, fov = b["target"][None], b["sources"][None], b["K"][None], b["fov_mask"][None]
+        with torch.no_grad():
+            pose = pose_net(tgt, src).src_from_tgt
+            if t_norm is not None:
+                pose = normalize_translation(pose, t_norm)
+            x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+            for r, (k, net) in enumerate(nets.items()):
+                d = net.predict_depth(x)[0, 0].numpy()
+                d = np.where(seq.fov_mask, d, np.nan)
+                im = ax[1 + r, c].imshow(d, cmap="magma_r")
+                fig.colorbar(im, ax=ax[1 + r, c], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+                ds_small = net(net.normalise(tgt))[0]
+                _, info = photometric_loss(tgt, src, [ds_small], pose, K, fov_mask=fov, options=opts)
+                err, valid, _ = _per_source_errors(tgt, src, ds_small, pose, K, opts, info["mask"],
+                                                   source_fov=fov)
+                err = torch.where(valid, err, torch.full_like(err, np.inf)).min(1)[0]
+                e = np.where(info["mask"][0, 0].numpy(), err[0].numpy(), np.nan)
+                im = ax[1 + len(nets) + r, c].imshow(e, cmap="viridis", vmin=0, vmax=0.15)
+                fig.colorbar(im, ax=ax[1 + len(nets) + r, c], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+    for r in range(rows):
+        for c in range(len(frames)):
+            ax[r, c].axis("off")
+    for r, k in enumerate(nets):
+        ax[1 + r, 0].set_title(f"{k}: depth (mm)", fontsize=8, loc="left")
+        ax[1 + len(nets) + r, 0].set_title(f"{k}: photometric error", fontsize=8, loc="left")
+    fig.tight_layout()
+    from colondepth.io import atomic_path
+
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100)
+    out_png.chmod(0o644)  # temporary files are created 0600
+    plt.close(fig)
+
+
 def reprojection_error(depth_i, depth_j, K, world_from_i, world_from_j) -> float:
     """Median relative depth error of frame i's depth re-projected into frame j (nearest pixel)."""
     H, W = depth_i.shape

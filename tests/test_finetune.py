@@ -186,3 +186,97 @@ def test_stage_kind_validates_against_ground_truth(tmp_path):
     assert t_norm is None  # still in the pose warm-up
     for a, b in zip(kind.pose_net.parameters(), kind2.pose_net.parameters()):
         assert torch.equal(a, b)
+
+
+def _kind(tmp_path, stage_extra, pool=None):
+    from colondepth.device import default_device
+    from colondepth.train.config import parse_curriculum
+    from colondepth.train.selfsup import SelfSupervisedKind
+    from colondepth.train.stage import StageContext
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "c3vd"
+    cur = parse_curriculum({
+        "name": "t", "model": {"input_size": [32, 32], "encoder_channels": TINY["encoder_channels"],
+                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": "group"},
+        "stages": [{"name": "ss", "kind": "self_supervised", "init_from": "none.pt",
+                    "sources": [{"path": str(fixtures), "format": "c3vd"}], "budget": {"steps": 10},
+                    "translation_normalisation": False, **stage_extra}],
+    })
+    torch.manual_seed(0)
+    net = DepthNet(cur.model.to_net_config())
+    ctx = StageContext(curriculum=cur, stage=cur.stages[0], stage_index=0, net=net, model=net,
+                       device=default_device("cpu"), run_dir=tmp_path, curriculum_dir=Path("."), data_dirs=[],
+                       pool=pool)
+    ctx.stage = cur.stages[0].model_copy(update={"init_from": "previous"})
+    kind = SelfSupervisedKind(ctx)
+    data = kind.make_data()
+    batch = next(iter(torch.utils.data.DataLoader(data.train, batch_size=1)))
+    return kind, net, batch
+
+
+def test_anchor_term_zero_at_init_and_decays(tmp_path):
+    kind, net, batch = _kind(tmp_path, {"anchor_weight": 0.5, "anchor_decay_steps": 4})
+    assert [kind.anchor_weight_at(s) for s in (0, 2, 4, 9)] == [0.5, 0.25, 0.0, 0.0]
+    kind.steps_done = kind.warmup_steps  # first joint step: the depth net still equals the initial model
+    loss, parts = kind.step(batch)
+    assert parts["anchor"] == pytest.approx(0.0, abs=1e-10) and parts["anchor_weight"] == 0.5
+    with torch.no_grad():  # change the depth network's shape (not only its scale): the anchor sees it
+        for p in net.heads.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    kind.steps_done = kind.warmup_steps + 2
+    _, parts = kind.step(batch)
+    assert parts["anchor"] > 1e-4 and parts["anchor_weight"] == 0.25
+    # warm-up steps never add the anchor (the depth net is frozen there)
+    kind.steps_done = 0
+    _, parts = kind.step(batch)
+    assert "anchor" not in parts
+
+
+def test_frozen_encoder_gets_no_gradient(tmp_path):
+    kind, net, batch = _kind(tmp_path, {"freeze_encoder_steps": 1})
+    kind.steps_done = kind.warmup_steps
+    loss, _ = kind.step(batch)
+    loss.backward()
+    assert all(p.grad is None for p in net.encoder.parameters())
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in net.heads.parameters())
+    net.zero_grad(set_to_none=True)
+    loss, _ = kind.step(batch)  # the freeze is over
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in net.encoder.parameters())
+
+
+def test_rehearsal_batches_add_the_supervised_loss_and_its_gradient(tmp_path):
+    import test_train_scenes as sfs_scenes
+    from colondepth.train.data import DataPool
+    from colondepth.train.steps import supervised_step
+
+    sfs_scenes.write_dataset(tmp_path / "planes", "L1", sequences=2, frames=4, size=32, seed=0)
+    pool = DataPool([tmp_path / "planes"], 0.2, 64, tmp_path)
+    kind, net, batch = _kind(tmp_path, {"rehearsal": {"levels": ["L1"], "weight": 2.0, "batch_size": 2}}, pool)
+    assert kind.rehearsal_frames == 4  # the training sequence of the 2 (the other is held out)
+    reh = kind._rehearsal_batch()
+    assert reh["rgb"].shape == (2, 3, 32, 32) and float(reh["depth_mm"].max()) > 0
+    kind._rehearsal_batch = lambda: reh
+    kind.steps_done = kind.warmup_steps
+    total, parts = kind.step(batch)
+    kind.steps_done = kind.warmup_steps
+    kind.rehearsal_weight = 0.0
+    photo_only, _ = kind.step(batch)
+    sup, _ = supervised_step(net, net, reh, kind.rehearsal_weights, torch.device("cpu"))
+    assert parts["rehearsal"] == pytest.approx(float(sup.detach()), rel=1e-5)
+    assert float((total - photo_only).detach()) == pytest.approx(2.0 * float(sup.detach()), rel=1e-4)
+    g_total = torch.autograd.grad(total, list(net.heads.parameters()), allow_unused=True)
+    g_photo = torch.autograd.grad(photo_only, list(net.heads.parameters()), allow_unused=True)
+    g_sup = torch.autograd.grad(sup, list(net.heads.parameters()), allow_unused=True)
+    for a, b, c in zip(g_total, g_photo, g_sup):
+        if c is not None:
+            assert torch.allclose(a - (b if b is not None else 0), 2.0 * c, atol=1e-6)
+
+
+def test_rehearsal_needs_sources():
+    from colondepth.train.config import parse_curriculum
+
+    with pytest.raises(Exception, match="rehearsal"):
+        parse_curriculum({"name": "t", "stages": [{
+            "name": "ss", "kind": "self_supervised", "sources": [{"path": "v.mp4"}], "budget": {"steps": 1},
+            "rehearsal": {"weight": 1.0}}]})

@@ -234,3 +234,27 @@ def test_box_ssim_matches_kornia_gaussian_ssim(pair):
         assert float(ssim_dissimilarity(x, x, 3, kind).abs().max()) < 1e-6
     box, gauss = (float(ssim_dissimilarity(x, noisy, 3, k).mean()) for k in ("box", "gaussian"))
     assert 0.05 < box and abs(box - gauss) < 0.25 * gauss
+
+
+def test_log_depth_anchor_is_scale_invariant_and_analytic():
+    from colondepth.losses.photometric import log_depth_anchor_loss
+
+    torch.manual_seed(0)
+    init = 5.0 + 40.0 * torch.rand(2, 1, 8, 8)
+    for k in (0.3, 1.0, 7.0):
+        assert float(log_depth_anchor_loss(k * init, init)) == pytest.approx(0.0, abs=1e-10)
+    # log ratio +a on the left half, -a on the right half: variance a^2 in every image
+    a = 0.2
+    ratio = torch.ones_like(init)
+    ratio[..., :4] = math.exp(a)
+    ratio[..., 4:] = math.exp(-a)
+    assert float(log_depth_anchor_loss(3.0 * ratio * init, init)) == pytest.approx(a * a, rel=1e-5)
+    # only masked pixels count: the left half alone has a constant ratio -> 0
+    mask = torch.zeros_like(init, dtype=torch.bool)
+    mask[..., :4] = True
+    assert float(log_depth_anchor_loss(ratio * init, init, mask)) == pytest.approx(0.0, abs=1e-10)
+    # the gradient flows to the prediction only, and pulls the log ratio towards a constant
+    pred = (ratio * init).clone().requires_grad_(True)
+    ref = init.clone().requires_grad_(True)
+    log_depth_anchor_loss(pred, ref).backward()
+    assert ref.grad is None and float(pred.grad[..., :4].sum()) > 0 > float(pred.grad[..., 4:].sum())

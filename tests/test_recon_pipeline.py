@@ -213,7 +213,8 @@ def test_command_with_predicted_depth_from_a_checkpoint(tmp_path, capsys):
     seq = write_tiny_dataset(tmp_path / "ds")
     out = tmp_path / "out"
     code = cli.main(["reconstruct", "--sequence", str(seq), "--out", str(out), "--depth", "predicted",
-                     "--checkpoint", str(ckpt), "--frames", "0:6:2", "--voxel-mm", "1.0", "--no-progress"])
+                     "--checkpoint", str(ckpt), "--frames", "0:6:2", "--voxel-mm", "1.0", "--no-progress",
+                     "--metric-samples-per-mm2", "1"])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["depth"] == "predicted" and report["config"]["poses"] == "gt"
@@ -234,7 +235,8 @@ def test_command_with_predicted_depth_from_a_checkpoint(tmp_path, capsys):
     torch.save({"format": "colondepth-pose-net", "config": pose_net.config.to_dict(),
                 "state": pose_net.state_dict(), "translation_norm_mm": 1.5}, tmp_path / "pose_net_ft.pt")
     code = cli.main(["reconstruct", "--sequence", str(seq), "--out", str(tmp_path / "out3"), "--depth", "predicted",
-                     "--poses", "predicted", "--checkpoint", str(ckpt), "--no-progress"])
+                     "--poses", "predicted", "--checkpoint", str(ckpt), "--no-progress",
+                     "--metric-samples-per-mm2", "1"])
     assert code == 0, capsys.readouterr().err
     traj = np.loadtxt(tmp_path / "out3" / "trajectory.txt")
     assert traj.shape == (N, 8)

@@ -71,7 +71,14 @@ class _Step:
             self.log.append({"step": title, "command": cmd, "seconds": 0.0, "skipped": True})
             return
         t = time.monotonic()
-        code = cli.main(argv)
+        parsed = cli.build_parser().parse_args(argv)
+        try:
+            code = int(parsed._run(parsed) or 0)
+        except UserError as exc:  # one line: the step's own message, then how to continue
+            err = UserError(f"demo step '{title}' failed: {exc}; fix it and rerun 'colondepth demo' to continue "
+                            f"from this step")
+            err.exit_code = exc.exit_code
+            raise err from exc
         if code != 0:
             raise UserError(f"demo step '{title}' failed (exit {code}); see the message above, fix it and rerun "
                             f"'colondepth demo' to continue from this step")
@@ -84,16 +91,29 @@ def run(args: argparse.Namespace) -> int:
 
     from colondepth.errors import UserError
 
+    from colondepth.train.config import load_curriculum
+
+    # every argument is checked before anything is written or deleted, so a typo fails in seconds
     out = Path(args.out).expanduser().resolve()
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
     h, w = args.size
     if h < 32 or w < 32:
         raise UserError(f"--size {h} {w}: frames must be at least 32x32 pixels; use e.g. --size 64 64")
+    for flag, value in (("--sequences", args.sequences), ("--frames", args.frames),
+                        ("--finetune-steps", args.finetune_steps)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: must be at least 1")
     curriculum = Path(args.curriculum).expanduser().resolve()
     if not curriculum.is_file():
         raise UserError(f"{curriculum}: curriculum not found; pass --curriculum with a YAML from curricula/")
+    load_curriculum(curriculum)  # syntax and keys, before any data is generated
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; choose another --out")
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable --out") from None
     step = _Step(out)
     data = out / "data"
 

@@ -179,12 +179,17 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.input).is_dir() and Path(args.out).resolve() == Path(args.input).resolve():
         raise UserError(f"--out {args.out}: is the input folder; choose another folder so the depth previews "
                         f"are not mixed with the input frames")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; choose another --out")
     count, frames = iter_frames(args.input, crop)
     predictor = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     def flush(batch):
+        try:  # created on the first finished batch, so a bad input leaves nothing behind
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable --out") from None
         depths = predictor.predict_batch(np.stack([f for _, f in batch]))
         for (stem, _), depth in zip(batch, depths):
             with atomic_path(out / f"{stem}_depth.npy") as tmp:

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-depth-mm", type=float, default=100.0, help="working range far limit (default 100)")
     parser.add_argument("--depth-tol-mm", type=float, default=1.0,
                         help="coverage occlusion tolerance in mm (default 1; the larger of this and 3%% of depth)")
+    parser.add_argument("--metric-samples-per-mm2", type=float, default=20.0,
+                        help="surface samples per mm^2 for the accuracy metrics (default 20)")
     parser.add_argument("--intrinsics", metavar="FILE", default=None,
                         help="video only: YAML/JSON with fx fy cx cy width height (default: guessed field of view)")
     parser.add_argument("--crop", metavar="X,Y,W,H", default=None, help="video only: keep this pixel window")
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     poses = args.poses or ("gt" if seq.has_poses else "predicted")
     cfg = ReconstructionConfig(depth=depth, poses=poses, voxel_mm=args.voxel_mm, trunc_mm=args.trunc_mm,
                                frames=frames, min_depth_mm=args.min_depth_mm, max_depth_mm=args.max_depth_mm,
-                               depth_tol_mm=args.depth_tol_mm, checkpoint=args.checkpoint)
+                               depth_tol_mm=args.depth_tol_mm, checkpoint=args.checkpoint,
+                               metric_samples_per_mm2=args.metric_samples_per_mm2)
     report = reconstruct_sequence(seq, args.out, cfg, progress=not args.no_progress)
     cov = report["coverage"]
     print(f"{seq.name}: {report['frames']['integrated']} frames fused at {cfg.voxel_mm} mm -> "

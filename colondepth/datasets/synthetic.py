@@ -86,7 +86,10 @@ def read_meta(seq_dir: str | Path) -> SequenceMeta:
         data = yaml.safe_load(path.read_text())
         return SequenceMeta.model_validate(data)
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:120]}); {_REGEN}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', None) or type(exc).__name__}); "
+                        f"{_REGEN}") from None
     except ValidationError as exc:
         errs = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
         raise UserError(f"{path}: invalid meta.yaml ({errs}); {_REGEN}") from None

@@ -62,8 +62,11 @@ def read_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             vals = [float(x) for x in parts]
         except ValueError:
             vals = []
-        if len(vals) != 8 or not np.all(np.isfinite(vals)):
+        if len(vals) != 8:
             raise UserError(f"{p}:{lineno}: expected 8 numbers 't tx ty tz qx qy qz qw', got {line[:80]!r}")
+        if not np.all(np.isfinite(vals)):
+            raise UserError(f"{p}:{lineno}: pose has a NaN or infinite value ({line[:80]!r}); the file is corrupt, "
+                            f"regenerate or re-export it")
         q = np.asarray(vals[4:])
         if abs(np.linalg.norm(q) - 1.0) > 1e-3:
             raise UserError(f"{p}:{lineno}: quaternion norm {np.linalg.norm(q):.4f} is not 1; the file is corrupt")

@@ -36,6 +36,7 @@ __all__ = [
     "upsample_depth",
     "explainability_regularization",
     "photometric_loss",
+    "log_depth_anchor_loss",
 ]
 
 #: Error assigned to pixels a source cannot explain (outside its image): never the per-pixel minimum.
@@ -326,3 +327,22 @@ def photometric_loss(
             info["automask_fraction"] = float((mask.sum() / denom).detach()) if identity_err is not None else 1.0
     info["per_scale"] = per_scale
     return torch.stack(losses).sum() / sum(weights), info
+
+
+def log_depth_anchor_loss(depth_mm: torch.Tensor, init_depth_mm: torch.Tensor,
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scale-invariant log-depth distance of a prediction to a reference (prior anchoring), scalar.
+
+    Per image, with ``d = log(depth) - log(init)`` over ``mask``: ``mean(d ** 2) - mean(d) ** 2`` (the
+    variance of the log ratio; :func:`colondepth.losses.supervised.silog_loss` with ``lam = 1``), averaged
+    over images.  ``depth_mm = k * init_depth_mm`` for any ``k > 0`` gives 0, so the term keeps the *shape*
+    of the initial (supervised) model's depth while leaving the scale to the photometric loss.
+
+    depth_mm, init_depth_mm : (B, 1, H, W) z-depth (mm), > 0; ``init_depth_mm`` is treated as a constant.
+    mask : (B, 1, H, W) bool pixels that count (field of view), or None (all).
+    """
+    from colondepth.losses.supervised import silog_loss
+
+    if depth_mm.shape != init_depth_mm.shape:
+        raise ValueError(f"depth {tuple(depth_mm.shape)} and init depth {tuple(init_depth_mm.shape)} differ in shape")
+    return silog_loss(depth_mm, init_depth_mm.detach(), valid=mask, lam=1.0)

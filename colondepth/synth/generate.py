@@ -288,7 +288,10 @@ def generate_dataset(recipe_path_or_obj, out_dir, sequences: int, frames: int, s
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the dataset folder ({exc.strerror}); choose a writable --out") from None
     _write_dataset_yaml(out, dataset_info(recipe, seed, sequences, frames))
 
     mine = [i for i in range(sequences) if i % sn == si]

@@ -18,6 +18,7 @@ checkpoint intact.
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from pathlib import Path
 
 import torch
@@ -82,10 +83,14 @@ def save_checkpoint(path: str | Path, net, card: dict, config: dict, training: d
 def read_checkpoint(path: str | Path, map_location=None) -> dict:
     """The raw checkpoint dict (``weights_only=True``); one-line UserError for a missing or foreign file."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, not a checkpoint; pass a .pt file such as RUN/checkpoints/final.pt")
     if not p.is_file():
         raise UserError(f"{p}: checkpoint not found; pass --checkpoint with a .pt file from RUN/checkpoints/")
     try:
-        payload = torch.load(p, map_location=map_location or "cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign file can make the unpickler warn before it fails
+            warnings.simplefilter("ignore")
+            payload = torch.load(p, map_location=map_location or "cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickle with objects, not a torch file
         raise UserError(f"{p}: not a readable ColonDepth checkpoint ({type(exc).__name__}); "
                         f"pass a .pt file written by 'colondepth train'") from None

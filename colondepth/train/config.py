@@ -187,6 +187,25 @@ class VideoSource(_Strict):
     format: Literal["video", "frames", "colondepth", "simcol3d", "c3vd"] = "video"
 
 
+class SelfSupervisedRehearsal(_Strict):
+    """Supervised synthetic batches mixed into every self-supervised step (see docs/finetune.md)."""
+
+    levels: list[str] = []  # synthetic levels found under --data, like a supervised stage's
+    datasets: list[str] = []  # dataset folders (relative to the curriculum file)
+    weight: float = Field(0.0, ge=0)  # multiplies the supervised loss of the rehearsal batch (0: off)
+    batch_size: int = Field(4, gt=0)
+    loss: SupervisedLoss = SupervisedLoss()
+
+    @model_validator(mode="after")
+    def _sources(self) -> "SelfSupervisedRehearsal":
+        if self.weight > 0 and not self.levels and not self.datasets:
+            raise ValueError("rehearsal: a positive weight needs 'levels' or 'datasets'")
+        for lv in self.levels:
+            if not LEVEL_PATTERN.match(lv):
+                raise ValueError(f"rehearsal.levels: {lv!r} is not a synthetic level name like 'L1'")
+        return self
+
+
 class SelfSupervisedStage(_StageCommon):
     """Photometric fine-tuning on real video (implemented by ``colondepth.train.selfsup``)."""
 
@@ -201,6 +220,12 @@ class SelfSupervisedStage(_StageCommon):
     automask: bool = True
     brightness_alignment: bool = True
     translation_normalisation: bool = True
+    # scale-invariant log-depth anchor to the initial (supervised) model's prediction; 0: off
+    anchor_weight: float = Field(0.0, ge=0)
+    anchor_decay_steps: int = Field(0, ge=0)  # linear decay to 0 over this many joint steps (0: constant)
+    freeze_encoder_steps: int = Field(0, ge=0)  # joint steps after the pose warm-up with the depth encoder frozen
+    freeze_batchnorm: bool = False  # keep the depth net's BatchNorm statistics (eval mode) while fine-tuning
+    rehearsal: SelfSupervisedRehearsal = SelfSupervisedRehearsal()
 
     @model_validator(mode="after")
     def _crop(self) -> "SelfSupervisedStage":
@@ -319,6 +344,8 @@ def load_curriculum(path: str | Path) -> Curriculum:
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, not a curriculum file; pass --curriculum with a YAML from curricula/")
     if not p.is_file():
         raise UserError(f"{p}: curriculum file not found; pass --curriculum with a YAML from curricula/")
     try:

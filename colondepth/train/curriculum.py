@@ -192,6 +192,12 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
     ckpt_dir = out / "checkpoints"
     last_path = ckpt_dir / "last.pt"
     main = dist_info.is_main
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    if opts.data_dirs:  # a wrong --data fails before anything is written or generated
+        from colondepth.train.data import discover_datasets
+
+        discover_datasets(list(opts.data_dirs))
 
     # -- resume or fresh start ------------------------------------------------------------------------------
     resume_state = None
@@ -216,7 +222,10 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
         print(f"note: {last_path} not found; starting a fresh run", file=sys.stderr)
 
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{out}: cannot create the run folder ({exc.strerror}); choose a writable --out") from None
         atomic_write_text(out / "config.resolved.yaml", yaml.safe_dump(config, sort_keys=False))
         if resume_state is None:  # records of a run killed before its first checkpoint are stale
             (out / "metrics.jsonl").unlink(missing_ok=True)

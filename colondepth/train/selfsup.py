@@ -51,6 +51,17 @@ SNIPPET_LENGTH = 3
 MIN_TRANSLATION_NORM_MM = 1e-2
 
 
+def set_batchnorm_eval(net: torch.nn.Module) -> int:
+    """Put every BatchNorm layer of ``net`` in eval mode (running statistics used and no longer updated);
+    returns how many layers there are.  The affine weights still train."""
+    n = 0
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            n += 1
+    return n
+
+
 def _resolve(path: str, base: Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else (base / p)
@@ -132,6 +143,18 @@ class SelfSupervisedKind:
         self.trans_count = 0
         self.translation_norm_mm: float | None = None
         self.scale_unset = False
+        # prior anchoring: a frozen copy of the initial (supervised) depth network
+        self.anchor_weight = float(stage.anchor_weight)
+        self.anchor_decay_steps = int(stage.anchor_decay_steps)
+        self.anchor_net = None
+        if self.anchor_weight > 0:
+            self.anchor_net = copy.deepcopy(net).eval()
+            for p in self.anchor_net.parameters():
+                p.requires_grad_(False)
+        self.freeze_encoder_steps = int(stage.freeze_encoder_steps)
+        self.rehearsal_weight = float(stage.rehearsal.weight)
+        self._rehearsal_iter = None
+        self._rehearsal_loader = None
 
     # -- initialisation ----------------------------------------------------------------------------------
     def _load_init(self, path: Path) -> None:
@@ -166,6 +189,8 @@ class SelfSupervisedKind:
             train = [s for i, s in enumerate(snippets) if i % VAL_EVERY != VAL_EVERY - 1]
         else:
             train, val = snippets, []
+        if self.rehearsal_weight > 0:
+            self._make_rehearsal()
         bs = int(stage.batch_size) * max(1, int(self.ctx.world_size))
         per_epoch = max(1, -(-len(train) // bs))
         self.total_steps = int(stage.budget.steps) if stage.budget.steps is not None else max(
@@ -174,6 +199,45 @@ class SelfSupervisedKind:
             train=SnippetDataset(sequences, train, size),
             val=SnippetDataset(sequences, val, size) if val else None,
         )
+
+    def _make_rehearsal(self) -> None:
+        """Supervised frames of the stage's ``rehearsal`` levels/datasets (training split), cycled forever."""
+        from colondepth.train.data import SupervisedFrames
+        from colondepth.train.steps import loss_weights
+
+        reh = self.ctx.stage.rehearsal
+        frames = [f for s in self.ctx.pool.stage_sources(reh) for f in s.train]
+        if not frames:
+            raise UserError(f"stage {self.ctx.stage.name}: rehearsal found no training frames in "
+                            f"{reh.levels + reh.datasets}; generate at least 2 sequences per level")
+        hw = self.ctx.net.config.input_size.as_hw()
+        ds = SupervisedFrames(frames, hw, hflip=True, vflip=True, seed=self.ctx.seed)
+        g = torch.Generator().manual_seed(int(self.ctx.seed) + 104729)
+        self._rehearsal_loader = torch.utils.data.DataLoader(
+            ds, batch_size=int(reh.batch_size), shuffle=True, drop_last=len(ds) >= int(reh.batch_size),
+            generator=g, num_workers=0)
+        self.rehearsal_weights = loss_weights(reh.loss)
+        self.rehearsal_frames = len(frames)
+
+    def _rehearsal_batch(self) -> dict:
+        if self._rehearsal_iter is not None:
+            batch = next(self._rehearsal_iter, None)
+            if batch is not None:
+                return batch
+        self._rehearsal_iter = iter(self._rehearsal_loader)
+        return next(self._rehearsal_iter)
+
+    def anchor_weight_at(self, joint_step: int) -> float:
+        """Weight of the anchoring term at ``joint_step`` steps after the pose warm-up (linear decay)."""
+        if self.anchor_weight <= 0:
+            return 0.0
+        if self.anchor_decay_steps <= 0:
+            return self.anchor_weight
+        return self.anchor_weight * max(0.0, 1.0 - joint_step / self.anchor_decay_steps)
+
+    def _set_encoder_trainable(self, flag: bool) -> None:
+        for p in self.ctx.net.encoder.parameters():
+            p.requires_grad_(flag)
 
     def parameters(self) -> list:
         return list(self.ctx.net.parameters()) + list(self.pose_net.parameters())
@@ -187,6 +251,8 @@ class SelfSupervisedKind:
         net = self.ctx.net
         x = net.normalise(tgt)
         if train_depth:
+            if self.ctx.stage.freeze_batchnorm:
+                set_batchnorm_eval(net)
             depths = self.ctx.model(x)
         else:
             was_training = net.training
@@ -226,10 +292,21 @@ class SelfSupervisedKind:
             parts["explainability"] = float(reg.detach())
         return total, parts
 
+    def _anchor_loss(self, tgt: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        """Scale-invariant log-depth distance of ``depth`` (B, 1, H, W) mm to the initial model's prediction."""
+        from colondepth.losses.photometric import log_depth_anchor_loss
+
+        with torch.no_grad():
+            init = self.anchor_net(self.ctx.net.normalise(tgt))[0]
+        return log_depth_anchor_loss(depth, init, fov)
+
     def step(self, batch) -> tuple[torch.Tensor, dict]:
         from colondepth.losses.photometric import normalize_translation
 
         warm = self.steps_done < self.warmup_steps
+        if self.freeze_encoder_steps > 0:
+            self._set_encoder_trainable(
+                not warm and self.steps_done - self.warmup_steps >= self.freeze_encoder_steps)
         tgt, src, K, fov, depths, pose_out = self._forward(batch, train_depth=not warm)
         pose = pose_out.src_from_tgt
         t_norm = float(pose[..., :3, 3].detach().norm(dim=-1).mean())
@@ -252,6 +329,21 @@ class SelfSupervisedKind:
             if self.translation_norm_mm is not None:
                 pose = normalize_translation(pose, self.translation_norm_mm)
         total, parts = self._losses(tgt, src, K, fov, depths, pose_out, pose)
+        if not warm:
+            joint = self.steps_done - self.warmup_steps
+            w_anchor = self.anchor_weight_at(joint)
+            if w_anchor > 0:
+                anchor = self._anchor_loss(tgt, fov, depths[0])
+                total = total + w_anchor * anchor
+                parts["anchor"] = float(anchor.detach())
+                parts["anchor_weight"] = w_anchor
+            if self.rehearsal_weight > 0:
+                from colondepth.train.steps import supervised_step
+
+                sup, _ = supervised_step(self.ctx.model, self.ctx.net, self._rehearsal_batch(),
+                                         self.rehearsal_weights, self.ctx.device)
+                total = total + self.rehearsal_weight * sup
+                parts["rehearsal"] = float(sup.detach())
         self.steps_done += 1
         if self.steps_done == getattr(self, "total_steps", -1):
             self.save_pose_net()
