@@ -155,44 +155,6 @@ def _scaled(traj: np.ndarray, s: float) -> np.ndarray:
     return out
 
 
-def real_previews(sup: Path, tuned: Path, out_png: Path, video: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from colondepth.datasets.video import read_video
-    from colondepth.train.checkpoint import load_checkpoint
-
-    seq = read_video(video, crop=(0, 0, 192, 192), max_frames=400)
-    idx = [20, 120, 250, 380]
-    nets = [load_checkpoint(p)[0] for p in (sup, tuned)]
-    fig, ax = plt.subplots(3, len(idx), figsize=(2.2 * len(idx), 6.8))
-    for c, i in enumerate(idx):
-        rgb = seq.rgb(i)
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
-        ax[0, c].imshow(rgb)
-        ax[0, c].set_title(f"frame {i}", fontsize=8)
-        for r, net in enumerate(nets, start=1):
-            with torch.no_grad():
-                d = net.predict_depth(x)[0, 0].numpy()
-            d = np.where(seq.fov_mask, d, np.nan)
-            im = ax[r, c].imshow(d, cmap="magma_r")
-            fig.colorbar(im, ax=ax[r, c], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
-        for r in range(3):
-            ax[r, c].axis("off")
-    ax[1, 0].set_title("supervised only (mm)", fontsize=8, loc="left")
-    ax[2, 0].set_title("after fine-tuning (mm)", fontsize=8, loc="left")
-    fig.tight_layout()
-    from colondepth.io import atomic_path
-
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=110)
-    out_png.chmod(0o644)  # temporary files are created 0600
-    plt.close(fig)
-
-
 RIM_PX = 6  # width (px at the 64 px network size) of the field-of-view ring used by the rim/centre proxy
 CHANGE_THRESHOLD = 0.25  # a pixel "changed" when its median-scaled depth moved by more than 25 %
 
@@ -403,6 +365,18 @@ def main() -> int:
     ap.add_argument("--ft-steps", type=int, default=None, help="fine-tuning steps (quick 300, full 2000)")
     ap.add_argument("--shifted", default="L5_tortuous.yaml", help="recipe of the shifted level")
     ap.add_argument("--real", action="store_true", help="also fine-tune on the real video and save previews")
+    ap.add_argument("--anchor", type=float, default=None, metavar="W",
+                    help="stage anchor_weight (scale-invariant log-depth anchor to the supervised model)")
+    ap.add_argument("--anchor-decay-steps", type=int, default=None, metavar="N", help="stage anchor_decay_steps")
+    ap.add_argument("--freeze-bn", choices=("yes", "no"), default=None,
+                    help="stage freeze_batchnorm (keep the supervised BatchNorm statistics)")
+    ap.add_argument("--freeze-encoder-steps", type=int, default=None, metavar="N", help="stage freeze_encoder_steps")
+    ap.add_argument("--rehearsal", type=float, default=None, metavar="W",
+                    help="stage rehearsal weight: supervised L1+L2 batches mixed into every joint step")
+    ap.add_argument("--ft-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
+    ap.add_argument("--tag", default=None,
+                    help="name of this fine-tuning variant (run folders run_ft_<tag>, run_real_<tag>; the "
+                         "supervised model in --work is shared); default: built from the options")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a shared 2-core machine more threads spin and run "
                          "~50x slower; raise it on an idle machine)")
@@ -446,39 +420,64 @@ def main() -> int:
     _log(f"supervised training: {sup_steps} steps on L1+L2")
     sup = run_curriculum(sup_cur, work / "run_sup", [d1, d2])
 
+    extra: dict = {}
+    if args.anchor is not None:
+        extra["anchor_weight"] = args.anchor
+    if args.anchor_decay_steps is not None:
+        extra["anchor_decay_steps"] = args.anchor_decay_steps
+    if args.freeze_bn is not None:
+        extra["freeze_batchnorm"] = args.freeze_bn == "yes"
+    if args.freeze_encoder_steps is not None:
+        extra["freeze_encoder_steps"] = args.freeze_encoder_steps
+    if args.rehearsal is not None:
+        extra["rehearsal"] = {"levels": ["L1", "L2"], "weight": args.rehearsal, "batch_size": 4}
+    if args.ft_lr != 1e-4:
+        extra["optimizer"] = {"lr": args.ft_lr}
+    tag = args.tag or ("_".join(f"{k}-{v if not isinstance(v, dict) else v['weight']}" for k, v in extra.items())
+                       or "defaults")
+    sup_data = [d1, d2] if args.rehearsal else []
+
     def ft_cur(name, source, fmt, crop=None):
         st = {"name": "ft", "kind": "self_supervised", "init_from": str(sup),
               "sources": [{"path": str(source), "format": fmt}], "budget": {"steps": ft_steps}, "batch_size": 4,
-              "optimizer": {"lr": 1e-4}, "lr_schedule": {"kind": "constant"}}
+              "optimizer": {"lr": 1e-4}, "lr_schedule": {"kind": "constant"}, **extra}
         if crop:
             st["crop"] = list(crop)
         return {"name": name, "seed": 0, "model": model_section(size),
                 "checkpoint": {"every_steps": 100, "log_every_steps": 20}, "stages": [st]}
 
-    _log(f"self-supervised fine-tuning: {ft_steps} steps on the unlabelled shifted frames")
-    tuned = run_curriculum(ft_cur("bench_ft", unl, "colondepth"), work / "run_ft", [])
+    _log(f"self-supervised fine-tuning ({tag}): {ft_steps} steps on the unlabelled shifted frames")
+    tuned = run_curriculum(ft_cur("bench_ft", unl, "colondepth"), work / f"run_ft_{tag}", sup_data)
 
     _log("depth evaluation on held-out shifted sequences")
     before = depth_eval(sup, ev, 96)
     after = depth_eval(tuned, ev, 96)
     _log("pose evaluation (5-frame snippets)")
-    pose = pose_eval(work / "run_ft" / "checkpoints" / "pose_net_ft.pt", ev, size, work)
+    pose = pose_eval(work / f"run_ft_{tag}" / "checkpoints" / "pose_net_ft.pt", ev, size, work)
 
-    results = {"mode": mode, "size": size, "sup_steps": sup_steps, "ft_steps": ft_steps,
-               "shifted_recipe": args.shifted, "depth": {"supervised_only": before, "fine_tuned": after},
-               "pose": pose, "seconds": round(time.time() - t0, 1), "load_average": os.getloadavg()[0]}
+    results = {"mode": mode, "size": size, "sup_steps": sup_steps, "ft_steps": ft_steps, "variant": tag,
+               "stage_options": extra, "shifted_recipe": args.shifted,
+               "depth": {"supervised_only": before, "fine_tuned": after},
+               "pose": pose, "seconds": None, "load_average": os.getloadavg()[0]}
 
     if args.real:
         video = REPO.parent / "shared" / "data" / "real_colon_video" / "colonoscopy_side_by_side.mp4"
         if video.is_file():
-            _log(f"fine-tuning on the real video sample: {ft_steps} steps")
-            real = run_curriculum(ft_cur("bench_real", video, "video", crop=(0, 0, 192, 192)), work / "run_real", [])
-            real_previews(sup, real, REPO / "docs" / "img" / "finetune_real.png", video)
-            results["real_preview"] = "docs/img/finetune_real.png"
+            _log(f"fine-tuning on the real video sample ({tag}): {ft_steps} steps")
+            real_dir = work / f"run_real_{tag}"
+            real = run_curriculum(ft_cur("bench_real", video, "video", crop=(0, 0, 192, 192)), real_dir, sup_data)
+            pose_path = real_dir / "checkpoints" / "pose_net_ft.pt"
+            ckpts = {"supervised": sup, "fine-tuned": real}
+            _log("label-free checks on held-out real snippets")
+            results["real"] = real_proxies(ckpts, pose_path, real_heldout(video, size))
+            png = work / f"finetune_real_{tag}.png"
+            real_figure(ckpts, pose_path, video, png, size)
+            results["real_preview"] = str(png)
         else:
             _log(f"{video} not found: skipping --real")
+    results["seconds"] = round(time.time() - t0, 1)
 
-    (work / "results.json").write_text(json.dumps(results, indent=2))
+    (work / f"results_{tag}.json").write_text(json.dumps(results, indent=2))
     b, a = before, after
     print(f"\n### Depth on held-out {args.shifted} (never used in supervised training), {b['frames']} frames\n")
     print("| model | abs_rel (metric) | abs_rel (median-scaled) | delta1 (median-scaled) |")
@@ -492,8 +491,17 @@ def main() -> int:
     for name, r in (("pose network (fine-tuned)", pose["posenet"]), ("OpenCV essential matrix VO", pose["classical"]),
                     ("zero motion (reference)", pose["zero_motion"])):
         print(f"| {name} | {r['ate_mm']:.3f} ± {r['ate_mm_std']:.3f} | {r['rpe_trans_mm']:.3f} | {r['rpe_rot_deg']:.2f} |")
+    if "real" in results:
+        print(f"\n### Real video, {results['real']['supervised']['snippets']} held-out snippets (no ground truth)\n")
+        print("| model | photometric error | rim / centre depth | dark-far correlation | changed > 25 % |")
+        print("|---|---|---|---|---|")
+        for name, r in results["real"].items():
+            print(f"| {name} | {r['photometric']:.4f} | {r['rim_over_centre']:.3f} | {r['dark_far']:.3f} | "
+                  f"{100 * r['changed']:.1f} % |")
+        print(f"\npreview: {results['real_preview']}")
+    print(f"\nvariant {tag}: {json.dumps(extra)}")
     print(f"\nclassical VO failed pairs: {pose['classical']['failed_pairs']}; total {results['seconds']} s; "
-          f"results in {work / 'results.json'}")
+          f"results in {work / f'results_{tag}.json'}")
     return 0
 
 

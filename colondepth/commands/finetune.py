@@ -39,6 +39,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explainability-mask regulariser weight; 0 disables the masks (default)")
     parser.add_argument("--no-translation-normalisation", action="store_true",
                         help="let the depth scale float instead of pinning the translation scale")
+    parser.add_argument("--anchor", type=float, default=0.0, metavar="W",
+                        help="weight of the scale-invariant log-depth anchor to the --init model's prediction "
+                             "(keeps its depth shape; default 0: off)")
+    parser.add_argument("--anchor-decay-steps", type=int, default=0, metavar="N",
+                        help="decay the anchor weight linearly to 0 over N steps after the pose warm-up "
+                             "(default 0: constant)")
+    parser.add_argument("--freeze-batchnorm", action="store_true",
+                        help="keep the --init model's BatchNorm statistics instead of re-estimating them from "
+                             "the video's small batches")
+    parser.add_argument("--freeze-encoder-steps", type=int, default=0, metavar="N",
+                        help="train only the depth decoder for N steps after the pose warm-up (default 0)")
+    parser.add_argument("--rehearsal-data", action="append", default=None, metavar="DIR",
+                        help="synthetic dataset folder (colondepth synth) whose supervised batches are mixed into "
+                             "every step; repeatable; needs --rehearsal-weight")
+    parser.add_argument("--rehearsal-weight", type=float, default=0.0, metavar="W",
+                        help="weight of the supervised rehearsal loss (default 0: off)")
     parser.add_argument("--checkpoint-every", type=int, default=200, metavar="N",
                         help="rewrite RUN/checkpoints/last.pt every N steps (default 200)")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN")
@@ -69,7 +85,14 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
         "frame_skip": int(args.frame_skip),
         "loss": {"smoothness_weight": float(args.smoothness), "explainability_weight": float(args.explainability)},
         "translation_normalisation": not args.no_translation_normalisation,
+        "anchor_weight": float(args.anchor),
+        "anchor_decay_steps": int(args.anchor_decay_steps),
+        "freeze_batchnorm": bool(args.freeze_batchnorm),
+        "freeze_encoder_steps": int(args.freeze_encoder_steps),
     }
+    if args.rehearsal_weight > 0 or args.rehearsal_data:
+        stage["rehearsal"] = {"datasets": [str(Path(d).expanduser().resolve()) for d in args.rehearsal_data or []],
+                              "weight": float(args.rehearsal_weight), "batch_size": int(args.batch_size)}
     if args.crop is not None:
         stage["crop"] = [int(v) for v in args.crop]
     if args.intrinsics is not None:
@@ -111,6 +134,13 @@ def run(args: argparse.Namespace) -> int:
     for v in args.video:
         if not Path(v).exists():
             raise UserError(f"{v}: no such video file or frame folder; check --video")
+    if args.anchor < 0 or args.anchor_decay_steps < 0 or args.freeze_encoder_steps < 0:
+        raise UserError("--anchor, --anchor-decay-steps and --freeze-encoder-steps must be >= 0")
+    if args.rehearsal_weight < 0 or (args.rehearsal_weight > 0) != bool(args.rehearsal_data):
+        raise UserError("--rehearsal-weight W (> 0) and --rehearsal-data DIR go together; pass both or neither")
+    for d in args.rehearsal_data or []:
+        if not (Path(d) / "dataset.yaml").is_file():
+            raise UserError(f"{d}: not a synthetic dataset (no dataset.yaml); make one with 'colondepth synth'")
     if args.intrinsics is not None and not Path(args.intrinsics).is_file():
         raise UserError(f"{args.intrinsics}: intrinsics file not found; pass a YAML/JSON with fx fy cx cy width height")
     card = read_checkpoint(args.init)["card"]

@@ -161,6 +161,7 @@ def _video_frames(p, cropped):
 
 
 def run(args: argparse.Namespace) -> int:
+    import itertools
     import sys
     from pathlib import Path
 
@@ -184,12 +185,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: exists and is not a folder; choose another --out")
     count, frames = iter_frames(args.input, crop)
     predictor = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
+    frames = iter(frames)
+    try:  # decode (and crop-check) the first frame before the progress bar, so early errors stay one line
+        first = [next(frames)]
+    except StopIteration:
+        raise UserError(f"{args.input}: no frames to predict; check --input") from None
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable --out") from None
 
     def flush(batch):
-        try:  # created on the first finished batch, so a bad input leaves nothing behind
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable --out") from None
         depths = predictor.predict_batch(np.stack([f for _, f in batch]))
         for (stem, _), depth in zip(batch, depths):
             with atomic_path(out / f"{stem}_depth.npy") as tmp:
@@ -202,22 +209,27 @@ def run(args: argparse.Namespace) -> int:
 
     written = 0
     batch: list = []
-    with tqdm(total=count, desc="predict", unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
-        for stem, frame in frames:
-            if batch and frame.shape != batch[0][1].shape:
+    try:
+        with tqdm(total=count, desc="predict", unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
+            for stem, frame in itertools.chain(first, frames):
+                if batch and frame.shape != batch[0][1].shape:
+                    flush(batch)
+                    written += len(batch)
+                    bar.update(len(batch))
+                    batch = []
+                batch.append((stem, frame))
+                if len(batch) >= args.batch_size:
+                    flush(batch)
+                    written += len(batch)
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
                 flush(batch)
                 written += len(batch)
                 bar.update(len(batch))
-                batch = []
-            batch.append((stem, frame))
-            if len(batch) >= args.batch_size:
-                flush(batch)
-                written += len(batch)
-                bar.update(len(batch))
-                batch = []
-        if batch:
-            flush(batch)
-            written += len(batch)
-            bar.update(len(batch))
+    except BaseException:
+        if created and not any(out.iterdir()):  # a failed run leaves no empty output folder behind
+            out.rmdir()
+        raise
     print(f"wrote {written} depth map(s) to {out}", file=sys.stderr)
     return 0

@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="surface samples per mm^2 for the accuracy metrics (default 20)")
     parser.add_argument("--intrinsics", metavar="FILE", default=None,
                         help="video only: YAML/JSON with fx fy cx cy width height (default: guessed field of view)")
-    parser.add_argument("--crop", metavar="X,Y,W,H", default=None, help="video only: keep this pixel window")
+    parser.add_argument("--crop", nargs=4, type=int, default=None, metavar=("X", "Y", "W", "H"),
+                        help="video only: keep columns [X, X+W) and rows [Y, Y+H) (e.g. 0 0 192 192)")
     parser.add_argument("--format", default="colondepth", help="dataset layout of --sequence (default colondepth)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -51,7 +52,7 @@ def _open_input(args):
     if args.video is not None:
         from colondepth.datasets.video import read_video
 
-        crop = None if args.crop is None else args.crop.replace(",", " ")
+        crop = None if args.crop is None else tuple(args.crop)
         return read_video(args.video, crop=crop, intrinsics=args.intrinsics)
     from colondepth.datasets.registry import open_sequences
 
