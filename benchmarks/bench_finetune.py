@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Self-supervised fine-tuning benchmark; prints markdown tables and writes ``results.json``.
+"""Self-supervised fine-tuning benchmark; prints markdown tables and writes ``results_<variant>.json``.
 
 Question: does photometric fine-tuning on the *unlabelled* frames of a domain-shifted set lower depth
 error against the supervised-only model?  And how does the learned pose compare with a classical
@@ -14,11 +14,16 @@ two-view baseline?
 5. Pose on 5-frame snippets of the held-out sequences: ATE (scale-aligned per snippet) and RPE of the
    fine-tuned pose network against OpenCV essential-matrix VO (:mod:`colondepth.eval.classical_vo`);
    trajectories of the first snippet written as TUM files for ``evo``.
-6. ``--real``: also fine-tune on the real video sample (``../shared/data``) and save before/after depth
-   previews to ``docs/img/finetune_real.png``.
+6. ``--real``: also fine-tune on the real video sample (``../shared/data``); without ground truth, score
+   both models on the held-out real snippets with label-free checks (:func:`real_proxies`: photometric
+   error under shared poses, rim/centre depth ratio, depth-darkness correlation, share of changed pixels)
+   and save a before | after | photometric-error preview to ``WORK/finetune_real_<variant>.png``.
+
+Stage options of the fine-tuning (``--anchor``, ``--freeze-bn``, ``--automask``, ``--rehearsal``, ...) name a
+*variant*; every variant reuses the supervised model of ``--work`` and gets its own run folders.
 
     .venv/bin/python benchmarks/bench_finetune.py --quick          # a few minutes on 2 CPU cores
-    .venv/bin/python benchmarks/bench_finetune.py --quick --real
+    .venv/bin/python benchmarks/bench_finetune.py --quick --real --freeze-bn yes --anchor 0.1 --automask no
 """
 
 from __future__ import annotations
@@ -373,6 +378,7 @@ def main() -> int:
     ap.add_argument("--freeze-encoder-steps", type=int, default=None, metavar="N", help="stage freeze_encoder_steps")
     ap.add_argument("--rehearsal", type=float, default=None, metavar="W",
                     help="stage rehearsal weight: supervised L1+L2 batches mixed into every joint step")
+    ap.add_argument("--automask", choices=("yes", "no"), default=None, help="stage automask")
     ap.add_argument("--ft-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
     ap.add_argument("--tag", default=None,
                     help="name of this fine-tuning variant (run folders run_ft_<tag>, run_real_<tag>; the "
@@ -431,6 +437,8 @@ def main() -> int:
         extra["freeze_encoder_steps"] = args.freeze_encoder_steps
     if args.rehearsal is not None:
         extra["rehearsal"] = {"levels": ["L1", "L2"], "weight": args.rehearsal, "batch_size": 4}
+    if args.automask is not None:
+        extra["automask"] = args.automask == "yes"
     if args.ft_lr != 1e-4:
         extra["optimizer"] = {"lr": args.ft_lr}
     tag = args.tag or ("_".join(f"{k}-{v if not isinstance(v, dict) else v['weight']}" for k, v in extra.items())

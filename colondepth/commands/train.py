@@ -29,7 +29,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from colondepth.errors import UserError
     from colondepth.train.curriculum import RunOptions, train_curriculum
+
+    if args.stop_after_steps is not None and args.stop_after_steps < 1:
+        raise UserError(f"--stop-after-steps {args.stop_after_steps}: must be at least 1 (or leave it out)")
 
     command = " ".join(shlex.quote(a) for a in ["colondepth", *sys.argv[1:]]) if sys.argv else "colondepth train"
     if not sys.argv or "train" not in sys.argv:

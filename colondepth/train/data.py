@@ -137,7 +137,8 @@ class DataPool:
             if not infos:
                 have = ", ".join(self.available_levels) or "none"
                 raise UserError(f"level {level}: no dataset of this level under --data (levels found: {have}); "
-                                f"generate one with 'colondepth synth synth/{level}_*.yaml' and pass it with --data")
+                                f"generate one with 'colondepth synth --recipe synth/{level}_*.yaml --out DIR' "
+                                f"and pass it with --data")
             seqs = [s for i in infos for s in open_dataset(i.path)]
             self._cache[key] = split_sequences(key, seqs, self.val_fraction_single, self.val_max_frames)
         return self._cache[key]

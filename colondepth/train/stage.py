@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
@@ -128,6 +129,8 @@ class SupervisedKind:
         if not train:
             raise UserError(f"stage {stage.name}: no training frames (every sequence was held out for "
                             f"validation); generate at least 2 sequences per level")
+        self._val_where = sorted({str(f.sequence.mesh_path.parent) if f.sequence.mesh_path else f.sequence.name
+                                  for f in val})
         hw = ctx.net.config.input_size.as_hw()
         return StageData(
             train=SupervisedFrames(train, hw, hflip=stage.augment.hflip, vflip=stage.augment.vflip, seed=ctx.seed),
@@ -145,7 +148,14 @@ class SupervisedKind:
     def validate(self, loader) -> dict[str, float]:
         from colondepth.train.steps import supervised_validate
 
-        return supervised_validate(self.ctx.net, loader, self.weights, self.ctx.device)
+        metrics = supervised_validate(self.ctx.net, loader, self.weights, self.ctx.device)
+        # the errors are NaN with a finite loss only when not one ground-truth pixel was usable
+        if metrics and math.isnan(metrics.get("val_abs_rel", 0.0)) and math.isfinite(metrics.get("val_loss", 0.0)):
+            where = ", ".join(getattr(self, "_val_where", [])[:3]) or "the validation frames"
+            raise UserError(f"stage {self.ctx.stage.name}: no validation frame has valid ground-truth depth (every "
+                            f"depth pixel is 0, NaN or inf) in {where}; the depth PNGs are empty or damaged, "
+                            f"regenerate the dataset with 'colondepth synth'")
+        return metrics
 
     def state_dict(self) -> dict:
         return {}
