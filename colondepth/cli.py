@@ -40,15 +40,29 @@ def _available_commands():
             yield name, importlib.import_module(modname)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one ``error:`` line (exit 2) instead of the usage block."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="colondepth",
         description="Depth and 3D colon surfaces from colonoscopy video: synthetic data, "
         "curriculum training, self-supervised fine-tuning, reconstruction and review.",
     )
     parser.add_argument("--version", action="version", version=f"colondepth {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's choice); on a busy shared machine "
+                             "--threads 1 is often much faster")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
     for name, module in _available_commands():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
@@ -64,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from colondepth.errors import UserError
 
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads {args.threads}: must be at least 1", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if not args.debug:
+        import warnings
+
+        warnings.formatwarning = _format_warning  # "warning: <message>", one line
     try:
         return int(args._run(args) or 0)
     except UserError as exc:
@@ -71,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # safety net: a file-system problem the command did not anticipate
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume where supported", file=sys.stderr)
         return 130

@@ -14,7 +14,10 @@ def default_device(requested: str | None = None):
     from colondepth.errors import UserError
 
     if requested:
-        dev = torch.device(requested)
+        try:
+            dev = torch.device(requested)
+        except (RuntimeError, ValueError):
+            raise UserError(f"--device {requested}: not a device; use cpu, cuda or cuda:N") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
         return dev

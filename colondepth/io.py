@@ -106,3 +106,70 @@ def require_dir(path: str | os.PathLike, what: str, fix: str) -> Path:
     if not p.is_dir():
         raise UserError(f"{p}: {what} not found; {fix}")
     return p
+
+
+def ensure_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create the output folder ``path`` (and parents) or raise a one-line UserError naming ``flag``.
+
+    Call it before long work so an unusable output location fails at once, not after the work.
+    """
+    from colondepth.errors import UserError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p}: exists and is not a folder; choose another {flag}")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{flag} {p}: cannot create the folder ({exc.strerror or exc}); choose a writable {flag}") from None
+    if not os.access(p, os.W_OK):
+        raise UserError(f"{flag} {p}: folder is not writable; choose a writable {flag}")
+    return p
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """Check that a file can later be written at ``path`` (creating its parent folder) or raise a UserError.
+
+    Nothing is written at ``path`` itself.
+    """
+    from colondepth.errors import UserError
+
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {p}: is a folder; give a file name such as {p / 'results.json'}")
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{flag} {p}: {parent} is a file, not a folder; choose another {flag}")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{flag} {p}: cannot create its folder ({exc.strerror or exc}); choose a writable {flag}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
+    except OSError as exc:
+        raise UserError(f"{flag} {p}: cannot write there ({exc.strerror or exc}); choose a writable location") from None
+    os.close(fd)
+    os.unlink(probe)
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check, without creating anything, that the output folder ``path`` can be created or written.
+
+    Raises a one-line UserError naming ``flag`` and ``path`` when it is a file, lies under a file, or its
+    nearest existing parent is not writable (probed by creating and removing a temporary folder there).
+    """
+    from colondepth.errors import UserError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p}: exists and is not a folder; choose another {flag}")
+    anchor = p if p.exists() else next((a for a in p.absolute().parents if a.exists()), Path("/"))
+    if not anchor.is_dir():
+        raise UserError(f"{flag} {p}: {anchor} is a file, not a folder; choose another {flag}")
+    try:
+        probe = tempfile.mkdtemp(prefix=".colondepth-probe.", dir=anchor)
+    except OSError as exc:
+        raise UserError(f"{flag} {p}: cannot create it ({exc.strerror or exc}); choose a writable {flag}") from None
+    os.rmdir(probe)
+    return p

@@ -508,8 +508,6 @@ def test_evaluate_damaged_dataset(fx, tmp_path, capsys, damage):
     fails_cleanly(capsys, _evaluate(fx, data, "--json", js), *names, absent=[js], strict=False)
 
 
-@pytest.mark.xfail(strict=True, reason="colondepth/eval or commands/evaluate.py: all-zero ground truth gives "
-                   "'error: no evaluated frame has valid ground-truth depth' without naming the --data folder")
 def test_evaluate_depth_without_a_valid_pixel_names_the_data(fx, tmp_path, capsys):
     data = _damaged(fx, tmp_path, "data", _zero_depth)
     fails_cleanly(capsys, _evaluate(fx, data), "no evaluated frame has valid ground-truth depth", str(data),
@@ -535,9 +533,6 @@ def test_evaluate_bad_values(fx, tmp_path, capsys, extra, names):
     fails_cleanly(capsys, _evaluate(fx, fx.ds, "--json", js, *extra), *names, absent=[js])
 
 
-@pytest.mark.xfail(strict=True, reason="colondepth/commands/evaluate.py: --json that is a folder, lies under a "
-                   "file or cannot be created raises IsADirectoryError/FileExistsError/FileNotFoundError (traceback) "
-                   "after the whole evaluation")
 @pytest.mark.parametrize("where", ["a folder", "under a file", "unwritable"])
 def test_evaluate_json_path_unusable(fx, capsys, where):
     js = {"a folder": fx.empty, "under a file": fx.afile / "eval.json", "unwritable": UNWRITABLE / "e.json"}[where]
@@ -628,14 +623,10 @@ def test_reconstruct_video_mistakes(fx, tmp_path, capsys):
                                        fx.rand_pt), str(fx.rand_pt), "not a readable", absent=[out])
 
 
-@pytest.mark.xfail(strict=True, reason="colondepth/recon (reconstruct): --out that is an existing file raises "
-                   "FileExistsError (traceback) after the fusion instead of a UserError before it")
 def test_reconstruct_out_is_a_file(fx, capsys):
     fails_cleanly(capsys, _reconstruct(fx.afile, "--sequence", fx.seq), str(fx.afile))
 
 
-@pytest.mark.xfail(strict=True, reason="colondepth/recon (reconstruct): an --out that cannot be created raises "
-                   "FileNotFoundError/PermissionError (traceback) after the fusion instead of a UserError before it")
 def test_reconstruct_out_unwritable(fx, capsys):
     fails_cleanly(capsys, _reconstruct(UNWRITABLE, "--sequence", fx.seq), str(UNWRITABLE))
 
@@ -710,8 +701,6 @@ def test_demo_failed_step_is_one_line_with_the_cause(tmp_path, capsys):
 # every command that takes --device; and the real process's stderr
 # ---------------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="colondepth/device.py: default_device() passes the string to torch.device, "
-                   "whose RuntimeError ('Invalid device string') escapes as a traceback")
 @pytest.mark.parametrize("command", ["train", "predict", "evaluate", "finetune", "reconstruct"])
 def test_unknown_device_is_one_line(fx, tmp_path, capsys, command):
     argv = {
@@ -730,8 +719,6 @@ def test_unknown_device_is_one_line(fx, tmp_path, capsys, command):
     fails_cleanly(capsys, argv, "gpu7")
 
 
-@pytest.mark.xfail(strict=True, reason="colondepth/cli.py: argparse's own errors (a non-integer, a missing "
-                   "value) print the usage block plus 'colondepth synth: error: ...' (two or more lines)")
 def test_argparse_mistakes_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["synth", "--recipe", str(L1_RECIPE), "--out", str(tmp_path / "ds"), "--frames", "ten"])

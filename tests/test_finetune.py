@@ -154,7 +154,7 @@ def test_stage_kind_validates_against_ground_truth(tmp_path):
     fixtures = Path(__file__).resolve().parent / "fixtures" / "c3vd"
     cur = parse_curriculum({
         "name": "t", "model": {"input_size": [32, 32], "encoder_channels": TINY["encoder_channels"],
-                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": "group"},
+                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": norm},
         "stages": [{"name": "ss", "kind": "self_supervised", "init_from": "none.pt",
                     "sources": [{"path": str(fixtures), "format": "c3vd"}], "budget": {"steps": 10},
                     "loss": {"explainability_weight": 0.1}}],
@@ -188,7 +188,7 @@ def test_stage_kind_validates_against_ground_truth(tmp_path):
         assert torch.equal(a, b)
 
 
-def _kind(tmp_path, stage_extra, pool=None):
+def _kind(tmp_path, stage_extra, pool=None, norm="group"):
     from colondepth.device import default_device
     from colondepth.train.config import parse_curriculum
     from colondepth.train.selfsup import SelfSupervisedKind
@@ -197,7 +197,7 @@ def _kind(tmp_path, stage_extra, pool=None):
     fixtures = Path(__file__).resolve().parent / "fixtures" / "c3vd"
     cur = parse_curriculum({
         "name": "t", "model": {"input_size": [32, 32], "encoder_channels": TINY["encoder_channels"],
-                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": "group"},
+                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": norm},
         "stages": [{"name": "ss", "kind": "self_supervised", "init_from": "none.pt",
                     "sources": [{"path": str(fixtures), "format": "c3vd"}], "budget": {"steps": 10},
                     "translation_normalisation": False, **stage_extra}],
@@ -280,3 +280,34 @@ def test_rehearsal_needs_sources():
         parse_curriculum({"name": "t", "stages": [{
             "name": "ss", "kind": "self_supervised", "sources": [{"path": "v.mp4"}], "budget": {"steps": 1},
             "rehearsal": {"weight": 1.0}}]})
+
+
+def test_finetune_command_writes_the_measured_real_video_setting():
+    import argparse
+
+    from colondepth.commands import finetune
+
+    ap = argparse.ArgumentParser()
+    finetune.add_arguments(ap)
+    card = {"model": {"input_height": 32, "input_width": 32, "min_depth_mm": 1.0, "max_depth_mm": 150.0,
+                      "encoder_channels": [8, 8], "decoder_channels": [8, 8], "num_scales": 1, "norm": "batch"}}
+    args = ap.parse_args(["--init", "a.pt", "--video", "v.mp4", "--out", "r", "--steps", "300"])
+    st = finetune.build_curriculum(args, card)["stages"][0]
+    assert (st["anchor_weight"], st["anchor_decay_steps"], st["freeze_batchnorm"], st["automask"]) == (0.1, 200, True, False)
+    args = ap.parse_args(["--init", "a.pt", "--video", "v.mp4", "--out", "r", "--steps", "10", "--anchor", "0",
+                          "--no-freeze-batchnorm", "--automask"])
+    st = finetune.build_curriculum(args, card)["stages"][0]
+    assert (st["anchor_weight"], st["anchor_decay_steps"], st["freeze_batchnorm"], st["automask"]) == (0.0, 5, False, True)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_batchnorm_keeps_the_initial_statistics(tmp_path, freeze):
+    kind, net, batch = _kind(tmp_path, {"freeze_batchnorm": freeze}, norm="batch")
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running_mean" in k}
+    assert before
+    net.train()
+    kind.steps_done = kind.warmup_steps
+    kind.step(batch)
+    after = net.state_dict()
+    same = all(torch.equal(v, after[k]) for k, v in before.items())
+    assert same == freeze

@@ -59,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
             "'colondepth train', or omit it to use the default model"
         )
 
+    if args.json is not None:
+        from colondepth.io import check_output_file
+
+        check_output_file(args.json, "--json")
+
     from colondepth.datasets.registry import open_sequences
 
     sequences = open_sequences(args.data, args.format)
@@ -69,17 +74,12 @@ def run(args: argparse.Namespace) -> int:
 
     from colondepth.eval.evaluate import evaluate_sequences, format_report, write_report_json
 
-    report = evaluate_sequences(
-        sequences,
-        predictor.predict_batch,
-        align=args.align,
-        min_mm=args.min_depth_mm,
-        max_mm=args.max_depth_mm,
-        max_frames=args.max_frames,
-        batch_size=args.batch_size,
-        constant_mm=args.constant_depth_mm,
-        physics_kwargs={"gamma": args.physics_gamma},
-    )
+    try:
+        report = _evaluate(evaluate_sequences, sequences, predictor, args)
+    except UserError as exc:
+        if str(exc).startswith("no evaluated frame"):
+            raise UserError(f"{args.data}: {exc}; check that its depth maps hold non-zero depth") from None
+        raise
     report.inputs = {
         "checkpoint": str(args.checkpoint) if args.checkpoint else "default",
         "data": str(args.data),
@@ -90,3 +90,17 @@ def run(args: argparse.Namespace) -> int:
         path = write_report_json(report, args.json)
         print(f"wrote {path}")
     return 0
+
+
+def _evaluate(evaluate_sequences, sequences, predictor, args):
+    return evaluate_sequences(
+        sequences,
+        predictor.predict_batch,
+        align=args.align,
+        min_mm=args.min_depth_mm,
+        max_mm=args.max_depth_mm,
+        max_frames=args.max_frames,
+        batch_size=args.batch_size,
+        constant_mm=args.constant_depth_mm,
+        physics_kwargs={"gamma": args.physics_gamma},
+    )

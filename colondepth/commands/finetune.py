@@ -39,15 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explainability-mask regulariser weight; 0 disables the masks (default)")
     parser.add_argument("--no-translation-normalisation", action="store_true",
                         help="let the depth scale float instead of pinning the translation scale")
-    parser.add_argument("--anchor", type=float, default=0.0, metavar="W",
+    parser.add_argument("--anchor", type=float, default=0.1, metavar="W",
                         help="weight of the scale-invariant log-depth anchor to the --init model's prediction "
-                             "(keeps its depth shape; default 0: off)")
-    parser.add_argument("--anchor-decay-steps", type=int, default=0, metavar="N",
+                             "(keeps its depth shape; default 0.1; 0: off)")
+    parser.add_argument("--anchor-decay-steps", type=int, default=None, metavar="N",
                         help="decay the anchor weight linearly to 0 over N steps after the pose warm-up "
-                             "(default 0: constant)")
-    parser.add_argument("--freeze-batchnorm", action="store_true",
-                        help="keep the --init model's BatchNorm statistics instead of re-estimating them from "
-                             "the video's small batches")
+                             "(0: constant; default: all steps after the warm-up)")
+    parser.add_argument("--no-freeze-batchnorm", dest="freeze_batchnorm", action="store_false",
+                        help="re-estimate BatchNorm statistics from the video's small batches (default: keep the "
+                             "--init model's)")
+    parser.add_argument("--automask", action="store_true",
+                        help="monodepth2 auto-masking of pixels the un-warped source explains (default off: on "
+                             "the shared real sample it let the depth drift, see docs/finetune.md)")
     parser.add_argument("--freeze-encoder-steps", type=int, default=0, metavar="N",
                         help="train only the depth decoder for N steps after the pose warm-up (default 0)")
     parser.add_argument("--rehearsal-data", action="append", default=None, metavar="DIR",
@@ -62,6 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
                         help="stop after N steps without a final checkpoint (simulates an interruption)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _anchor_decay_steps(args: argparse.Namespace) -> int:
+    """``--anchor-decay-steps``, by default every step after the pose warm-up (the anchor reaches 0 at the end)."""
+    if args.anchor_decay_steps is not None:
+        return int(args.anchor_decay_steps)
+    from colondepth.train.selfsup import POSE_WARMUP_STEPS
+
+    warmup = min(POSE_WARMUP_STEPS, max(1, int(args.steps) // 2))
+    return max(1, int(args.steps) - warmup)
 
 
 def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
@@ -86,8 +99,9 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
         "loss": {"smoothness_weight": float(args.smoothness), "explainability_weight": float(args.explainability)},
         "translation_normalisation": not args.no_translation_normalisation,
         "anchor_weight": float(args.anchor),
-        "anchor_decay_steps": int(args.anchor_decay_steps),
+        "anchor_decay_steps": int(_anchor_decay_steps(args)),
         "freeze_batchnorm": bool(args.freeze_batchnorm),
+        "automask": bool(args.automask),
         "freeze_encoder_steps": int(args.freeze_encoder_steps),
     }
     if args.rehearsal_weight > 0 or args.rehearsal_data:
@@ -134,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     for v in args.video:
         if not Path(v).exists():
             raise UserError(f"{v}: no such video file or frame folder; check --video")
-    if args.anchor < 0 or args.anchor_decay_steps < 0 or args.freeze_encoder_steps < 0:
+    if args.anchor < 0 or (args.anchor_decay_steps or 0) < 0 or args.freeze_encoder_steps < 0:
         raise UserError("--anchor, --anchor-decay-steps and --freeze-encoder-steps must be >= 0")
     if args.rehearsal_weight < 0 or (args.rehearsal_weight > 0) != bool(args.rehearsal_data):
         raise UserError("--rehearsal-weight W (> 0) and --rehearsal-data DIR go together; pass both or neither")

@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", nargs=4, type=int, default=None, metavar=("X", "Y", "W", "H"),
                         help="video only: keep columns [X, X+W) and rows [Y, Y+H) (e.g. 0 0 192 192)")
     parser.add_argument("--format", default="colondepth", help="dataset layout of --sequence (default colondepth)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N for the networks (default: CUDA when available)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -75,12 +76,15 @@ def run(args: argparse.Namespace) -> int:
     elif args.intrinsics is not None or args.crop is not None:
         raise UserError("--intrinsics and --crop apply to --video only; a sequence carries its own intrinsics")
     seq = _open_input(args)
+    from colondepth.io import check_output_dir
+
+    check_output_dir(args.out)
     depth = args.depth or ("gt" if seq.has_depth else "predicted")
     poses = args.poses or ("gt" if seq.has_poses else "predicted")
     cfg = ReconstructionConfig(depth=depth, poses=poses, voxel_mm=args.voxel_mm, trunc_mm=args.trunc_mm,
                                frames=frames, min_depth_mm=args.min_depth_mm, max_depth_mm=args.max_depth_mm,
                                depth_tol_mm=args.depth_tol_mm, checkpoint=args.checkpoint,
-                               metric_samples_per_mm2=args.metric_samples_per_mm2)
+                               metric_samples_per_mm2=args.metric_samples_per_mm2, device=args.device)
     report = reconstruct_sequence(seq, args.out, cfg, progress=not args.no_progress)
     cov = report["coverage"]
     print(f"{seq.name}: {report['frames']['integrated']} frames fused at {cfg.voxel_mm} mm -> "

@@ -58,6 +58,7 @@ class ReconstructionConfig:
     depth_tol_rel: float = 0.03
     coverage_max_edge_mm: float = 2.0
     max_points: int = 200_000
+    device: Optional[str] = None  # torch device for the networks (None: CUDA when available)
     point_stride: int = 2
     max_blocks: int = 1_000_000
     max_dense_voxels: int = 64 * 1024 ** 2
@@ -136,11 +137,11 @@ class _FrameSource:
         if cfg.depth == "predicted" and depth_predictor is None:
             from colondepth.infer.predictor import DepthPredictor
 
-            depth_predictor = DepthPredictor.from_checkpoint(cfg.checkpoint)
+            depth_predictor = DepthPredictor.from_checkpoint(cfg.checkpoint, device=cfg.device)
         if cfg.poses == "predicted" and pose_estimator is None:
             from colondepth.recon.poses import load_pose_estimator
 
-            pose_estimator = load_pose_estimator(cfg.checkpoint)
+            pose_estimator = load_pose_estimator(cfg.checkpoint, device=cfg.device)
         self.depth_predictor, self.pose_estimator = depth_predictor, pose_estimator
 
     def __iter__(self):
