@@ -234,6 +234,24 @@ def real_proxies(ckpts: dict, pose_path: Path, data) -> dict:
     return {k: {m: float(np.mean(v)) for m, v in r.items()} | {"snippets": len(data)} for k, r in out.items()}
 
 
+def batchnorm_check(ckpt: Path, data, n: int = 16) -> dict:
+    """Median predicted depth (mm) of ``ckpt`` on the first ``n`` held-out real targets, with BatchNorm in eval
+    mode (running statistics) and in train mode (statistics of this batch): a large gap means fine-tuning in
+    train mode starts from a different depth scale than the one the pose warm-up saw."""
+    import torch
+
+    from colondepth.train.checkpoint import load_checkpoint
+
+    net = load_checkpoint(ckpt)[0]
+    x = torch.stack([data[i]["target"] for i in range(min(n, len(data)))])
+    with torch.no_grad():
+        net.eval()
+        d_eval = float(net(net.normalise(x))[0].median())
+        net.train()
+        d_train = float(net(net.normalise(x))[0].median())
+    return {"median_depth_eval_mm": d_eval, "median_depth_train_mode_mm": d_train, "frames": int(len(x))}
+
+
 def real_figure(ckpts: dict, pose_path: Path, video: Path, out_png: Path, size: int, frames=(20, 120, 250, 380)) -> None:
     """Rows: frame, each model's depth (mm), each model's photometric error map (same poses)."""
     import matplotlib
@@ -477,7 +495,9 @@ def main() -> int:
             pose_path = real_dir / "checkpoints" / "pose_net_ft.pt"
             ckpts = {"supervised": sup, "fine-tuned": real}
             _log("label-free checks on held-out real snippets")
-            results["real"] = real_proxies(ckpts, pose_path, real_heldout(video, size))
+            held = real_heldout(video, size)
+            results["real"] = real_proxies(ckpts, pose_path, held)
+            results["real_batchnorm"] = batchnorm_check(sup, held)
             png = work / f"finetune_real_{tag}.png"
             real_figure(ckpts, pose_path, video, png, size)
             results["real_preview"] = str(png)
@@ -506,6 +526,10 @@ def main() -> int:
         for name, r in results["real"].items():
             print(f"| {name} | {r['photometric']:.4f} | {r['rim_over_centre']:.3f} | {r['dark_far']:.3f} | "
                   f"{100 * r['changed']:.1f} % |")
+        bn = results["real_batchnorm"]
+        print(f"\nsupervised model on {bn['frames']} held-out real frames: median depth "
+              f"{bn['median_depth_eval_mm']:.1f} mm (BatchNorm eval mode), {bn['median_depth_train_mode_mm']:.1f} mm "
+              f"(train mode)")
         print(f"\npreview: {results['real_preview']}")
     print(f"\nvariant {tag}: {json.dumps(extra)}")
     print(f"\nclassical VO failed pairs: {pose['classical']['failed_pairs']}; total {results['seconds']} s; "

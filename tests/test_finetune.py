@@ -154,7 +154,7 @@ def test_stage_kind_validates_against_ground_truth(tmp_path):
     fixtures = Path(__file__).resolve().parent / "fixtures" / "c3vd"
     cur = parse_curriculum({
         "name": "t", "model": {"input_size": [32, 32], "encoder_channels": TINY["encoder_channels"],
-                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": norm},
+                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": "group"},
         "stages": [{"name": "ss", "kind": "self_supervised", "init_from": "none.pt",
                     "sources": [{"path": str(fixtures), "format": "c3vd"}], "budget": {"steps": 10},
                     "loss": {"explainability_weight": 0.1}}],

@@ -18,7 +18,11 @@ Step
     explainability masks from a :class:`~colondepth.models.pose_net.PoseNet`; loss =
     ``(ssim_weight + l1_weight) * photometric`` (min reprojection, auto-mask, brightness alignment,
     specular and FOV masks; :func:`colondepth.losses.photometric.photometric_loss`) +
-    ``smoothness_weight * sum_s edge_aware_smoothness_s / 2**s`` + ``explainability_weight * BCE(masks, 1)``.
+    ``smoothness_weight * sum_s edge_aware_smoothness_s / 2**s`` + ``explainability_weight * BCE(masks, 1)``;
+    after the pose warm-up, optionally + ``w_anchor(t) * log_depth_anchor_loss(depth, initial model's depth)``
+    (``anchor_weight``, linear decay over ``anchor_decay_steps``) and + ``rehearsal.weight * supervised loss``
+    of a synthetic batch with depth (``rehearsal``).  ``freeze_batchnorm`` keeps the depth network's BatchNorm
+    layers in eval mode; ``freeze_encoder_steps`` trains only the decoder for the first joint steps.
 
 Scale
     Photometric losses cannot see a joint scaling of depth and translation.  To keep the metric scale the
