@@ -9,8 +9,6 @@ dataset, a real 32x32 checkpoint, a real 4-frame mp4) with one realistic mistake
 * the command's final-named output (dataset, run checkpoint, predictions, JSON table, reconstruction)
   does not exist afterwards.
 
-Cases that fail because of code owned elsewhere are marked ``xfail(strict=True)`` with the reason, so a
-fix there turns them into a visible XPASS failure and the marker gets removed.
 """
 
 from __future__ import annotations
@@ -461,22 +459,17 @@ def test_finetune_bad_counts(fx, tmp_path, capsys):
     fails_cleanly(capsys, _finetune(fx, out, "--batch-size", "0"), "--batch-size 0", absent=[out])
 
 
-@pytest.mark.xfail(strict=True, reason="colondepth/commands/finetune.py: --lr/--frame-skip/--checkpoint-every are "
-                   "validated through the generated finetune.curriculum.yaml, so the message names that file and "
-                   "'stages.0.optimizer.lr' instead of the flag")
 def test_finetune_bad_flag_values_name_the_flag(fx, tmp_path, capsys):
     out = tmp_path / "ft"
     fails_cleanly(capsys, _finetune(fx, out, "--lr", "-1"), "--lr -1", absent=[out])
+    fails_cleanly(capsys, _finetune(fx, out, "--frame-skip", "0"), "--frame-skip 0", absent=[out])
+    fails_cleanly(capsys, _finetune(fx, out, "--checkpoint-every", "0"), "--checkpoint-every 0", absent=[out])
 
 
-@pytest.mark.xfail(strict=True, reason="colondepth/commands/finetune.py: an --out that cannot be created raises "
-                   "FileNotFoundError/PermissionError (traceback) instead of a UserError")
 def test_finetune_out_unwritable(fx, capsys):
     fails_cleanly(capsys, _finetune(fx, UNWRITABLE, "--intrinsics", fx.seq / "meta.yaml"), str(UNWRITABLE))
 
 
-@pytest.mark.xfail(strict=True, reason="colondepth/commands/finetune.py: --out that is an existing file raises "
-                   "FileExistsError from atomic_write_text (traceback) instead of a UserError")
 def test_finetune_out_is_a_file(fx, capsys):
     fails_cleanly(capsys, _finetune(fx, fx.afile), str(fx.afile), "not a folder")
 

@@ -145,6 +145,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps {args.steps}: must be a positive number of optimizer steps")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size {args.batch_size}: must be positive")
+    if not args.lr > 0:
+        raise UserError(f"--lr {args.lr:g}: the learning rate must be positive (e.g. 1e-4)")
+    if args.frame_skip < 1:
+        raise UserError(f"--frame-skip {args.frame_skip}: must be at least 1")
+    if args.checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every {args.checkpoint_every}: must be at least 1 step")
+    if args.smoothness < 0 or args.explainability < 0:
+        raise UserError("--smoothness and --explainability weights must be >= 0")
+    from colondepth.io import check_output_dir
+
+    check_output_dir(args.out)
     for v in args.video:
         if not Path(v).exists():
             raise UserError(f"{v}: no such video file or frame folder; check --video")
