@@ -26,3 +26,18 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny-tensor tests on one torch thread (restored afterwards).
+
+    OpenMP threads spin-wait; on a busy 2-core machine two threads on tiny tensors are many times slower
+    than one.  Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

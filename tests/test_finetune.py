@@ -17,13 +17,7 @@ from colondepth.models.depth_net import DepthNet, DepthNetConfig
 from colondepth.train.checkpoint import load_checkpoint, make_card, save_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on shared CPUs (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 S = 64

@@ -22,13 +22,7 @@ from colondepth.losses.photometric import (
 from colondepth.losses.smoothness import edge_aware_smoothness
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on shared CPUs (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 H, W = 48, 64

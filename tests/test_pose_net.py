@@ -13,13 +13,7 @@ from colondepth.losses.photometric import PhotometricOptions, explainability_reg
 from colondepth.models.pose_net import PoseNet, PoseNetConfig, build_pose_net
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on shared CPUs (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 H, W = 32, 32
