@@ -54,3 +54,17 @@ def _with_fake(parser, fn):
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 1
     assert "usage" in capsys.readouterr().out
+
+
+def test_threads_option(capsys):
+    import torch
+
+    assert cli.main(["--threads", "0", "synth", "--recipe", "x.yaml", "--out", "y"]) == 2
+    assert capsys.readouterr().err == "error: --threads 0: must be at least 1\n"
+    n = torch.get_num_threads()
+    try:
+        # a valid value is applied before the command runs (the command then fails on its missing recipe)
+        assert cli.main(["--threads", "1", "synth", "--recipe", "missing.yaml", "--out", "y"]) == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(n)
