@@ -252,8 +252,13 @@ def batchnorm_check(ckpt: Path, data, n: int = 16) -> dict:
     return {"median_depth_eval_mm": d_eval, "median_depth_train_mode_mm": d_train, "frames": int(len(x))}
 
 
-def real_figure(ckpts: dict, pose_path: Path, video: Path, out_png: Path, size: int, frames=(20, 120, 250, 380)) -> None:
-    """Rows: frame, each model's depth (mm), each model's photometric error map (same poses)."""
+def real_figure(ckpts: dict, pose_path: Path, video: Path, out_png: Path, size: int, frames=(20, 120, 250, 380),
+                show_frames: bool = False) -> None:
+    """Rows: [frame,] each model's depth (mm), each model's photometric error map (same poses).
+
+    The video frames themselves are left out unless ``show_frames``: the sample video's licence does not allow
+    redistributing it, and the figures in docs/ are shared with the repository.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,13 +277,15 @@ def real_figure(ckpts: dict, pose_path: Path, video: Path, out_png: Path, size: 
     ds = SnippetDataset([seq], [Snippet(0, (f - 1, f, f + 1), 1) for f in frames], ImageSize(size, size))
     pose_net, t_norm = load_pose_net(pose_path)
     nets = {k: load_checkpoint(p)[0].eval() for k, p in ckpts.items()}
-    rows = 1 + 2 * len(nets)
-    fig, ax = plt.subplots(rows, len(frames), figsize=(2.2 * len(frames), 2.15 * rows))
+    top = 1 if show_frames else 0
+    rows = top + 2 * len(nets)
+    fig, ax = plt.subplots(rows, len(frames), figsize=(2.2 * len(frames), 2.15 * rows), squeeze=False)
     opts = PhotometricOptions(automask=False)
     for c, f in enumerate(frames):
         rgb = seq.rgb(f)
-        ax[0, c].imshow(rgb)
-        ax[0, c].set_title(f"frame {f}", fontsize=8)
+        if show_frames:
+            ax[0, c].imshow(rgb)
+            ax[0, c].set_title(f"frame {f}", fontsize=8)
         b = ds[c]
         tgt, src, K, fov = b["target"][None], b["sources"][None], b["K"][None], b["fov_mask"][None]
         with torch.no_grad():
@@ -289,22 +296,23 @@ def real_figure(ckpts: dict, pose_path: Path, video: Path, out_png: Path, size: 
             for r, (k, net) in enumerate(nets.items()):
                 d = net.predict_depth(x)[0, 0].numpy()
                 d = np.where(seq.fov_mask, d, np.nan)
-                im = ax[1 + r, c].imshow(d, cmap="magma_r")
-                fig.colorbar(im, ax=ax[1 + r, c], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+                im = ax[top + r, c].imshow(d, cmap="magma_r")
+                fig.colorbar(im, ax=ax[top + r, c], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
                 ds_small = net(net.normalise(tgt))[0]
                 _, info = photometric_loss(tgt, src, [ds_small], pose, K, fov_mask=fov, options=opts)
                 err, valid, _ = _per_source_errors(tgt, src, ds_small, pose, K, opts, info["mask"],
                                                    source_fov=fov)
                 err = torch.where(valid, err, torch.full_like(err, np.inf)).min(1)[0]
                 e = np.where(info["mask"][0, 0].numpy(), err[0].numpy(), np.nan)
-                im = ax[1 + len(nets) + r, c].imshow(e, cmap="viridis", vmin=0, vmax=0.15)
-                fig.colorbar(im, ax=ax[1 + len(nets) + r, c], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+                im = ax[top + len(nets) + r, c].imshow(e, cmap="viridis", vmin=0, vmax=0.15)
+                fig.colorbar(im, ax=ax[top + len(nets) + r, c], fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
     for r in range(rows):
         for c in range(len(frames)):
             ax[r, c].axis("off")
     for r, k in enumerate(nets):
-        ax[1 + r, 0].set_title(f"{k}: depth (mm)", fontsize=8, loc="left")
-        ax[1 + len(nets) + r, 0].set_title(f"{k}: photometric error", fontsize=8, loc="left")
+        ax[top + r, 0].set_title(f"{k}: depth (mm)" + ("" if show_frames else f" — frames {', '.join(map(str, frames))}"),
+                                 fontsize=8, loc="left")
+        ax[top + len(nets) + r, 0].set_title(f"{k}: photometric error", fontsize=8, loc="left")
     fig.tight_layout()
     from colondepth.io import atomic_path
 
@@ -388,6 +396,9 @@ def main() -> int:
     ap.add_argument("--ft-steps", type=int, default=None, help="fine-tuning steps (quick 300, full 2000)")
     ap.add_argument("--shifted", default="L5_tortuous.yaml", help="recipe of the shifted level")
     ap.add_argument("--real", action="store_true", help="also fine-tune on the real video and save previews")
+    ap.add_argument("--figure-frames", action="store_true",
+                    help="include the video frames in the preview (for local use: the sample's licence forbids "
+                         "redistributing them)")
     ap.add_argument("--anchor", type=float, default=None, metavar="W",
                     help="stage anchor_weight (scale-invariant log-depth anchor to the supervised model)")
     ap.add_argument("--anchor-decay-steps", type=int, default=None, metavar="N", help="stage anchor_decay_steps")
@@ -499,7 +510,7 @@ def main() -> int:
             results["real"] = real_proxies(ckpts, pose_path, held)
             results["real_batchnorm"] = batchnorm_check(sup, held)
             png = work / f"finetune_real_{tag}.png"
-            real_figure(ckpts, pose_path, video, png, size)
+            real_figure(ckpts, pose_path, video, png, size, show_frames=args.figure_frames)
             results["real_preview"] = str(png)
         else:
             _log(f"{video} not found: skipping --real")
