@@ -509,7 +509,7 @@ class TestPages:
         assert not at.exception
         m = _metrics(at)
         assert m["abs_rel (frame)"] == "0.0500" and m["rmse mm (frame)"] == "5.000"
-        assert "frame 2 / 4" in at.image[0].captions[0]
+        assert "frame 2 of 0–4" in at.image[0].captions[0]
 
     def test_sequence_frame_from_link(self, app_root, monkeypatch):
         at = _app(app_root, monkeypatch)

@@ -110,7 +110,7 @@ if pred is not None and gt is not None:
 scaled = st.session_state.get("scale_display", True) and metrics is not None
 vmin, vmax = appdata.depth_display_range(gt if gt is not None else pred)
 cols = st.columns(4)
-cols[0].image(appdata.upscale_nearest(rgb, 256), caption=f"RGB, frame {i} / {n - 1}")
+cols[0].image(appdata.upscale_nearest(rgb, 256), caption=f"RGB, frame {i} of 0–{n - 1}")
 if pred is not None:
     shown = pred * np.float32(metrics["scale"]) if scaled else pred
     if gt is None:
