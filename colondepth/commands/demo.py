@@ -123,12 +123,12 @@ def run(args: argparse.Namespace) -> int:
         step.run(f"generate synthetic level {level}",
                  ["synth", "--recipe", str(REPO_ROOT / recipe), "--out", str(d), "--sequences",
                   str(args.sequences), "--frames", str(args.frames), "--size", str(h), str(w), "--seed", "0"],
-                 done_marker=d / "dataset.yaml")
+                 done_marker=d / f"seq_{args.sequences - 1:05d}" / "meta.yaml")  # sequences appear in order
     test = out / "test_L5"
     step.run("generate held-out test set (L5, unseen seed)",
              ["synth", "--recipe", str(REPO_ROOT / LEVELS[-1][1]), "--out", str(test), "--sequences", "1",
               "--frames", str(2 * args.frames), "--size", str(h), str(w), "--seed", "1000"],
-             done_marker=test / "dataset.yaml")
+             done_marker=test / "seq_00000" / "meta.yaml")
 
     # 2. curriculum training.
     run_dir = out / "runs" / "curriculum"
