@@ -108,6 +108,26 @@ def require_dir(path: str | os.PathLike, what: str, fix: str) -> Path:
     return p
 
 
+def load_yaml(path: str | os.PathLike, fix: str = "fix the syntax"):
+    """Parse the YAML file ``path``; a syntax error becomes one UserError line naming the file and position.
+
+    The message reads ``<path>: not valid YAML at line L, column C (<problem>); <fix>``: the parser's
+    multi-line dump is not pasted in.  Callers check existence first (their messages name their own flag).
+    """
+    import yaml
+
+    from colondepth.errors import UserError
+
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise UserError(f"{p}: not valid YAML{where} ({problem}); {fix}") from None
+
+
 def ensure_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Create the output folder ``path`` (and parents) or raise a one-line UserError naming ``flag``.
 

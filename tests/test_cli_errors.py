@@ -292,7 +292,7 @@ def test_train_curriculum_path_mistakes(fx, tmp_path, capsys):
 def test_train_bad_curriculum(fx, tmp_path, capsys, case):
     text = fx.curriculum.read_text()
     body, names = {
-        "syntax": ("name: x\nstages: [\n", ["not valid YAML (line 3)", "fix the syntax"]),
+        "syntax": ("name: x\nstages: [\n", ["not valid YAML at line 3", "fix the syntax"]),
         "unknown top key": (text + "\nlearning_rate: 0.1\n", ["learning_rate", "Extra inputs"]),
         "unknown stage key": (text.replace("batch_size: 4", "batchsize: 4", 1), ["stages.0.batchsize"]),
         "negative batch": (text.replace("batch_size: 4", "batch_size: -4", 1),

@@ -104,7 +104,7 @@ def test_file_errors(tmp_path):
         load_curriculum(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(UserError, match=r"bad.yaml: not valid YAML \(line"):
+    with pytest.raises(UserError, match=r"bad.yaml: not valid YAML at line"):
         load_curriculum(bad)
     bad.write_text("- a list\n")
     with pytest.raises(UserError, match="must be a YAML mapping"):

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from colondepth.errors import UserError
-
+    from colondepth.io import ensure_output_dir
     from colondepth.train.config import load_curriculum
 
     # every argument is checked before anything is written or deleted, so a typo fails in seconds
@@ -106,14 +106,11 @@ def run(args: argparse.Namespace) -> int:
     if not curriculum.is_file():
         raise UserError(f"{curriculum}: curriculum not found; pass --curriculum with a YAML from curricula/")
     load_curriculum(curriculum)  # syntax and keys, before any data is generated
-    if out.exists() and not out.is_dir():
+    if out.exists() and not out.is_dir():  # before --fresh deletes anything
         raise UserError(f"--out {out}: exists and is not a folder; choose another --out")
     if args.fresh and out.exists():
         shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable --out") from None
+    ensure_output_dir(out, "--out")
     step = _Step(out)
     data = out / "data"
 

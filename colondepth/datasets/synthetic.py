@@ -77,19 +77,14 @@ def _read_png(path: Path, want: str, shape: tuple[int, int]) -> np.ndarray:
 
 def read_meta(seq_dir: str | Path) -> SequenceMeta:
     """Read and validate ``seq_dir/meta.yaml``; one-line UserError on a missing or corrupt file."""
-    import yaml
+    from colondepth.io import load_yaml
 
     path = Path(seq_dir) / "meta.yaml"
     if not path.is_file():
         raise UserError(f"{path}: not found; {Path(seq_dir)} is not a finished sequence folder, {_REGEN}")
+    data = load_yaml(path, fix=_REGEN)
     try:
-        data = yaml.safe_load(path.read_text())
         return SequenceMeta.model_validate(data)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', None) or type(exc).__name__}); "
-                        f"{_REGEN}") from None
     except ValidationError as exc:
         errs = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
         raise UserError(f"{path}: invalid meta.yaml ({errs}); {_REGEN}") from None

@@ -23,7 +23,7 @@ from colondepth import __version__
 from colondepth.conventions import CONVENTIONS_VERSION, ImageSize
 from colondepth.errors import UserError
 from colondepth.geometry.camera import PinholeIntrinsics
-from colondepth.io import atomic_dir
+from colondepth.io import atomic_dir, ensure_output_dir
 from colondepth.synth.recipe import Recipe, as_recipe, recipe_to_dict, sample_recipe
 from colondepth.synth.writer import (
     DATASET_FORMAT, DATASET_FORMAT_VERSION, BackgroundWriter, VideoWriter, dump_yaml, encode_depth, frame_name,
@@ -285,13 +285,7 @@ def generate_dataset(recipe_path_or_obj, out_dir, sequences: int, frames: int, s
     if workers < 1:
         raise UserError(f"--workers {workers}: must be at least 1")
     si, sn = _parse_shard(shard)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot create the dataset folder ({exc.strerror}); choose a writable --out") from None
+    out = ensure_output_dir(out_dir, "--out")
     _write_dataset_yaml(out, dataset_info(recipe, seed, sequences, frames))
 
     mine = [i for i in range(sequences) if i % sn == si]

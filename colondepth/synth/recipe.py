@@ -288,20 +288,14 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe YAML file (e.g. ``synth/L3_haustra.yaml``)."""
-    import yaml
+    from colondepth.io import load_yaml
 
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{p}: is a folder, not a recipe file; pass --recipe with one of synth/*.yaml")
     if not p.is_file():
         raise UserError(f"{p}: recipe file not found; pass --recipe with one of synth/*.yaml")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(f"{p}: not valid YAML{where} ({getattr(exc, 'problem', None) or type(exc).__name__}); "
-                        f"fix the syntax") from None
+    data = load_yaml(p)
     return recipe_from_dict(data, source=str(p))
 
 

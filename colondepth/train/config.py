@@ -341,19 +341,14 @@ def parse_curriculum(data: dict, source: str | Path = "<curriculum>") -> Curricu
 
 def load_curriculum(path: str | Path) -> Curriculum:
     """Read and validate a curriculum YAML file."""
-    import yaml
+    from colondepth.io import load_yaml
 
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{p}: is a folder, not a curriculum file; pass --curriculum with a YAML from curricula/")
     if not p.is_file():
         raise UserError(f"{p}: curriculum file not found; pass --curriculum with a YAML from curricula/")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UserError(f"{p}: not valid YAML{where}; fix the syntax") from None
+    data = load_yaml(p)
     return parse_curriculum(data, p)
 
 
