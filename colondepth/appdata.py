@@ -871,16 +871,22 @@ def probe_video(path: str | os.PathLike) -> dict:
 
 def reconstruct_command(root: str | os.PathLike, source: str | os.PathLike, out_name: Optional[str] = None,
                         depth: str = "predicted", poses: Optional[str] = None,
-                        checkpoint: Optional[str | os.PathLike] = None) -> tuple[list[str], Path]:
+                        checkpoint: Optional[str | os.PathLike] = None,
+                        intrinsics: Optional[str | os.PathLike] = None,
+                        crop=None) -> tuple[list[str], Path]:
     """The ``colondepth reconstruct`` command line for a video file or sequence folder inside ``root``.
 
     Returns ``(argv, out_dir)`` with ``out_dir = ROOT/reconstructions/<out_name or source stem>``.
-    Ground-truth depth/poses are only offered for sequence folders.
+    Ground-truth depth/poses are only offered for sequence folders.  ``intrinsics`` (a YAML/JSON camera
+    file inside the root, read by :func:`colondepth.datasets.video.load_intrinsics`) and ``crop``
+    (``"X Y W H"`` or four integers) apply to a video only.
 
     Raises
     ------
     UserError
-        ``source`` is outside the root, missing, or neither a video file nor a sequence folder.
+        ``source`` is outside the root, missing, or neither a video file nor a sequence folder; the
+        intrinsics file is outside the root or invalid; the crop is malformed; intrinsics or a crop
+        are given for a sequence folder (it carries its own camera).
     """
     src = safe_path(root, source)
     if src.is_dir():
@@ -895,6 +901,23 @@ def reconstruct_command(root: str | os.PathLike, source: str | os.PathLike, out_
             raise UserError(f"{source}: a video has no ground truth; use predicted depth and poses")
     else:
         raise UserError(f"{source}: no such file or folder inside the app root")
+    extra: list[str] = []
+    intrinsics = str(intrinsics).strip() if intrinsics is not None else ""
+    crop = crop.strip() if isinstance(crop, str) else crop
+    if (intrinsics or crop) and flag != "--video":
+        raise UserError(f"{source}: a sequence folder carries its own camera; intrinsics and crop apply to "
+                        "videos only")
+    if intrinsics:
+        from colondepth.datasets.video import load_intrinsics
+
+        k_path = safe_path(root, intrinsics)
+        load_intrinsics(k_path)  # a bad file is reported here, in one line
+        extra += ["--intrinsics", str(k_path)]
+    if crop:
+        from colondepth.datasets.video import Crop
+
+        c = Crop.parse(crop)
+        extra += ["--crop", str(c.x), str(c.y), str(c.width), str(c.height)]
     name = _SAFE_NAME.sub("_", out_name or src.stem).strip("._") or "recon"
     out_dir = safe_path(root, Path("reconstructions") / name)
     argv = [sys.executable, "-m", "colondepth.cli", "reconstruct", flag, str(src), "--out", str(out_dir),
@@ -903,7 +926,7 @@ def reconstruct_command(root: str | os.PathLike, source: str | os.PathLike, out_
         argv += ["--poses", poses]
     if checkpoint:
         argv += ["--checkpoint", str(safe_path(root, checkpoint))]
-    return argv, out_dir
+    return argv + extra, out_dir
 
 
 _PCT = re.compile(r"(\d{1,3})%\|")

@@ -426,6 +426,25 @@ class TestNewVideo:
         with pytest.raises(UserError, match="no such file"):
             appdata.reconstruct_command(app_root, "missing.mp4")
 
+    def test_reconstruct_command_camera(self, tmp_path):
+        root = tmp_path / "root"
+        root.mkdir()
+        (root / "clip.mp4").write_bytes(b"x")
+        (root / "scope.yaml").write_text("model: fisheye\nwidth: 64\nheight: 48\nfx: 30\nfy: 30\ncx: 31.5\n"
+                                         "cy: 23.5\nk1: 0.01\nk2: 0\nk3: 0\nk4: 0\n")
+        argv, _ = appdata.reconstruct_command(root, "clip.mp4", intrinsics="scope.yaml", crop="0 0 40 40")
+        assert argv[argv.index("--intrinsics") + 1] == str((root / "scope.yaml").resolve())
+        assert argv[argv.index("--crop") + 1:argv.index("--crop") + 5] == ["0", "0", "40", "40"]
+        argv, _ = appdata.reconstruct_command(root, "clip.mp4", intrinsics=" ", crop="")
+        assert "--intrinsics" not in argv and "--crop" not in argv
+        (root / "bad.yaml").write_text("width: 64\nheight: 48\nfx: -30\nfy: 30\ncx: 31.5\ncy: 23.5\n")
+        with pytest.raises(UserError, match="bad.yaml: fx: -30 must be a positive focal length"):
+            appdata.reconstruct_command(root, "clip.mp4", intrinsics="bad.yaml")
+        with pytest.raises(UserError, match="outside the app root"):
+            appdata.reconstruct_command(root, "clip.mp4", intrinsics="../scope.yaml")
+        with pytest.raises(UserError, match="expected four integers"):
+            appdata.reconstruct_command(root, "clip.mp4", crop="0 0 40")
+
     def test_parse_progress(self):
         assert appdata.parse_progress("a:  10%|#  | 1/10 [00:00<?]\rb:  30%|### | 3/10 [00:01<00:02]") == \
             pytest.approx(0.3)
@@ -647,6 +666,23 @@ class TestPages:
         assert (root / "uploads" / "my_clip.mp4").read_bytes() == data
         assert not at.button(key="go").disabled
         assert at.selectbox(key="depth").options == ["predicted"]  # a video has no ground truth
+
+    def test_new_video_intrinsics_and_crop_fields(self, tmp_path, monkeypatch):
+        root = tmp_path / "root"
+        root.mkdir()
+        iio.imwrite(root / "clip.mp4", np.zeros((3, 32, 48, 3), np.uint8), fps=5, codec="libx264")
+        (root / "bad.yaml").write_text("width: 48\nheight: 32\nfx: 20\nfy: 20\ncx: 23.5\ncy: 15.5\nk1: 0.1\n")
+        at = _app(root, monkeypatch)
+        at.switch_page("views/new_video.py").run()
+        at.text_input(key="source_path").set_value("clip.mp4").run()
+        assert not at.error and not at.button(key="go").disabled
+        at.text_input(key="intrinsics_path").set_value("bad.yaml").run()
+        assert "without model: fisheye" in at.error[0].value and at.button(key="go").disabled
+        at.text_input(key="intrinsics_path").set_value("").run()
+        at.text_input(key="crop").set_value("0 0 32").run()
+        assert "expected four integers" in at.error[0].value and at.button(key="go").disabled
+        at.text_input(key="crop").set_value("0 0 32 32").run()
+        assert not at.error and not at.button(key="go").disabled
 
     def test_new_video_runs_reconstruct(self, app_root, monkeypatch, tmp_path):
         """The button runs the reconstruct command; a stand-in command reports progress and an error."""

@@ -413,6 +413,52 @@ def test_predict_bad_values_and_outputs(fx, tmp_path, capsys):
     assert sorted(p.name for p in fx.frames.iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
 
 
+#: Intrinsics files with one mistake each, for 32x32 fixture frames: (text or None for a missing file, phrases).
+_K32 = "width: 32\nheight: 32\nfx: 20\nfy: 20\ncx: 15.5\ncy: 15.5\n"
+BAD_INTRINSICS = {
+    "missing file": (None, ["intrinsics file not found", "width height fx fy cx cy"]),
+    "missing key": (_K32.replace("cy: 15.5\n", ""), ["lack cy"]),
+    "negative focal length": (_K32.replace("fx: 20", "fx: -20"), ["fx: -20", "positive focal length"]),
+    "not a number": (_K32.replace("fy: 20", "fy: twenty"), ["fy: 'twenty'", "not a number"]),
+    "size of other frames": (_K32.replace("width: 32", "width: 64"),
+                             ["intrinsics are for 64x32 but the frames are 32x32", "width and height"]),
+    "fisheye coefficients without the model": (_K32 + "k1: 0.1\nk2: 0\nk3: 0\nk4: 0\n",
+                                               ["k1, k2, k3, k4", "without model: fisheye"]),
+    "fisheye without k4": (_K32 + "model: fisheye\nk1: 0.1\nk2: 0\nk3: 0\n", ["model: fisheye lacks k4"]),
+    "unknown model": (_K32 + "model: scaramuzza\n", ["model: 'scaramuzza'", "model: fisheye"]),
+}
+
+
+def _intrinsics_file(tmp_path: Path, case: str) -> tuple[Path, list]:
+    text, names = BAD_INTRINSICS[case]
+    path = tmp_path / "scope.yaml"
+    if text is not None:
+        path.write_text(text)
+    return path, names
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INTRINSICS))
+def test_predict_bad_intrinsics(fx, tmp_path, capsys, case):
+    kfile, names = _intrinsics_file(tmp_path, case)
+    out = tmp_path / "pred"
+    for inp in (fx.png, fx.video, fx.frames):
+        fails_cleanly(capsys, _predict(fx, inp, out, "--intrinsics", kfile), str(kfile), *names, absent=[out])
+
+
+@pytest.mark.parametrize("case", ["size of other frames", "fisheye coefficients without the model"])
+def test_evaluate_reconstruct_finetune_bad_intrinsics(fx, tmp_path, capsys, case):
+    kfile, names = _intrinsics_file(tmp_path, case)
+    js = tmp_path / "eval.json"
+    fails_cleanly(capsys, _evaluate(fx, fx.ds, "--json", js, "--intrinsics", kfile), str(kfile), *names,
+                  absent=[js])
+    rec = tmp_path / "rec"
+    fails_cleanly(capsys, _reconstruct(rec, "--video", fx.video, "--checkpoint", fx.ckpt, "--intrinsics", kfile),
+                  str(kfile), *names, absent=[rec])
+    ft = tmp_path / "ft"
+    fails_cleanly(capsys, _finetune(fx, ft, "--intrinsics", kfile, video=fx.video), str(kfile), *names,
+                  absent=[ft / "checkpoints"])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # finetune
 # ---------------------------------------------------------------------------------------------------------

@@ -106,6 +106,24 @@ def test_predict_video(ckpt, tmp_path):
     assert np.load(out / "clip_000003_depth.npy").shape == (48, 64)
 
 
+def test_predict_with_intrinsics_files(ckpt, tmp_path):
+    """Pinhole and fisheye files (what the network sees is checked in test_intrinsics.py): depth on the input grid."""
+    import yaml
+
+    iio.imwrite(tmp_path / "wide.png", _rgb(48, 64))
+    camera = {"width": 64, "height": 48, "fx": 25.0, "fy": 25.0, "cx": 31.5, "cy": 23.5}
+    pinhole, fisheye = tmp_path / "pinhole.yaml", tmp_path / "fisheye.yaml"
+    pinhole.write_text(yaml.safe_dump(camera))
+    fisheye.write_text(yaml.safe_dump({**camera, "model": "fisheye", "k1": -0.02, "k2": 0.003, "k3": 0.0, "k4": 0.0}))
+    for kfile in (pinhole, fisheye):
+        for crop, shape in (([], (48, 64)), (["--crop", 12, 4, 40, 40], (40, 40))):
+            out = tmp_path / f"{kfile.stem}_{len(crop)}"
+            assert _predict(["--checkpoint", ckpt, "--input", tmp_path / "wide.png", "--out", out,
+                             "--intrinsics", kfile, *crop]) == 0
+            d = np.load(out / "wide_depth.npy")
+            assert d.shape == shape and np.all(np.isfinite(d)) and d.min() >= 1.0 - 1e-4 and d.max() <= 100.0 + 1e-3
+
+
 def test_predict_errors(ckpt, tmp_path, capsys):
     assert _predict(["--checkpoint", ckpt, "--input", tmp_path / "missing.png", "--out", tmp_path / "o"]) == 2
     assert "no such image, folder or video" in capsys.readouterr().err

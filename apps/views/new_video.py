@@ -56,9 +56,19 @@ for run in common.runs(str(root)):
         ckpts[common.rel(root, ck)] = ck
 ck_label = c3.selectbox("Model", list(ckpts), key="checkpoint")
 
+intrinsics, crop = "", ""
+if not is_sequence:
+    st.caption("Camera: without an intrinsics file a 140° field of view is assumed, so depth scale and geometry "
+               "are approximate. The file is YAML with `width height fx fy cx cy` (px, OpenCV) of the uncropped "
+               "frame; for a fisheye lens add `model: fisheye` and `k1 k2 k3 k4` (frames are then undistorted).")
+    k1, k2 = st.columns(2)
+    intrinsics = k1.text_input("Intrinsics file inside the root (optional)", key="intrinsics_path",
+                               placeholder="e.g. scope.yaml")
+    crop = k2.text_input("Crop X Y W H in pixels (optional)", key="crop", placeholder="e.g. 0 0 192 192")
+
 if source is not None:
     try:
-        _, planned = appdata.reconstruct_command(root, source)
+        _, planned = appdata.reconstruct_command(root, source, intrinsics=intrinsics, crop=crop)
         if planned.exists():
             st.warning(f"{common.rel(root, planned)} exists and will be replaced.")
     except UserError as exc:
@@ -68,7 +78,7 @@ st.caption("Stay on this page while it runs: leaving the page stops the run.")
 if st.button("Predict and reconstruct", type="primary", disabled=source is None, key="go"):
     try:
         argv, out_dir = appdata.reconstruct_command(root, source, depth=depth, poses=poses,
-                                                    checkpoint=ckpts[ck_label])
+                                                    checkpoint=ckpts[ck_label], intrinsics=intrinsics, crop=crop)
     except UserError as exc:
         st.error(str(exc))
         st.stop()

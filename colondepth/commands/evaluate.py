@@ -4,6 +4,9 @@ Example::
 
     colondepth evaluate --checkpoint runs/sfs/model.pt --data data/synth_L5 --json out/eval.json
     colondepth evaluate --data ../shared/data/simcol3d_sample --format simcol3d --align none
+    colondepth evaluate --data data/c3vd --format c3vd --intrinsics scope.yaml
+
+The model is given each dataset's own camera (or the ``--intrinsics`` file's).
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--constant-depth-mm", type=float, default=None, metavar="MM",
                         help="value of the constant baseline with --align none (use the training-set median depth; "
                         "default: the median of the evaluated ground truth, an oracle value)")
+    from colondepth.datasets.video import INTRINSICS_HELP
+
+    parser.add_argument("--intrinsics", default=None, metavar="FILE",
+                        help=f"camera of the dataset's frames: {INTRINSICS_HELP}; replaces the intrinsics the "
+                             "dataset carries (meta.yaml, SimCol3D cam.txt, C3VD intrinsics.yaml); fisheye frames are "
+                             "undistorted for the network and the depth is mapped back before scoring (default: the "
+                             "dataset's own; C3VD without intrinsics.yaml: a 140 degree field-of-view guess, with a "
+                             "warning)")
     parser.add_argument("--physics-gamma", type=float, default=2.2, metavar="G",
                         help="display gamma the physics baseline undoes before using brightness (default 2.2)")
 
@@ -66,7 +77,21 @@ def run(args: argparse.Namespace) -> int:
 
     from colondepth.datasets.registry import open_sequences
 
+    camera = None
+    if args.intrinsics is not None:
+        from colondepth.datasets.video import load_intrinsics
+
+        camera = load_intrinsics(args.intrinsics)
     sequences = open_sequences(args.data, args.format)
+    cameras = [seq.intrinsics for seq in sequences]
+    if camera is not None:
+        from colondepth.conventions import ImageSize
+        from colondepth.datasets.video import intrinsics_for_frames
+
+        for seq in sequences:
+            rgb = seq.rgb(0)
+            intrinsics_for_frames(camera, ImageSize(rgb.shape[0], rgb.shape[1]), source=args.intrinsics)
+        cameras = [camera] * len(sequences)
 
     from colondepth.infer.predictor import DepthPredictor
 
@@ -75,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from colondepth.eval.evaluate import evaluate_sequences, format_report, write_report_json
 
     try:
-        report = _evaluate(evaluate_sequences, sequences, predictor, args)
+        report = _evaluate(evaluate_sequences, sequences, predictor, args, cameras)
     except UserError as exc:
         if str(exc).startswith("no evaluated frame"):
             raise UserError(f"{args.data}: {exc}; check that its depth maps hold non-zero depth") from None
@@ -84,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(args.checkpoint) if args.checkpoint else "default",
         "data": str(args.data),
         "format": args.format,
+        "intrinsics": str(args.intrinsics) if args.intrinsics else "dataset",
     }
     print(format_report(report), end="")
     if args.json:
@@ -92,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(evaluate_sequences, sequences, predictor, args):
+def _evaluate(evaluate_sequences, sequences, predictor, args, cameras=None):
     return evaluate_sequences(
         sequences,
         predictor.predict_batch,
@@ -103,4 +129,5 @@ def _evaluate(evaluate_sequences, sequences, predictor, args):
         batch_size=args.batch_size,
         constant_mm=args.constant_depth_mm,
         physics_kwargs={"gamma": args.physics_gamma},
+        cameras=cameras,
     )

@@ -9,6 +9,8 @@ Example::
 It writes a one-stage curriculum (``kind: self_supervised``) to ``RUN/finetune.curriculum.yaml`` and runs it
 with the curriculum runner, so checkpoints, ``--resume``, progress bars, metrics and the NaN stop behave as
 for ``colondepth train``.  The model architecture is taken from the ``--init`` checkpoint's model card.
+With ``--intrinsics`` (see :func:`colondepth.datasets.video.load_intrinsics`) a fisheye video is undistorted
+to a pinhole camera before training, as ``predict`` does before the network.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder: checkpoints/, metrics.jsonl")
     parser.add_argument("--crop", nargs=4, type=int, default=None, metavar=("X", "Y", "W", "H"),
                         help="region of interest in source pixels (e.g. 0 0 192 192 for a side-by-side video)")
+    from colondepth.datasets.video import INTRINSICS_HELP
+
     parser.add_argument("--intrinsics", default=None, metavar="FILE",
-                        help="YAML/JSON with fx fy cx cy width height of the uncropped frame "
-                             "(default: a 140 degree field-of-view guess, with a warning)")
+                        help=f"camera of the videos: {INTRINSICS_HELP}; fisheye frames are undistorted to a "
+                             "pinhole camera before training (default: a 140 degree field-of-view guess, with a "
+                             "warning)")
     parser.add_argument("--steps", type=int, default=1000, metavar="N", help="optimizer steps (default 1000)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="B", help="snippets per step (default 4)")
     parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
@@ -166,8 +171,10 @@ def run(args: argparse.Namespace) -> int:
     for d in args.rehearsal_data or []:
         if not (Path(d) / "dataset.yaml").is_file():
             raise UserError(f"{d}: not a synthetic dataset (no dataset.yaml); make one with 'colondepth synth'")
-    if args.intrinsics is not None and not Path(args.intrinsics).is_file():
-        raise UserError(f"{args.intrinsics}: intrinsics file not found; pass a YAML/JSON with fx fy cx cy width height")
+    if args.intrinsics is not None:
+        from colondepth.datasets.video import load_intrinsics
+
+        load_intrinsics(args.intrinsics)  # a bad file fails here, in one line, before anything is written
     card = read_checkpoint(args.init)["card"]
     if "model" not in card:
         raise UserError(f"{args.init}: checkpoint has no model card; pass a checkpoint written by 'colondepth train'")

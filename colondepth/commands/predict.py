@@ -3,6 +3,10 @@
 For every frame it writes ``<stem>_depth.npy`` (float32 z-depth in mm, H x W at the input's (cropped)
 resolution) and ``<stem>_depth.png`` (a turbo colour preview, near = red, far = blue, with a colour bar
 labelled in mm).  Video frames get stems ``<video>_<frame:06d>``.
+
+``--intrinsics FILE`` gives the camera (see :func:`colondepth.datasets.video.load_intrinsics`): a fisheye
+frame is undistorted to a pinhole for the network and its depth mapped back, so the depth map is always on
+the input's pixel grid.  Without it the network assumes its own camera.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--crop", nargs=4, type=int, default=None, metavar=("X", "Y", "W", "H"),
                         help="keep columns [X, X+W) and rows [Y, Y+H) of every frame before predicting")
+    from colondepth.datasets.video import INTRINSICS_HELP
+
+    parser.add_argument("--intrinsics", default=None, metavar="FILE",
+                        help=f"camera of the frames: {INTRINSICS_HELP}; fisheye frames are undistorted for the "
+                             "network and the depth is mapped back to their pixel grid (default: none; the network "
+                             "assumes its own camera)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
     parser.add_argument("--no-png", action="store_true", help="write only the .npy depth maps")
@@ -88,8 +98,11 @@ def _read_image(path):
     return np.ascontiguousarray(img)
 
 
-def iter_frames(path, crop=None):
+def iter_frames(path, crop=None, check_size=None):
     """Yield ``(stem, (H, W, 3) uint8 RGB)`` for an image, a folder of images or a video; and a frame count.
+
+    ``check_size(size, source)``, when given, is called with the :class:`ImageSize` of every uncropped
+    frame and its file (it raises a :class:`UserError` for a frame the camera does not fit).
 
     Returns ``(count or None, generator)``.
     """
@@ -103,11 +116,14 @@ def iter_frames(path, crop=None):
         raise UserError(f"{p}: no such image, folder or video; check --input")
 
     def cropped(img, source):
-        if crop is None:
-            return img
         from colondepth.conventions import ImageSize
 
-        crop.check_inside(ImageSize(img.shape[0], img.shape[1]), source)
+        full = ImageSize(img.shape[0], img.shape[1])
+        if check_size is not None:
+            check_size(full, source)
+        if crop is None:
+            return img
+        crop.check_inside(full, source)
         return crop.apply(img).copy()
 
     if p.is_dir():
@@ -169,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from colondepth.datasets.video import Crop
+    from colondepth.datasets.video import Crop, intrinsics_for_frames, load_intrinsics
     from colondepth.errors import UserError
     from colondepth.infer.predictor import DepthPredictor
     from colondepth.io import atomic_path
@@ -183,13 +199,23 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder; choose another --out")
-    count, frames = iter_frames(args.input, crop)
+    full_camera = check_size = None
+    if args.intrinsics is not None:
+        full_camera = load_intrinsics(args.intrinsics)
+
+        def check_size(full, source):  # every frame must be the size the intrinsics describe
+            intrinsics_for_frames(full_camera, full, source=args.intrinsics)
+
+    count, frames = iter_frames(args.input, crop, check_size)
     predictor = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
     frames = iter(frames)
     try:  # decode (and crop-check) the first frame before the progress bar, so early errors stay one line
         first = [next(frames)]
     except StopIteration:
         raise UserError(f"{args.input}: no frames to predict; check --input") from None
+    # the first frame passed the size and crop checks: the camera of the (cropped) frames
+    camera = None if full_camera is None else intrinsics_for_frames(full_camera, full_camera.size, crop,
+                                                                     source=args.intrinsics)
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable --out") from None
 
     def flush(batch):
-        depths = predictor.predict_batch(np.stack([f for _, f in batch]))
+        depths = predictor.predict_batch(np.stack([f for _, f in batch]), intrinsics=camera)
         for (stem, _), depth in zip(batch, depths):
             with atomic_path(out / f"{stem}_depth.npy") as tmp:
                 np.save(tmp, depth.astype(np.float32))

@@ -6,7 +6,10 @@ Examples::
     colondepth reconstruct --sequence data/synth_L1/seq_00000 --out runs/recon_pred --depth predicted \\
         --checkpoint runs/sfs/checkpoints/final.pt --frames 0:200:2
     colondepth reconstruct --video clip.mp4 --out runs/recon_video --depth predicted --poses predicted \\
-        --checkpoint runs/finetune/checkpoints/final.pt
+        --checkpoint runs/finetune/checkpoints/final.pt --intrinsics scope.yaml
+
+A fisheye ``--intrinsics`` file (``model: fisheye``) makes the frames be undistorted to a pinhole camera
+first (:func:`colondepth.datasets.video.read_video`); everything after works on that pinhole.
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="coverage occlusion tolerance in mm (default 1; the larger of this and 3%% of depth)")
     parser.add_argument("--metric-samples-per-mm2", type=float, default=20.0,
                         help="surface samples per mm^2 for the accuracy metrics (default 20)")
+    from colondepth.datasets.video import INTRINSICS_HELP
+
     parser.add_argument("--intrinsics", metavar="FILE", default=None,
-                        help="video only: YAML/JSON with fx fy cx cy width height (default: guessed field of view)")
+                        help=f"video only: camera of the frames: {INTRINSICS_HELP}; fisheye frames are undistorted "
+                             "to a pinhole camera before depth prediction and fusion (default: a 140 degree "
+                             "field-of-view guess, with a warning)")
     parser.add_argument("--crop", nargs=4, type=int, default=None, metavar=("X", "Y", "W", "H"),
                         help="video only: keep columns [X, X+W) and rows [Y, Y+H) (e.g. 0 0 192 192)")
     parser.add_argument("--format", default="colondepth", help="dataset layout of --sequence (default colondepth)")

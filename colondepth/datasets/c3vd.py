@@ -91,6 +91,9 @@ def _read_one(folder: Path, intrinsics: Optional[PinholeIntrinsics]) -> Sequence
     if intrinsics is None:
         kfile = _find_intrinsics(folder)
         intrinsics = load_intrinsics(kfile) if kfile else guess_intrinsics(size, source=str(folder))
+        if not isinstance(intrinsics, PinholeIntrinsics):
+            raise UserError(f"{kfile}: model: {intrinsics.model}; C3VD's colour frames are already undistorted, "
+                            "so give the pinhole intrinsics of those frames (width height fx fy cx cy)")
     if intrinsics.size != size:
         intrinsics = intrinsics.resized(size)
     world_from_cam = None

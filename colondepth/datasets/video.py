@@ -20,9 +20,12 @@ Frame selection
     neighbours), returning lists of frame indices for :mod:`colondepth.datasets.clips`.
 
 Intrinsics
-    :func:`load_intrinsics` reads YAML/JSON ``fx fy cx cy width height`` (pixels, OpenCV, pixel centres at
-    integers, for the *uncropped* frame); :func:`guess_intrinsics` assumes a field of view (140 degrees by
-    default) and warns that depth scale and geometry are then approximate.
+    :func:`load_intrinsics` reads YAML/JSON ``width height fx fy cx cy`` (pixels, OpenCV, pixel centres at
+    integers, for the *uncropped* frame), plus ``model: fisheye`` and ``k1 k2 k3 k4`` for a fisheye lens
+    (OpenCV fisheye / Kannala-Brandt); :func:`intrinsics_for_frames` checks them against the frames and
+    applies the crop; :func:`guess_intrinsics` assumes a field of view (140 degrees by default) and warns
+    that depth scale and geometry are then approximate.  :func:`read_video` undistorts fisheye frames to
+    the pinhole camera of :func:`colondepth.geometry.camera.fisheye_to_pinhole_maps`.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import numpy as np
 from colondepth.conventions import ImageSize
 from colondepth.datasets.base import Sequence
 from colondepth.errors import UserError
-from colondepth.geometry.camera import PinholeIntrinsics
+from colondepth.geometry.camera import FisheyeIntrinsics, Intrinsics, PinholeIntrinsics, fisheye_to_pinhole_maps
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +103,47 @@ class Crop:
 # ----------------------------------------------------------------------------------------------
 # intrinsics
 # ----------------------------------------------------------------------------------------------
-def load_intrinsics(path) -> PinholeIntrinsics:
-    """Read ``fx fy cx cy width height`` from a YAML or JSON file (pixels, OpenCV convention).
+#: The keys of an intrinsics file, for help texts and messages.
+INTRINSICS_KEYS = "width height fx fy cx cy"
+#: One-sentence description of an intrinsics file, shared by every command's ``--intrinsics`` help.
+INTRINSICS_HELP = (
+    "YAML/JSON with width height fx fy cx cy (pixels, OpenCV, pixel centres at integers) of the uncropped "
+    "frame; for a fisheye lens add model: fisheye and k1 k2 k3 k4 (OpenCV fisheye / Kannala-Brandt)"
+)
+_FISHEYE_KEYS = ("k1", "k2", "k3", "k4")
+_UNSUPPORTED_DISTORTION_KEYS = ("p1", "p2", "k5", "k6", "dist_coeffs", "distortion")
+CAMERA_MODELS = ("pinhole", "fisheye")
 
-    A nested ``intrinsics:`` mapping is accepted too.  Raises a one-line :class:`UserError` naming
-    the file and the missing key.
+
+def _number(p: Path, data: dict, key: str) -> float:
+    value = data[key]
+    if isinstance(value, bool) or value is None:
+        raise UserError(f"{p}: {key}: {value!r} is not a number; write {key} as a number")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{p}: {key}: {value!r} is not a number; write {key} as a number") from None
+    if not np.isfinite(v):
+        raise UserError(f"{p}: {key}: {value!r} is not a finite number; write {key} as a number")
+    return v
+
+
+def load_intrinsics(path) -> Intrinsics:
+    """Read camera intrinsics from a YAML or JSON file (pixels, OpenCV convention).
+
+    Keys: ``width height fx fy cx cy`` for the *uncropped* frame (pixel centres at integers); optionally
+    ``model: pinhole`` (the default) or ``model: fisheye`` with ``k1 k2 k3 k4`` (OpenCV fisheye /
+    Kannala-Brandt).  A nested ``intrinsics:`` mapping is accepted too; other keys are ignored (a
+    sequence's ``meta.yaml`` is a valid intrinsics file).
+
+    Returns :class:`PinholeIntrinsics` or :class:`FisheyeIntrinsics`.  Raises a one-line
+    :class:`UserError` naming the file and the key for: a missing key, a value that is not a number,
+    ``fx``/``fy`` or ``width``/``height`` not positive (sizes must be whole numbers), ``k1``..``k4``
+    without ``model: fisheye``, an unknown ``model``, and ``model: fisheye`` without all of ``k1``..``k4``.
     """
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{p}: intrinsics file not found; pass a YAML/JSON file with fx fy cx cy width height")
+        raise UserError(f"{p}: intrinsics file not found; pass a YAML/JSON file with {INTRINSICS_KEYS}")
     text = p.read_text()
     try:
         if p.suffix.lower() == ".json":
@@ -118,18 +153,68 @@ def load_intrinsics(path) -> PinholeIntrinsics:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
-        raise UserError(f"{p}: cannot parse intrinsics ({type(exc).__name__}); write YAML/JSON with fx fy cx cy width height") from None
+        raise UserError(f"{p}: cannot parse intrinsics ({type(exc).__name__}); write YAML/JSON with "
+                        f"{INTRINSICS_KEYS}") from None
     if isinstance(data, dict) and isinstance(data.get("intrinsics"), dict):
         data = data["intrinsics"]
     if not isinstance(data, dict):
-        raise UserError(f"{p}: intrinsics must be a mapping with fx fy cx cy width height")
+        raise UserError(f"{p}: intrinsics must be a mapping with {INTRINSICS_KEYS}")
+    model = data.get("model", "pinhole")
+    if not isinstance(model, str) or model.strip().lower() not in CAMERA_MODELS:
+        raise UserError(f"{p}: model: {model!r} is not a camera model ColonDepth knows; use model: pinhole "
+                        f"(the default) or model: fisheye with k1 k2 k3 k4")
+    model = model.strip().lower()
     missing = [k for k in ("fx", "fy", "cx", "cy", "width", "height") if k not in data]
     if missing:
         raise UserError(f"{p}: intrinsics lack {', '.join(missing)}; add them (pixels, OpenCV convention)")
-    try:
-        return PinholeIntrinsics.from_dict(data)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{p}: invalid intrinsics ({exc})") from None
+    given_k = [k for k in _FISHEYE_KEYS if k in data]
+    if model == "pinhole" and given_k:
+        raise UserError(f"{p}: {', '.join(given_k)} given without model: fisheye; add model: fisheye for OpenCV "
+                        f"fisheye coefficients or remove them")
+    other = [k for k in _UNSUPPORTED_DISTORTION_KEYS if k in data]
+    if other:
+        raise UserError(f"{p}: {', '.join(other)}: only the fisheye model's k1 k2 k3 k4 are supported; calibrate "
+                        f"with model: fisheye or undistort the frames first")
+    if model == "fisheye" and len(given_k) < 4:
+        lack = [k for k in _FISHEYE_KEYS if k not in data]
+        raise UserError(f"{p}: model: fisheye lacks {', '.join(lack)}; give all of k1 k2 k3 k4 (0 for unused terms)")
+    values = {k: _number(p, data, k) for k in ("width", "height", "fx", "fy", "cx", "cy", *given_k)}
+    for key in ("width", "height"):
+        if values[key] <= 0 or values[key] != int(values[key]):
+            raise UserError(f"{p}: {key}: {data[key]!r} must be a positive whole number of pixels")
+    for key in ("fx", "fy"):
+        if values[key] <= 0:
+            raise UserError(f"{p}: {key}: {data[key]!r} must be a positive focal length in pixels")
+    size = ImageSize(int(values["height"]), int(values["width"]))
+    common = dict(fx=values["fx"], fy=values["fy"], cx=values["cx"], cy=values["cy"], size=size)
+    if model == "fisheye":
+        return FisheyeIntrinsics(**common, **{k: values[k] for k in _FISHEYE_KEYS})
+    return PinholeIntrinsics(**common)
+
+
+def intrinsics_for_frames(intrinsics: Intrinsics, frame_size: ImageSize, crop: Optional[Crop] = None,
+                          source="--intrinsics") -> Intrinsics:
+    """Check ``intrinsics`` against the uncropped frames and return them for the (cropped) frames.
+
+    Parameters
+    ----------
+    intrinsics : PinholeIntrinsics or FisheyeIntrinsics of the *uncropped* frame.
+    frame_size : ImageSize of the uncropped frames.
+    crop : Crop, optional, inside the frames (see :meth:`Crop.check_inside`); shifts ``cx, cy`` and sets
+        the size to the crop's.
+    source : the intrinsics file (or a description) named in the error.
+
+    Raises a one-line :class:`UserError` naming ``source`` when ``width``/``height`` differ from the frames.
+    """
+    if intrinsics.size != frame_size:
+        raise UserError(
+            f"{source}: intrinsics are for {intrinsics.size.width}x{intrinsics.size.height} but the frames are "
+            f"{frame_size.width}x{frame_size.height} (WxH); set width and height to the uncropped frame's "
+            "(and fx fy cx cy for that size)"
+        )
+    if crop is not None:
+        return intrinsics.cropped(crop.x, crop.y, crop.size)
+    return intrinsics
 
 
 def guess_intrinsics(size: ImageSize, fov_deg: float = DEFAULT_FOV_DEG, source: str = "video") -> PinholeIntrinsics:
@@ -225,7 +310,7 @@ def _read_image_rgb(path: Path) -> np.ndarray:
 def read_video(
     path,
     crop=None,
-    intrinsics: Optional[PinholeIntrinsics | str | Path] = None,
+    intrinsics: Optional[Intrinsics | str | Path] = None,
     fov_deg: float = DEFAULT_FOV_DEG,
     max_frames: Optional[int] = None,
     stride: int = 1,
@@ -239,9 +324,12 @@ def read_video(
     ----------
     path : video file or folder of frames.
     crop : ``(x, y, w, h)``, ``"x y w h"`` or :class:`Crop`; pixels of the original frame.
-    intrinsics : :class:`PinholeIntrinsics` or a YAML/JSON path, for the *original* frame size (the crop
-        shifts the principal point).  ``None``: :func:`guess_intrinsics` with ``fov_deg`` on the cropped
-        frame, with a warning.
+    intrinsics : :class:`PinholeIntrinsics`, :class:`FisheyeIntrinsics` or a YAML/JSON path
+        (:func:`load_intrinsics`), for the *original* frame size (the crop shifts the principal point).
+        Fisheye frames are cropped, then undistorted to the pinhole camera of
+        :func:`colondepth.geometry.camera.fisheye_to_pinhole_maps`: the sequence's frames and intrinsics
+        are that pinhole's.  ``None``: :func:`guess_intrinsics` with ``fov_deg`` on the cropped frame,
+        with a warning.
     max_frames, stride : keep every ``stride``-th frame, at most ``max_frames`` of them.
     fov_mask : True (largest bright region), ``"circle"`` (fitted circle) or False (all pixels valid).
     min_frames : raise a :class:`UserError` when fewer frames remain (e.g. the snippet length).
@@ -251,7 +339,8 @@ def read_video(
     -------
     Sequence with ``intrinsics`` for the cropped frames, ``timestamps`` in seconds (frame numbers for a
     folder without ``fps``), ``fov_mask`` (H, W) bool
-    and ``extra = {"source": str, "crop": Crop or None, "fps": float, "intrinsics_guessed": bool}``.
+    and ``extra = {"source": str, "crop": Crop or None, "fps": float, "intrinsics_guessed": bool,
+    "fisheye": FisheyeIntrinsics of the cropped frames before undistortion, or None}``.
     """
     p = Path(path)
     crop_obj = Crop.parse(crop) if crop is not None else None
@@ -298,19 +387,21 @@ def read_video(
 
     size = crop_obj.size if crop_obj is not None else full
     guessed = False
+    fisheye = None
     if intrinsics is None:
         k = guess_intrinsics(size, fov_deg, source=str(p))
         guessed = True
     else:
-        k = intrinsics if isinstance(intrinsics, PinholeIntrinsics) else load_intrinsics(intrinsics)
-        if k.size != full:
-            raise UserError(
-                f"{intrinsics if not isinstance(intrinsics, PinholeIntrinsics) else p}: intrinsics are for "
-                f"{k.size.width}x{k.size.height} but the frames are {full.width}x{full.height}; "
-                "give intrinsics of the uncropped frame"
-            )
-        if crop_obj is not None:
-            k = k.cropped(crop_obj.x, crop_obj.y, crop_obj.size)
+        given = isinstance(intrinsics, (PinholeIntrinsics, FisheyeIntrinsics))
+        k = intrinsics if given else load_intrinsics(intrinsics)
+        k = intrinsics_for_frames(k, full, crop_obj, source=p if given else intrinsics)
+        if isinstance(k, FisheyeIntrinsics):
+            fisheye = k
+            undistortion = fisheye_to_pinhole_maps(fisheye)
+            k = undistortion.pinhole
+
+            def load_rgb(i: int, _load=load_rgb, _und=undistortion) -> np.ndarray:
+                return _und.undistort_image(_load(i))
 
     seq = Sequence(
         name=p.stem if p.is_file() else p.name,
@@ -318,7 +409,7 @@ def read_video(
         num_frames=n,
         load_rgb=load_rgb,
         timestamps=timestamps,
-        extra={"source": str(p), "crop": crop_obj, "fps": fps, "intrinsics_guessed": guessed},
+        extra={"source": str(p), "crop": crop_obj, "fps": fps, "intrinsics_guessed": guessed, "fisheye": fisheye},
     )
     if fov_mask:
         seq.fov_mask = estimate_fov_mask(seq, method="circle" if fov_mask == "circle" else "region")

@@ -29,7 +29,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from colondepth.conventions import ImageSize
-from colondepth.geometry.camera import PinholeIntrinsics
+from colondepth.geometry.camera import Intrinsics, PinholeIntrinsics, ray_directions
 
 #: Rec. 709 / sRGB luminance weights of linear R, G, B.
 REC709_WEIGHTS = np.array([0.2126, 0.7152, 0.0722])
@@ -73,20 +73,22 @@ def linear_luminance(rgb: np.ndarray, gamma: float = DEFAULT_GAMMA) -> np.ndarra
     return (encoded**gamma) @ REC709_WEIGHTS
 
 
-def range_to_z_depth(range_mm: np.ndarray, intrinsics: PinholeIntrinsics) -> np.ndarray:
-    """Convert ray length to z-depth: ``z = range / |(x_n, y_n, 1)|`` with normalised coordinates.
+def range_to_z_depth(range_mm: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """Convert ray length to z-depth: ``z = range * d_z`` with ``d`` the pixel's unit ray direction.
 
     Parameters
     ----------
     range_mm : (H, W) float
         Distance from the optical centre along each pixel's ray.
-    intrinsics : PinholeIntrinsics
-        OpenCV pinhole, pixel centres at integers; resized to ``(H, W)`` if it refers to
-        another size.
+    intrinsics : PinholeIntrinsics or FisheyeIntrinsics
+        OpenCV convention, pixel centres at integers; resized to ``(H, W)`` if it refers to another
+        size.  The rays are :func:`colondepth.geometry.camera.ray_directions` (for a pinhole
+        ``d_z = 1 / |(x_n, y_n, 1)|`` with normalised coordinates).
 
     Returns
     -------
-    (H, W) float64 z-depth (same unit as ``range_mm``).
+    (H, W) float64 z-depth (same unit as ``range_mm``); 0 (invalid) at fisheye pixels whose ray the model
+    cannot give (at or beyond 90 degrees from the axis, see :func:`ray_directions`).
 
     >>> k = PinholeIntrinsics(fx=1.0, fy=1.0, cx=0.0, cy=0.0, size=ImageSize(1, 2))
     >>> range_to_z_depth(np.array([[1.0, 2.0]]), k).round(6).tolist()
@@ -94,16 +96,13 @@ def range_to_z_depth(range_mm: np.ndarray, intrinsics: PinholeIntrinsics) -> np.
     """
     r = np.asarray(range_mm, dtype=np.float64)
     h, w = r.shape
-    k = intrinsics if intrinsics.size.as_hw() == (h, w) else intrinsics.resized(ImageSize(h, w))
-    u = (np.arange(w, dtype=np.float64) - k.cx) / k.fx
-    v = (np.arange(h, dtype=np.float64) - k.cy) / k.fy
-    norm = np.sqrt(1.0 + u[None, :] ** 2 + v[:, None] ** 2)
-    return r / norm
+    ray_z = ray_directions(intrinsics, ImageSize(h, w))[..., 2]
+    return r * np.nan_to_num(ray_z, nan=0.0)
 
 
 def physics_depth_mm(
     rgb: np.ndarray,
-    intrinsics: Optional[PinholeIntrinsics] = None,
+    intrinsics: Optional[Intrinsics] = None,
     *,
     gamma: float = DEFAULT_GAMMA,
     min_luminance: float = DEFAULT_MIN_LUMINANCE,
@@ -116,7 +115,7 @@ def physics_depth_mm(
     ----------
     rgb : (H, W, 3) uint8 or float in [0, 1]
         Gamma-encoded RGB frame.
-    intrinsics : PinholeIntrinsics, optional
+    intrinsics : PinholeIntrinsics or FisheyeIntrinsics, optional
         When given, the range along each ray is converted to z-depth (the convention of
         ``depth_mm``).  Without it the result is range (ray length).
     gamma, min_luminance, smooth_sigma_px : float

@@ -2,7 +2,8 @@
 
 The runner is independent of how predictions are made: it takes a ``predict_batch`` callable
 ``(B, H, W, 3) uint8 RGB -> (B, h, w) float32 depth_mm`` (e.g.
-``colondepth.infer.predictor.DepthPredictor.predict_batch``) and scores, for every selected frame,
+``colondepth.infer.predictor.DepthPredictor.predict_batch``; with ``cameras`` it is called as
+``predict_batch(rgbs, intrinsics=camera)``) and scores, for every selected frame,
 
 - ``model``: the prediction, resized (bilinear, pixel centres aligned) to the ground-truth
   resolution, with the requested alignment;
@@ -161,6 +162,7 @@ def evaluate_sequences(
     constant_mm: Optional[float] = None,
     physics_kwargs: Optional[dict] = None,
     progress: bool = True,
+    cameras: Optional[TypingSequence] = None,
 ) -> EvaluationReport:
     """Score ``predict_batch`` and the baselines on every selected frame with ground truth.
 
@@ -185,6 +187,10 @@ def evaluate_sequences(
         Keyword arguments for :func:`colondepth.eval.baselines.physics_depth_mm`.
     progress : bool
         Show a tqdm progress bar.
+    cameras : list, optional
+        One camera per sequence (PinholeIntrinsics or FisheyeIntrinsics of its RGB frames): passed to
+        ``predict_batch(rgbs, intrinsics=camera)`` and used by the physics baseline instead of
+        ``seq.intrinsics``.  ``None``: ``predict_batch(rgbs)`` and each sequence's own intrinsics.
     """
     from tqdm import tqdm
 
@@ -197,6 +203,8 @@ def evaluate_sequences(
     if min_mm is not None and max_mm is not None and min_mm >= max_mm:
         raise UserError(f"depth range [{min_mm}, {max_mm}] mm is empty; pass --min-depth-mm below --max-depth-mm")
     sequences = list(sequences)
+    if cameras is not None and len(cameras) != len(sequences):
+        raise ValueError(f"cameras has {len(cameras)} entries for {len(sequences)} sequences")
     for seq in sequences:
         if not seq.has_depth:
             raise UserError(
@@ -237,10 +245,13 @@ def evaluate_sequences(
     with tqdm(total=len(pairs), desc="evaluate", unit="frame", disable=not progress) as bar:
         for chunk in _chunks_by_sequence(pairs, batch_size):
             seq = sequences[chunk[0][0]]
+            camera = seq.intrinsics if cameras is None else cameras[chunk[0][0]]
             rgbs = [seq.rgb(f) for _, f in chunk]
             preds = None
             if predict_batch is not None:
-                preds = np.asarray(predict_batch(np.stack(rgbs, axis=0)))
+                batch = np.stack(rgbs, axis=0)
+                kw = {} if cameras is None else {"intrinsics": camera}
+                preds = np.asarray(predict_batch(batch, **kw))
                 if preds.ndim != 3 or preds.shape[0] != len(chunk):
                     raise ValueError(
                         f"predict_batch returned shape {preds.shape} for {len(chunk)} frames; expected (B, H, W)"
@@ -257,7 +268,7 @@ def evaluate_sequences(
                     import cv2
 
                     rgb = cv2.resize(rgb, (size.width, size.height), interpolation=cv2.INTER_AREA)
-                outputs["physics"] = (physics_depth_mm(rgb, seq.intrinsics, **physics_kwargs), "median")
+                outputs["physics"] = (physics_depth_mm(rgb, camera, **physics_kwargs), "median")
                 outputs["constant"] = (constant_depth_mm(size, const_value), align)
                 scored = {
                     m: frame_depth_metrics(p, gt, align=a, fov_mask=fov, **score) for m, (p, a) in outputs.items()

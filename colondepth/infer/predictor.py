@@ -2,20 +2,31 @@
 
 >>> # predictor = DepthPredictor.from_checkpoint("runs/sfs/checkpoints/final.pt", device="cpu")
 >>> # depth_mm = predictor.predict(rgb)            # (H, W, 3) uint8 RGB -> (H, W) float32 mm
+>>> # depth_mm = predictor.predict(rgb, intrinsics=load_intrinsics("scope.yaml"))  # a calibrated camera
 
 The device is chosen explicitly (``device=`` or :func:`colondepth.device.default_device`), input is RGB
 (not BGR), and the output is z-depth in mm along the OpenCV camera +Z axis on the input's pixel grid
 (not disparity).  Preprocessing (resize to the network's input size, normalisation) comes from the
-checkpoint's model card.
+checkpoint's model card; the aspect ratio is the model's business (:meth:`DepthNet.predict_depth`).
+
+Camera: ``intrinsics=None`` lets the model assume its own camera.  A :class:`PinholeIntrinsics` of the
+frames is handed to the model.  A :class:`FisheyeIntrinsics` frame is undistorted to the pinhole camera
+of :func:`colondepth.geometry.camera.fisheye_to_pinhole_maps` (bilinear), the depth is predicted there
+and resampled back onto the fisheye pixel grid (the z-depth of a 3D point is the same in both cameras;
+fisheye pixels outside the pinhole's view get the nearest depth it sees).
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from colondepth.conventions import ImageSize
 from colondepth.errors import UserError
+from colondepth.geometry.camera import FisheyeIntrinsics, Intrinsics, PinholeIntrinsics, fisheye_to_pinhole_maps
 
 #: The repository root (``colondepth/infer/predictor.py`` -> two levels up from the package).
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +52,12 @@ class DepthPredictor:
         self.model = model.to(self.device).eval()
         self.card = card
         self.batch_size = int(batch_size)
+        try:
+            params = inspect.signature(self.model.predict_depth).parameters
+        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+            params = {}
+        #: Whether the model's ``predict_depth`` takes the camera (``intrinsics=``).
+        self.model_takes_intrinsics = "intrinsics" in params
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device=None, batch_size: int = 8) -> "DepthPredictor":
@@ -60,27 +77,57 @@ class DepthPredictor:
         lo, hi = self.card["depth_range_mm"]
         return float(lo), float(hi)
 
-    def predict(self, rgb: np.ndarray) -> np.ndarray:
-        """Depth of one frame: ``(H, W, 3) uint8`` RGB -> ``(H, W) float32`` z-depth in mm."""
+    def predict(self, rgb: np.ndarray, intrinsics: Optional[Intrinsics] = None) -> np.ndarray:
+        """Depth of one frame: ``(H, W, 3) uint8`` RGB -> ``(H, W) float32`` z-depth in mm.
+
+        ``intrinsics``: the camera of this frame (see :meth:`predict_batch`).
+        """
         rgb = np.asarray(rgb)
         if rgb.ndim != 3:
             raise UserError(f"predict expects one (H, W, 3) uint8 RGB frame, got shape {rgb.shape}; "
                             f"use predict_batch for (B, H, W, 3)")
-        return self.predict_batch(rgb[None])[0]
+        return self.predict_batch(rgb[None], intrinsics=intrinsics)[0]
 
-    def predict_batch(self, rgbs: np.ndarray) -> np.ndarray:
-        """Depth of frames of one size: ``(B, H, W, 3) uint8`` RGB -> ``(B, H, W) float32`` z-depth in mm."""
+    def predict_batch(self, rgbs: np.ndarray, intrinsics: Optional[Intrinsics] = None) -> np.ndarray:
+        """Depth of frames of one size: ``(B, H, W, 3) uint8`` RGB -> ``(B, H, W) float32`` z-depth in mm.
+
+        Parameters
+        ----------
+        rgbs : (B, H, W, 3) uint8 RGB frames of one camera.
+        intrinsics : PinholeIntrinsics or FisheyeIntrinsics for ``H x W`` frames, optional.  Pinhole: passed
+            to the model.  Fisheye: frames are undistorted to a pinhole, predicted, and the depth is mapped
+            back to the fisheye grid, so the output is always on the input's pixel grid.  ``None``: the model
+            assumes its own camera.
+        """
         import torch
 
         rgbs = np.asarray(rgbs)
         if rgbs.ndim != 4 or rgbs.shape[-1] != 3 or rgbs.dtype != np.uint8:
             raise UserError(f"predict_batch expects (B, H, W, 3) uint8 RGB frames, got shape {rgbs.shape} "
                             f"dtype {rgbs.dtype}; convert to 8-bit RGB first")
+        size = ImageSize(int(rgbs.shape[1]), int(rgbs.shape[2]))
+        undistortion = None
+        k = intrinsics
+        if intrinsics is not None:
+            if not isinstance(intrinsics, (PinholeIntrinsics, FisheyeIntrinsics)):
+                raise TypeError(f"intrinsics must be PinholeIntrinsics or FisheyeIntrinsics, got "
+                                f"{type(intrinsics).__name__}")
+            if intrinsics.size != size:
+                raise UserError(f"intrinsics are for {intrinsics.size.width}x{intrinsics.size.height} but the "
+                                f"frames are {size.width}x{size.height} (WxH); pass intrinsics of these frames "
+                                "(after any crop)")
+            if isinstance(intrinsics, FisheyeIntrinsics):
+                undistortion = fisheye_to_pinhole_maps(intrinsics)
+                k = undistortion.pinhole
+                rgbs = np.stack([undistortion.undistort_image(f) for f in rgbs])
+        kwargs = {"intrinsics": k} if self.model_takes_intrinsics else {}
         out = np.empty(rgbs.shape[:3], dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(rgbs), self.batch_size):
                 chunk = torch.from_numpy(np.ascontiguousarray(rgbs[start:start + self.batch_size]))
                 x = chunk.to(self.device).permute(0, 3, 1, 2).float() / 255.0
-                depth = self.model.predict_depth(x)[:, 0]
+                depth = self.model.predict_depth(x, **kwargs)[:, 0]
                 out[start:start + len(chunk)] = depth.float().cpu().numpy()
+        if undistortion is not None:
+            out = np.stack([undistortion.depth_to_fisheye(d) for d in out])
         return out

@@ -134,10 +134,12 @@ class _FrameSource:
                 raise UserError(f"{seq.name}: {len(poses)} poses for {seq.num_frames} frames; "
                                 "the trajectory must have one pose per frame")
             self.gt_poses = poses
+        self.predict_kwargs = {}
         if cfg.depth == "predicted" and depth_predictor is None:
             from colondepth.infer.predictor import DepthPredictor
 
             depth_predictor = DepthPredictor.from_checkpoint(cfg.checkpoint, device=cfg.device)
+            self.predict_kwargs = {"intrinsics": seq.intrinsics}  # the network sees the sequence's camera
         if cfg.poses == "predicted" and pose_estimator is None:
             from colondepth.recon.poses import load_pose_estimator
 
@@ -155,7 +157,7 @@ class _FrameSource:
             if self.cfg.depth == "gt":
                 depth = self.seq.depth_mm(i)
             else:
-                depth = np.asarray(self.depth_predictor.predict(rgb), dtype=np.float32)
+                depth = np.asarray(self.depth_predictor.predict(rgb, **self.predict_kwargs), dtype=np.float32)
             if self.cfg.poses == "gt":
                 pose = self.gt_poses[i]
             elif prev_rgb is None:
@@ -184,6 +186,11 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     from colondepth.recon.pointcloud import PointCloud, depth_to_pointcloud
 
     cfg.validate()
+    from colondepth.geometry.camera import PinholeIntrinsics
+
+    if not isinstance(seq.intrinsics, PinholeIntrinsics):
+        raise UserError(f"{seq.name}: reconstruction needs pinhole frames, got {seq.intrinsics.model} intrinsics; "
+                        "undistort the frames first (read_video and --intrinsics do this for a fisheye video)")
     out = Path(out_dir)
     indices = select_frames(seq.num_frames, cfg.frames, seq.name)
     source = _FrameSource(seq, cfg, indices, depth_predictor, pose_estimator)
@@ -289,6 +296,8 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         "frames": {"selected": len(indices), "first": indices[0], "last": indices[-1],
                    "integrated": vol.frames_integrated, "empty": vol.frames_empty},
         "intrinsics": intr.to_dict(),
+        "fisheye_intrinsics": (seq.extra.get("fisheye").to_dict() if seq.extra.get("fisheye") is not None
+                               else None),  # the camera the frames were undistorted from
         "volume": {"voxel_mm": vol.voxel_mm, "trunc_mm": vol.trunc_mm, "blocks": vol.num_blocks,
                    "block_voxels": vol.block_voxels, "memory_mb": round(vol.memory_bytes / 2 ** 20, 2),
                    "dense_shape": None if dense is None else list(dense.tsdf.shape),

@@ -213,7 +213,7 @@ class SelfSupervisedStage(_StageCommon):
     init_from: str = "previous"  # "previous" (the preceding stage's weights) or a checkpoint path
     sources: list[VideoSource] = Field(min_length=1)
     crop: Optional[tuple[int, int, int, int]] = None  # x, y, width, height in source pixels
-    intrinsics: Optional[str] = None  # YAML/JSON file with fx, fy, cx, cy, width, height
+    intrinsics: Optional[str] = None  # YAML/JSON: width height fx fy cx cy [model: fisheye, k1 k2 k3 k4]
     frame_skip: int = Field(1, ge=1)  # source frames between target and source views
     loss: PhotometricLoss = PhotometricLoss()
     min_reprojection: bool = True
