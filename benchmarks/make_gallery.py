@@ -4,6 +4,10 @@ Each image comes from a real dataset generated with the level's recipe (via the 
 back with the dataset reader), so the gallery shows exactly what `colondepth synth` writes.
 
     .venv/bin/python benchmarks/make_gallery.py --size 192 --frame 24 --seed 0
+    .venv/bin/python benchmarks/make_gallery.py --randomise --size 128 --frame 24 --seed 0
+
+``--randomise`` writes docs/img/randomisation_gallery.png instead: one row per level, each row four
+sequences with the recipe's randomisation block on, RGB above the colour-mapped depth.
 """
 
 from __future__ import annotations
@@ -43,9 +47,29 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-depth-mm", type=float, default=120.0, help="depth mapped to the end of the colour map")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "img")
+    ap.add_argument("--randomise", action="store_true", help="the randomisation gallery (4 sequences per level)")
     args = ap.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.randomise:
+        rows = []
+        for path in sorted((REPO / "synth").glob("*.yaml")):
+            with tempfile.TemporaryDirectory() as tmp:
+                ds = generate_dataset(path, Path(tmp) / "ds", sequences=4, frames=args.frame + 1,
+                                      size=(args.size, args.size), seed=args.seed, progress=False, video=False,
+                                      randomise=True)
+                tiles = []
+                for i in range(4):
+                    seq = open_sequence(ds / f"seq_{i:05d}")
+                    rgb, depth = seq.rgb(args.frame), seq.depth_mm(args.frame)
+                    tiles.append(np.concatenate([rgb, depth_to_colour(depth, args.max_depth_mm)], axis=0))
+                    tiles.append(np.full((2 * args.size, 4, 3), 255, np.uint8))
+            rows.append(np.concatenate(tiles[:-1], axis=1))
+            rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
+        target = args.out / "randomisation_gallery.png"
+        cv2.imwrite(str(target), np.concatenate(rows[:-1], axis=0)[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        print(f"{target.relative_to(REPO)}: {target.stat().st_size / 1024:.0f} KB")
+        return 0
     for path in sorted((REPO / "synth").glob("*.yaml")):
         level = load_recipe(path).level
         with tempfile.TemporaryDirectory() as tmp:

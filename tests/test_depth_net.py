@@ -54,15 +54,18 @@ def test_sigmoid_to_depth_linear_in_disparity():
     assert (1.0 / d[1]).item() == pytest.approx(0.5 * (1 / 2.0 + 1 / 100.0))
 
 
-def test_predict_depth_any_resolution_matches_manual_pipeline():
+def test_predict_depth_any_resolution_matches_manual_letterbox_pipeline():
+    """A 45x70 frame into a 32x32 network: scaled by 32/70 to 21x32 (aspect kept), padded 5 rows above."""
     net = DepthNet(DepthNetConfig(**TINY)).eval()
     rgb = torch.rand(1, 3, 45, 70)
     depth = net.predict_depth(rgb)
     assert depth.shape == (1, 1, 45, 70)
-    x = torch.nn.functional.interpolate(rgb, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    x = torch.nn.functional.interpolate(rgb, size=(21, 32), mode="bilinear", align_corners=False, antialias=True)
+    x = torch.nn.functional.pad(x, (0, 0, 5, 6))
     x = (x - torch.tensor(net.config.mean).view(1, 3, 1, 1)) / torch.tensor(net.config.std).view(1, 3, 1, 1)
     with torch.no_grad():
-        ref = torch.nn.functional.interpolate(net(x)[0], size=(45, 70), mode="bilinear", align_corners=False)
+        out = net(x)[0][..., 5:26, :]
+        ref = torch.nn.functional.interpolate(out, size=(45, 70), mode="bilinear", align_corners=False)
     assert torch.allclose(depth, ref, atol=1e-5)
     # at the input size no resizing happens
     assert net.predict_depth(torch.rand(3, 3, 32, 32)).shape == (3, 1, 32, 32)

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (default 0/1)")
     parser.add_argument("--no-video", action="store_true", help="skip video.mp4 (faster; not the full layout)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--randomise", action="store_true",
+                        help="turn on the recipe's randomisation block (field of view, light guides, auto-gain, "
+                             "gamma, albedo, near-wall views, noise, blur, compression; see docs/synth.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
         size = ImageSize(h, w)
     out = generate_dataset(args.recipe, args.out, sequences=args.sequences, frames=args.frames, size=size,
                            seed=args.seed, workers=args.workers, shard=args.shard, progress=not args.quiet,
-                           video=not args.no_video)
+                           video=not args.no_video, randomise=args.randomise)
     print(f"dataset ready: {out}")
     return 0

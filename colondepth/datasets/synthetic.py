@@ -46,6 +46,7 @@ class SequenceMeta(BaseModel):
     fov_mask: Literal["none", "circle", "octagon"] = "none"
     flat_shading: bool = False
     params: dict = Field(default_factory=dict)
+    look: dict = Field(default_factory=dict)  # drawn per-sequence randomisation (light guides, white balance...)
 
     @property
     def intrinsics(self) -> PinholeIntrinsics:

@@ -17,6 +17,7 @@ depths from fine to coarse.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -24,6 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from colondepth.conventions import ImageSize
+
+#: Optional input channels beside RGB and how many channels each adds:
+#: ``rays``: x and y of the unit ray direction of every pixel (from the intrinsics: the camera's field
+#: of view and principal point); ``physics``: the inverse-square-light depth prior
+#: ``log(1 / sqrt(luminance))`` minus its image median (:func:`physics_prior_channel`).
+INPUT_CHANNELS = {"rays": 2, "physics": 1}
 
 #: Channel mean / std the model normalises RGB in [0, 1] with (stored in the model card).
 DEFAULT_MEAN = (0.45, 0.45, 0.45)
@@ -62,8 +69,30 @@ class DepthNetConfig:
     norm: str = "batch"
     mean: list = field(default_factory=lambda: list(DEFAULT_MEAN))
     std: list = field(default_factory=lambda: list(DEFAULT_STD))
+    arch: str = "dispnet"
+    features: list = field(default_factory=lambda: [16, 16, 32, 64, 128, 16])
+    inputs: list = field(default_factory=list)
+    default_fov_deg: float = 140.0
 
     def __post_init__(self) -> None:
+        if self.arch not in ("dispnet", "basic_unet"):
+            raise ValueError(f"arch must be 'dispnet' or 'basic_unet', got {self.arch!r}")
+        bad = [i for i in self.inputs if i not in INPUT_CHANNELS]
+        if bad:
+            raise ValueError(f"inputs: unknown {bad}; choose from {sorted(INPUT_CHANNELS)}")
+        if not 1.0 <= float(self.default_fov_deg) < 180.0:
+            raise ValueError(f"default_fov_deg must be in [1, 180), got {self.default_fov_deg}")
+        if self.arch == "basic_unet":
+            if len(self.features) != 6 or any(int(c) <= 0 for c in self.features):
+                raise ValueError(f"features: basic_unet needs 6 positive channel counts, got {self.features}")
+            if self.input_height % 16 or self.input_width % 16:
+                raise ValueError(f"input size {self.input_height}x{self.input_width} (HxW) must be multiples of 16")
+            if not 0 < self.min_depth_mm < self.max_depth_mm:
+                raise ValueError(f"need 0 < min_depth_mm < max_depth_mm, got {self.min_depth_mm}, {self.max_depth_mm}")
+            if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+                raise ValueError("mean and std need 3 entries each, std positive")
+            self.num_scales = 1
+            return
         n = len(self.encoder_channels)
         if n < 1 or len(self.decoder_channels) != n:
             raise ValueError(
@@ -91,8 +120,20 @@ class DepthNetConfig:
     def input_size(self) -> ImageSize:
         return ImageSize(int(self.input_height), int(self.input_width))
 
+    @property
+    def in_channels(self) -> int:
+        """Network input channels: RGB plus the optional :data:`INPUT_CHANNELS`."""
+        return 3 + sum(INPUT_CHANNELS[i] for i in self.inputs)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input height and width must be multiples of this (one per halving of the resolution)."""
+        return 16 if self.arch == "basic_unet" else 2 ** len(self.encoder_channels)
+
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["features"] = [int(c) for c in d["features"]]
+        d["inputs"] = [str(i) for i in d["inputs"]]
         d["encoder_channels"] = [int(c) for c in d["encoder_channels"]]
         d["decoder_channels"] = [int(c) for c in d["decoder_channels"]]
         d["mean"] = [float(v) for v in d["mean"]]
@@ -218,36 +259,197 @@ class DepthNet(nn.Module):
                 for s in self.forward_sigmoid(x, num_outputs)]
 
     # -- preprocessing owned by the model -----------------------------------------------------
-    def normalise(self, rgb01: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` RGB in [0, 1] -> normalised network input (same shape)."""
-        return (rgb01 - self.mean) / self.std
+    def normalise(self, rgb01: torch.Tensor, K: torch.Tensor | None = None) -> torch.Tensor:
+        """The network input for ``(B, 3, H, W)`` RGB in [0, 1]: see :func:`network_input`."""
+        return network_input(self, rgb01, K)
 
-    def prepare(self, rgb01: torch.Tensor) -> torch.Tensor:
-        """Resize ``(B, 3, h, w)`` RGB in [0, 1] to the input size (antialiased bilinear) and normalise."""
-        size = self.config.input_size.as_hw()
-        if tuple(rgb01.shape[-2:]) != size:
-            rgb01 = F.interpolate(rgb01, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return self.normalise(rgb01)
+    def prepare(self, rgb01: torch.Tensor, intrinsics=None) -> tuple[torch.Tensor, tuple]:
+        """Aspect-preserving resize + padding to the network's grid: see :func:`letterbox`."""
+        return letterbox(self, rgb01, intrinsics)
 
     @torch.no_grad()
-    def predict_depth(self, rgb01: torch.Tensor) -> torch.Tensor:
+    def predict_depth(self, rgb01: torch.Tensor, intrinsics=None) -> torch.Tensor:
         """Depth ``(B, 1, h, w)`` in mm for RGB ``(B, 3, h, w)`` float in [0, 1] at any resolution.
 
-        Runs the finest output and resizes it back bilinearly (``align_corners=False``).  Does not change
+        ``intrinsics``: a :class:`~colondepth.geometry.camera.PinholeIntrinsics` of the ``(h, w)`` frames,
+        or None for the model's ``default_fov_deg`` guess.  The aspect ratio is never changed
+        (:func:`letterbox`); the finest output is cropped and resized back bilinearly.  Does not change
         the train/eval mode: call ``model.eval()`` first for inference.
         """
-        if rgb01.ndim != 4 or rgb01.shape[1] != 3:
-            raise ValueError(f"predict_depth expects (B, 3, H, W) RGB, got shape {tuple(rgb01.shape)}")
-        h, w = rgb01.shape[-2:]
-        x = self.prepare(rgb01.to(self.mean.device, torch.float32))
-        depth = self.forward(x, num_outputs=1)[0]
-        if tuple(depth.shape[-2:]) != (h, w):
-            depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
-        return depth
+        return predict_depth_letterboxed(self, rgb01, intrinsics)
 
 
-def build_depth_net(config: DepthNetConfig | dict | None = None) -> DepthNet:
-    """Build a :class:`DepthNet` from a config object or a plain dict (as stored in model cards)."""
+def pinhole_ray_channels(K: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(B, 2, H, W)`` x and y components of the unit ray direction of every pixel.
+
+    ``K`` is ``(B, 3, 3)`` (or ``(3, 3)``) OpenCV pinhole intrinsics of the ``(H, W)`` grid, pixel centres
+    at integer coordinates: the ray of pixel ``(u, v)`` is ``((u - cx) / fx, (v - cy) / fy, 1)``, normalised.
+
+    >>> K = torch.tensor([[2.0, 0, 1], [0, 2.0, 0], [0, 0, 1]])
+    >>> r = pinhole_ray_channels(K, 1, 3)  # pixel u = 3 - 1 = 2 is 0.5 to the right: ray (0.5, 0, 1)
+    >>> round(float(r[0, 0, 0, 2]), 4), round(float(r[0, 0, 0, 1]), 4)
+    (0.4472, 0.0)
+    """
+    if K.ndim == 2:
+        K = K[None]
+    K = K.to(torch.float32)
+    u = torch.arange(width, dtype=torch.float32, device=K.device).view(1, 1, width)
+    v = torch.arange(height, dtype=torch.float32, device=K.device).view(1, height, 1)
+    x = (u - K[:, 0, 2].view(-1, 1, 1)) / K[:, 0, 0].view(-1, 1, 1)
+    y = (v - K[:, 1, 2].view(-1, 1, 1)) / K[:, 1, 1].view(-1, 1, 1)
+    x, y = torch.broadcast_tensors(x, y)
+    norm = torch.sqrt(1.0 + x * x + y * y)
+    return torch.stack([x / norm, y / norm], dim=1)
+
+
+def physics_prior_channel(rgb01: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` inverse-square-light log-depth prior of ``(B, 3, H, W)`` RGB in [0, 1].
+
+    The same model as :func:`colondepth.eval.baselines.physics_depth_mm` (display gamma undone, Rec. 709
+    luminance, Gaussian blur, dark floor): ``log(1 / sqrt(luminance))``, minus its per-image median so the
+    channel carries shape, not the unknown light scale.
+    """
+    import kornia
+
+    from colondepth.eval.baselines import (DEFAULT_GAMMA, DEFAULT_MIN_LUMINANCE, DEFAULT_SMOOTH_SIGMA_PX,
+                                           REC709_WEIGHTS)
+
+    w = torch.tensor(REC709_WEIGHTS, dtype=rgb01.dtype, device=rgb01.device).view(1, 3, 1, 1)
+    lum = (rgb01.clamp(0, 1) ** DEFAULT_GAMMA * w).sum(1, keepdim=True)
+    sig = float(DEFAULT_SMOOTH_SIGMA_PX)
+    k = 2 * int(math.ceil(3 * sig)) + 1
+    lum = kornia.filters.gaussian_blur2d(lum, (k, k), (sig, sig), border_type="replicate")
+    logd = -0.5 * torch.log(lum.clamp(min=DEFAULT_MIN_LUMINANCE))
+    med = logd.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
+    return logd - med
+
+
+def default_K(config: "DepthNetConfig", height: int, width: int, batch: int, device=None) -> torch.Tensor:
+    """``(B, 3, 3)`` the field-of-view guess (``config.default_fov_deg`` across the width, centred)."""
+    f = (width / 2.0) / math.tan(math.radians(float(config.default_fov_deg)) / 2.0)
+    K = torch.tensor([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]], device=device)
+    return K.expand(batch, 3, 3)
+
+
+def network_input(net: nn.Module, rgb01: torch.Tensor, K: torch.Tensor | None = None) -> torch.Tensor:
+    """The one preprocessing of every depth network: RGB ``(B, 3, H, W)`` in [0, 1] -> ``(B, C, H, W)``.
+
+    Normalised RGB (``(rgb - mean) / std``), then the optional channels named by ``config.inputs`` in
+    that order: ray directions from ``K`` (``(B, 3, 3)`` or ``(3, 3)`` intrinsics of this ``(H, W)``
+    grid; None: :func:`default_K`) and the physics prior.  Training and inference both call this.
+    """
+    cfg = net.config
+    parts = [(rgb01 - net.mean) / net.std]
+    for name in cfg.inputs:
+        if name == "rays":
+            b, _, h, w = rgb01.shape
+            KK = default_K(cfg, h, w, b, rgb01.device) if K is None else torch.as_tensor(K).to(rgb01.device)
+            if KK.ndim == 2:
+                KK = KK.expand(b, 3, 3)
+            parts.append(pinhole_ray_channels(KK, h, w).to(rgb01.dtype))
+        elif name == "physics":
+            parts.append(physics_prior_channel(rgb01))
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+def letterbox(net: nn.Module, rgb01: torch.Tensor, intrinsics=None):
+    """Resize ``(B, 3, h, w)`` RGB to the network's grid *without changing its aspect ratio*, and pad.
+
+    - ``dispnet`` (fixed input size): scaled to fit inside ``input_size``, zero-padded around it;
+    - ``basic_unet`` (fully convolutional): scaled so the short side equals the short side of
+      ``input_size``, zero-padded (black, like the area outside an endoscope's field of view) to
+      multiples of 16.
+
+    Returns ``(network input (B, C, Hp, Wp), (top, left, nh, nw))`` where the frame occupies rows
+    ``top:top+nh`` and columns ``left:left+nw``.  Ray channels use ``intrinsics`` (a PinholeIntrinsics of
+    the ``(h, w)`` frame, or None for the field-of-view guess) moved to the padded grid.
+    """
+    from colondepth.conventions import ImageSize
+    from colondepth.geometry.camera import PinholeIntrinsics
+
+    cfg = net.config
+    b, _, h, w = rgb01.shape
+    H, W = cfg.input_size.as_hw()
+    m = cfg.size_multiple
+    if cfg.arch == "dispnet":
+        scale = min(H / h, W / w)
+        nh, nw = max(1, min(H, round(h * scale))), max(1, min(W, round(w * scale)))
+        Hp, Wp = H, W
+    else:
+        scale = min(H, W) / min(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        Hp, Wp = -(-nh // m) * m, -(-nw // m) * m
+    top, left = (Hp - nh) // 2, (Wp - nw) // 2
+    x = rgb01
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    if (Hp, Wp) != (nh, nw):
+        x = F.pad(x, (left, Wp - nw - left, top, Hp - nh - top))
+    K = None
+    if "rays" in cfg.inputs:
+        if intrinsics is None:
+            k = PinholeIntrinsics.from_fov(ImageSize(h, w), float(cfg.default_fov_deg))
+        else:
+            k = intrinsics
+        k = k.resized(ImageSize(nh, nw))
+        K = torch.tensor([[k.fx, 0.0, k.cx + left], [0.0, k.fy, k.cy + top], [0.0, 0.0, 1.0]],
+                         dtype=torch.float32, device=rgb01.device)
+    return network_input(net, x, K), (top, left, nh, nw)
+
+
+def predict_depth_letterboxed(net: nn.Module, rgb01: torch.Tensor, intrinsics=None) -> torch.Tensor:
+    """``(B, 3, h, w)`` RGB in [0, 1] -> ``(B, 1, h, w)`` depth in mm via :func:`letterbox`."""
+    if rgb01.ndim != 4 or rgb01.shape[1] != 3:
+        raise ValueError(f"predict_depth expects (B, 3, H, W) RGB, got shape {tuple(rgb01.shape)}")
+    h, w = rgb01.shape[-2:]
+    x, (top, left, nh, nw) = letterbox(net, rgb01.to(net.mean.device, torch.float32), intrinsics)
+    depth = net.forward(x, num_outputs=1)[0]
+    depth = depth[..., top:top + nh, left:left + nw]
+    if tuple(depth.shape[-2:]) != (h, w):
+        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
+    return depth
+
+
+class UNetDepthNet(nn.Module):
+    """RGB (+ optional ray / physics channels) -> depth (mm) with MONAI's ``BasicUNet``.
+
+    A fully convolutional U-Net (MONAI ``BasicUNet``: two convolutions per level, instance
+    normalisation, LeakyReLU, 4 down-samplings, ``features`` channels); its one output channel goes
+    through a sigmoid and :func:`sigmoid_to_depth`, so depth stays in ``[min_depth_mm, max_depth_mm]``.
+    Instance normalisation makes the features independent of a frame's overall gain, which real
+    endoscopes change all the time (auto-exposure).
+
+    Shapes
+    ------
+    ``forward(x)``: ``x`` ``(B, C, H, W)`` from :func:`network_input`, ``H, W`` multiples of 16; returns
+    ``[(B, 1, H, W)]`` z-depth in mm (one scale).
+    ``predict_depth(rgb01, intrinsics)``: ``(B, 3, h, w)`` in [0, 1], any size -> ``(B, 1, h, w)`` mm.
+    """
+
+    def __init__(self, config: DepthNetConfig):
+        super().__init__()
+        from monai.networks.nets import BasicUNet
+
+        self.config = config
+        self.unet = BasicUNet(spatial_dims=2, in_channels=config.in_channels, out_channels=1,
+                              features=tuple(int(c) for c in config.features))
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor, num_outputs: int | None = None) -> list[torch.Tensor]:
+        """``[(B, 1, H, W)]`` depth in mm for the network input ``x`` (see class docstring)."""
+        cfg = self.config
+        return [sigmoid_to_depth(torch.sigmoid(self.unet(x)), cfg.min_depth_mm, cfg.max_depth_mm)]
+
+    normalise = DepthNet.normalise
+    prepare = DepthNet.prepare
+    predict_depth = DepthNet.predict_depth
+
+
+def build_depth_net(config: DepthNetConfig | dict | None = None) -> nn.Module:
+    """Build a :class:`DepthNet` or :class:`UNetDepthNet` (``config.arch``) from a config or a plain dict
+    (as stored in model cards)."""
     if isinstance(config, dict):
         config = DepthNetConfig.from_dict(config)
-    return DepthNet(config)
+    config = config or DepthNetConfig()
+    return UNetDepthNet(config) if config.arch == "basic_unet" else DepthNet(config)

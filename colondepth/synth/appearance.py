@@ -144,26 +144,50 @@ def vignetting_map(size: ImageSize, strength: float) -> np.ndarray:
 _DECODE_22 = np.power(np.arange(256, dtype=np.float64) / 255.0, 2.2).astype(np.float32)
 
 
-def decode_render(rendered: np.ndarray) -> np.ndarray:
-    """``(H, W, 3) uint8`` lit render (pyrender encodes with gamma 2.2) -> linear ``float32``."""
-    return _DECODE_22[rendered]
+def decode_render(rendered: np.ndarray, headroom: float = 1.0) -> np.ndarray:
+    """``(H, W, 3) uint8`` lit render (pyrender encodes with gamma 2.2) -> linear ``float32``.
+
+    A render made at ``intensity / headroom`` is scaled back by ``headroom``, so radiance up to
+    ``headroom`` survives pyrender's clip to [0, 1] until the camera applies exposure and vignetting.
+    """
+    lin = _DECODE_22[rendered]
+    return lin * np.float32(headroom) if headroom != 1.0 else lin
 
 
 def camera_response(linear: np.ndarray, *, exposure: float, gamma: float, gain: np.ndarray | None,
-                    noise_std: float, rng: np.random.Generator | None) -> np.ndarray:
-    """Exposure, vignetting, gamma and sensor noise: linear radiance -> ``(H, W, 3) uint8``.
+                    noise_std: float, rng: np.random.Generator | None, white_balance: np.ndarray | None = None,
+                    blur_sigma_px: float = 0.0, jpeg_quality: int = 100) -> np.ndarray:
+    """The camera after the optics: linear radiance -> ``(H, W, 3) uint8``.
 
-    ``linear`` is ``(H, W, 3)`` float32 (see :func:`decode_render`); ``gain`` an optional
-    ``(H, W)`` vignetting map; ``noise_std`` is in output intensity units ``[0, 1]``.
-    Output: ``round(255 * clip(clip(exposure * gain * linear) ** (1 / gamma) + noise))``.
+    ``linear`` is ``(H, W, 3)`` float32 linear radiance that may exceed 1 (renders keep
+    ``light.headroom``; see :func:`decode_render`); ``gain`` an optional ``(H, W)`` vignetting map;
+    ``white_balance`` optional ``(3,)`` per-channel gains; ``noise_std`` is in output intensity units.
+    In order: exposure, vignetting and white balance in linear light, a Gaussian defocus blur of
+    ``blur_sigma_px``, the sensor clip to [0, 1], the gamma curve, noise, 8-bit quantisation and, when
+    ``jpeg_quality < 100``, a JPEG round trip as a stand-in for video compression:
+    ``round(255 * clip(clip(exposure * gain * wb * linear) ** (1 / gamma) + noise))``.
+    Clipping after the gains keeps highlights saturated (never grey plateaus).
     """
     lin = linear * np.float32(exposure)
     if gain is not None:
         lin *= gain[..., None].astype(np.float32)
+    if white_balance is not None:
+        lin *= np.asarray(white_balance, dtype=np.float32)
+    if blur_sigma_px > 0.05:
+        import cv2
+
+        lin = cv2.GaussianBlur(lin, (0, 0), float(blur_sigma_px))
     np.clip(lin, 0.0, 1.0, out=lin)
     out = np.power(lin, np.float32(1.0 / float(gamma)))
     if noise_std > 0 and rng is not None:
         out += np.float32(noise_std) * rng.standard_normal(out.shape, dtype=np.float32)
     out *= 255.0
     np.clip(out, 0.0, 255.0, out=out)
-    return np.rint(out).astype(np.uint8)
+    out8 = np.rint(out).astype(np.uint8)
+    if jpeg_quality < 100:
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", out8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+        if ok:
+            out8 = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    return out8

@@ -49,11 +49,14 @@ class SequenceScene:
         from colondepth.synth.colon import build_colon
         from colondepth.synth.trajectory import make_trajectory
 
-        streams = np.random.SeedSequence(seq_seed).spawn(5)
-        rng_params, rng_geom, rng_tex, rng_traj, self._noise_seed = streams
+        from colondepth.synth.randomise import apply_randomisation
+
+        streams = np.random.SeedSequence(seq_seed).spawn(6)
+        rng_params, rng_geom, rng_tex, rng_traj, self._noise_seed, rng_look = streams
         self.seed = int(seq_seed)
         self.recipe = recipe
-        self.params = sample_recipe(recipe, np.random.default_rng(rng_params))
+        self.params, self.look = apply_randomisation(sample_recipe(recipe, np.random.default_rng(rng_params)),
+                                                     np.random.default_rng(rng_look))
         p = self.params
         self.size = ImageSize(p.camera.height, p.camera.width)
         self.intrinsics = PinholeIntrinsics.from_fov(self.size, float(p.camera.fov_deg))
@@ -91,12 +94,22 @@ class FrameRenderer:
                 roughness_map=scene.textures.roughness if g.fluid_mask.any() else None,
             ),
         )
-        self.renderer.set_light(Light(kind=p.light.kind, intensity=float(p.light.intensity),
-                                      spot_angle_deg=p.light.spot_angle_deg, ambient=p.light.ambient))
+        look = scene.look
+        self.headroom = 1.0 if p.appearance.flat_shading else float(p.light.headroom)
+        self.renderer.set_light(Light(kind=p.light.kind, intensity=float(p.light.intensity) / self.headroom,
+                                      spot_angle_deg=p.light.spot_angle_deg, ambient=p.light.ambient,
+                                      offsets_mm=tuple(map(tuple, look.light_offsets_mm)),
+                                      spot_softness=look.spot_softness))
         self.mask = fov_mask(scene.size, p.camera.fov_mask, p.camera.fov_mask_radius)
         self.vignetting = (vignetting_map(scene.size, float(p.light.vignetting)).astype(np.float32)
                            if p.light.vignetting > 0 else None)
         self.rng = scene.noise_rng()
+        from colondepth.synth.randomise import frame_exposures
+
+        # drawn from a child of the noise stream, so sequences without randomisation are unchanged
+        self.exposures = frame_exposures(float(p.light.exposure), look, scene.frames,
+                                         float(p.trajectory.smoothness_frames),
+                                         np.random.default_rng(np.random.SeedSequence(scene.seed).spawn(7)[6]))
 
     def _blur_poses(self, t: int) -> list[np.ndarray]:
         from scipy.spatial.transform import Rotation, Slerp
@@ -118,6 +131,7 @@ class FrameRenderer:
     def render(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame ``t`` -> ``(rgb (H, W, 3) uint8, depth_mm (H, W) float32, 0 = none)``."""
         from colondepth.synth.appearance import camera_response, decode_render
+        from colondepth.synth.randomise import auto_exposure
 
         p = self.scene.params
         pose = self.scene.world_from_cam[t]
@@ -131,12 +145,16 @@ class FrameRenderer:
             acc = None
             for q in poses:  # the last sub-frame is the frame's own pose: its depth is kept
                 color, depth = self.renderer.render(q)
-                lin = decode_render(color)  # motion blur averages linear radiance
+                lin = decode_render(color, self.headroom)  # motion blur averages linear radiance
                 acc = lin if acc is None else acc + lin
             if len(poses) > 1:
                 acc /= np.float32(len(poses))
-            rgb = camera_response(acc, exposure=float(p.light.exposure), gamma=p.light.gamma,
-                                  gain=self.vignetting, noise_std=float(p.light.noise_std), rng=self.rng)
+            look = self.scene.look
+            exposure = auto_exposure(acc, float(self.exposures[t]), look, self.mask, self.vignetting)
+            rgb = camera_response(acc, exposure=exposure, gamma=p.light.gamma, gain=self.vignetting,
+                                  noise_std=float(p.light.noise_std), rng=self.rng,
+                                  white_balance=look.white_balance if p.randomisation.enabled else None,
+                                  blur_sigma_px=look.blur_sigma_px, jpeg_quality=look.jpeg_quality)
         if self.mask is not None:
             rgb = rgb * self.mask[..., None].astype(np.uint8)
             depth = np.where(self.mask, depth, 0.0).astype(np.float32)
@@ -170,6 +188,7 @@ def sequence_meta(scene: SequenceScene, index: int) -> dict:
         "fov_mask": p.camera.fov_mask,
         "flat_shading": bool(p.appearance.flat_shading),
         "params": recipe_to_dict(p),
+        "look": scene.look.to_dict(),
     }
 
 
@@ -256,7 +275,8 @@ def _parse_shard(shard) -> tuple[int, int]:
 
 
 def generate_dataset(recipe_path_or_obj, out_dir, sequences: int, frames: int, size=None, seed: int = 0,
-                     workers: int = 1, shard=(0, 1), progress: bool = True, video: bool = True) -> Path:
+                     workers: int = 1, shard=(0, 1), progress: bool = True, video: bool = True,
+                     randomise: bool = False) -> Path:
     """Generate (or resume) a dataset and return its folder.
 
     Parameters
@@ -270,10 +290,13 @@ def generate_dataset(recipe_path_or_obj, out_dir, sequences: int, frames: int, s
     shard : ``(I, N)`` or ``"I/N"``: only sequences with ``i % N == I`` are generated here
     progress : show a tqdm bar of frames
     video : also write video.mp4 (part of the layout; turn off only for throwaway data)
+    randomise : turn on the recipe's ``randomisation`` block (:mod:`colondepth.synth.randomise`)
     """
     from tqdm import tqdm
 
     recipe = as_recipe(recipe_path_or_obj)
+    if randomise:
+        recipe = recipe.model_copy(update={"randomisation": recipe.randomisation.model_copy(update={"enabled": True})})
     if size is not None:
         h, w = size.as_hw() if isinstance(size, ImageSize) else (int(size[0]), int(size[1]))
         if h < 8 or w < 8:

@@ -216,6 +216,8 @@ class LightRecipe(_Strict):
     noise_std: Range = Field(0.0, description="sensor noise std in [0, 1] intensity units")
     motion_blur_samples: int = Field(1, ge=1, le=16, description="renders averaged per frame (1 = none)")
     motion_blur_shutter: float = Field(0.5, ge=0.0, le=1.0, description="exposure time / frame interval")
+    headroom: float = Field(4.0, ge=1.0, le=64.0, description="linear radiance the render keeps above 1 before "
+                            "exposure, vignetting and the sensor clip (renders at intensity / headroom)")
 
     _i = field_validator("intensity")(_bounded(0.0, 1e9))
     _e = field_validator("exposure")(_bounded(0.0, 100.0))
@@ -246,6 +248,76 @@ class TrajectoryRecipe(_Strict):
     _w = field_validator("wall_look_deg")(_bounded(0.0, 85.0))
 
 
+class RandomisationRecipe(_Strict):
+    """What varies between real endoscopes and cases, drawn per sequence (ranges) and per frame.
+
+    Off unless ``enabled``.  When on, the per-sequence values below *replace* the level's own
+    camera, light and appearance values; the level keeps its geometry (lumen, folds, fluid, ...).
+    ``camera.fov_deg`` is replaced by ``fov_deg``; ``light.gamma`` by ``gamma``; ``appearance.roughness``
+    by ``roughness``; ``trajectory.safe_radius_fraction``, ``lateral``, ``wall_look_fraction``,
+    ``wall_look_deg`` and ``speed_mm_per_frame`` by the values of the same name (near-wall views, views
+    straight at the wall, slow withdrawal).
+    See docs/synth.md (randomisation) for a gallery.
+    """
+
+    enabled: bool = Field(False, description="apply this block (off: the level renders as written)")
+    fov_deg: Range = Field((80.0, 150.0), description="horizontal field of view of the pinhole camera")
+    fov_masks: list[Literal["none", "circle", "octagon"]] = Field(
+        ["none", "circle", "octagon"], description="field-of-view mask kinds, one drawn per sequence")
+    fov_mask_radius: Range = Field((0.8, 1.05), description="mask radius / half the image diagonal")
+    light_guides: IntRange = Field((1, 2), description="number of light guides beside the lens")
+    light_offset_mm: Range = Field((1.0, 5.0), description="distance of each light guide from the lens")
+    spot_coverage: Range = Field((0.85, 1.3), description="outer cone half-angle of the light guides / half the "
+                                 "diagonal field of view (below 1: the image corners fall outside the cone)")
+    spot_softness: Range = Field((0.1, 0.9), description="inner / outer cone angle of the spot profile")
+    intensity_scale: Range = Field((0.5, 2.0), description="multiplies the level's light intensity")
+    gamma: Range = Field((1.8, 2.6), description="camera response exponent (display = linear ** (1/gamma))")
+    white_balance: Range = Field((0.0, 0.12), description="std of the log per-channel gains of the camera")
+    albedo_jitter: Range = Field((0.0, 0.25), description="std of the log per-channel mucosa albedo change")
+    vessel_contrast: Range = Field((0.0, 0.7), description="vessel network contrast (texture)")
+    roughness: Range = Field((0.2, 0.8), description="mucosa roughness (low = wet, sharp highlights)")
+    safe_radius_fraction: Range = Field((0.4, 0.85), description="how close the camera may come to the wall "
+                                        "(fraction of the local radius)")
+    lateral: Range = Field((0.3, 1.0), description="lateral wander as a fraction of the safe radius")
+    wall_look_fraction: Range = Field((0.0, 0.4), description="fraction of frames looking at the wall")
+    wall_look_deg: Range = Field((30.0, 85.0), description="view tilt towards the wall (85 = straight at it)")
+    speed_mm_per_frame: Range = Field((0.15, 3.0), description="mean speed (0.17-1 mm/frame is a 5-30 mm/s "
+                                      "withdrawal at 30 fps)")
+    auto_gain: Range = Field((0.0, 1.0), description="strength of the per-frame auto-exposure towards "
+                             "auto_gain_target (0 = fixed exposure)")
+    auto_gain_target: Range = Field((0.15, 0.45), description="mean linear intensity auto-exposure aims at")
+    exposure_jitter: Range = Field((0.0, 0.25), description="std of the slow per-frame log exposure changes")
+    noise_std: Range = Field((0.0, 0.03), description="sensor noise std in [0, 1] intensity units")
+    blur_sigma_px: Range = Field((0.0, 1.2), description="Gaussian defocus blur, pixels")
+    jpeg_quality: IntRange = Field((35, 100), description="video-compression stand-in: JPEG quality "
+                                   "(100 = no compression)")
+
+    _fov = field_validator("fov_deg")(_bounded(30.0, 160.0))
+    _mr = field_validator("fov_mask_radius")(_bounded(0.2, 2.0))
+    _lg = field_validator("light_guides")(_bounded(1, 4))
+    _lo = field_validator("light_offset_mm")(_bounded(0.0, 20.0))
+    _sa = field_validator("spot_coverage")(_bounded(0.1, 3.0))
+    _ss = field_validator("spot_softness", "auto_gain", "roughness", "vessel_contrast")(_bounded(0.0, 1.0))
+    _is = field_validator("intensity_scale")(_bounded(0.01, 100.0))
+    _g = field_validator("gamma")(_bounded(0.5, 4.0))
+    _wb = field_validator("white_balance", "albedo_jitter", "exposure_jitter")(_bounded(0.0, 1.0))
+    _sr = field_validator("safe_radius_fraction")(_bounded(0.05, 0.89))
+    _lat = field_validator("lateral", "wall_look_fraction")(_bounded(0.0, 1.0))
+    _wd = field_validator("wall_look_deg")(_bounded(0.0, 85.0))
+    _sp = field_validator("speed_mm_per_frame")(_bounded(0.0, 50.0))
+    _at = field_validator("auto_gain_target")(_bounded(0.01, 1.0))
+    _n = field_validator("noise_std")(_bounded(0.0, 0.5))
+    _b = field_validator("blur_sigma_px")(_bounded(0.0, 10.0))
+    _j = field_validator("jpeg_quality")(_bounded(5, 100))
+
+    @field_validator("fov_masks")
+    @classmethod
+    def _masks(cls, v):
+        if not v:
+            raise ValueError("fov_masks needs at least one kind (none, circle, octagon)")
+        return v
+
+
 class Recipe(_Strict):
     """A complete generator recipe (one complexity level)."""
 
@@ -262,6 +334,7 @@ class Recipe(_Strict):
     appearance: AppearanceRecipe = AppearanceRecipe()
     light: LightRecipe = LightRecipe()
     trajectory: TrajectoryRecipe = TrajectoryRecipe()
+    randomisation: RandomisationRecipe = RandomisationRecipe()
 
     def with_size(self, height: int, width: int) -> "Recipe":
         """A copy with the image size replaced (``--size H W``)."""
@@ -357,7 +430,7 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 __all__ = [
     "Range", "IntRange", "Recipe", "CameraRecipe", "CentrelineRecipe", "LumenRecipe", "FoldsRecipe",
     "BumpsRecipe", "FluidRecipe", "EndsRecipe", "MeshRecipe", "AppearanceRecipe", "LightRecipe",
-    "TrajectoryRecipe", "load_recipe", "recipe_from_dict", "as_recipe", "sample_recipe", "recipe_to_dict",
+    "TrajectoryRecipe", "RandomisationRecipe", "load_recipe", "recipe_from_dict", "as_recipe", "sample_recipe", "recipe_to_dict",
 ]
 
 

@@ -81,12 +81,19 @@ class Material:
 
 @dataclass
 class Light:
-    """A light at the optical centre: ``kind`` 'point' or 'spot' (cone along +Z of the camera)."""
+    """A light that moves with the camera: ``kind`` 'point' or 'spot' (cone along +Z of the camera).
+
+    ``offsets_mm (n, 3)``: positions of the ``n`` light guides in the OpenCV camera frame (mm); the
+    default is one light at the optical centre.  ``intensity`` is the total, shared equally between
+    the guides.  ``spot_softness`` is the inner / outer cone angle of a spot (its fall-off profile).
+    """
 
     kind: str = "point"
     intensity: float = 3000.0
     spot_angle_deg: float = 70.0
     ambient: float = 0.0
+    offsets_mm: tuple = ((0.0, 0.0, 0.0),)
+    spot_softness: float = 0.5
 
 
 class SceneRenderer:
@@ -116,7 +123,8 @@ class SceneRenderer:
         )
         self._scene = pyrender.Scene(bg_color=np.zeros(4), ambient_light=np.zeros(3))
         self._cam_node = self._scene.add(self._camera, pose=np.eye(4))
-        self._light_node = None
+        self._light_nodes: list = []
+        self._light_offsets: list = []
         self._mesh_node = None
 
     # -- scene ---------------------------------------------------------------------------------
@@ -134,9 +142,12 @@ class SceneRenderer:
         mr_tex = None
         metallic, roughness = float(material.metallic), float(material.roughness)
         if material.roughness_map is not None:
+            # pyrender's shader reads roughness from R and metallic from G of this texture (not glTF's
+            # G = roughness, B = metallic), so it is packed the way pyrender reads it; the factors of 1
+            # make the texture values the material's values.  tests/test_synth_render.py pins this.
             rm = np.zeros(material.roughness_map.shape + (3,), dtype=np.uint8)
-            rm[..., 1] = np.round(np.clip(material.roughness_map, 0, 1) * 255)  # glTF: G = roughness
-            rm[..., 2] = np.round(np.clip(metallic, 0, 1) * 255)  # B = metallic
+            rm[..., 0] = np.round(np.clip(material.roughness_map, 0, 1) * 255)  # pyrender: R = roughness
+            rm[..., 1] = np.round(np.clip(metallic, 0, 1) * 255)  # pyrender: G = metallic
             mr_tex = pr.Texture(source=np.ascontiguousarray(np.flipud(rm)), source_channels="RGB")
             metallic, roughness = 1.0, 1.0
         mat = pr.MetallicRoughnessMaterial(
@@ -160,20 +171,28 @@ class SceneRenderer:
         self._mesh_node = self._scene.add(pr.Mesh([prim]))
 
     def set_light(self, light: Light) -> None:
-        """Replace the light; it moves with the camera."""
+        """Replace the light(s); they move with the camera at their ``offsets_mm``."""
         pr = self._pr
-        if self._light_node is not None:
-            self._scene.remove_node(self._light_node)
-        if light.kind == "point":
-            lt = pr.PointLight(color=np.ones(3), intensity=float(light.intensity))
-        elif light.kind == "spot":
-            outer = np.radians(light.spot_angle_deg)
-            lt = pr.SpotLight(color=np.ones(3), intensity=float(light.intensity),
-                              innerConeAngle=0.5 * outer, outerConeAngle=outer)
-        else:
-            raise ValueError(f"unknown light kind {light.kind!r}")
+        for node in self._light_nodes:
+            self._scene.remove_node(node)
+        offsets = np.asarray(light.offsets_mm, dtype=np.float64).reshape(-1, 3)
+        each = float(light.intensity) / len(offsets)
+        self._light_nodes, self._light_offsets = [], []
+        for off in offsets:
+            if light.kind == "point":
+                lt = pr.PointLight(color=np.ones(3), intensity=each)
+            elif light.kind == "spot":
+                outer = np.radians(light.spot_angle_deg)
+                lt = pr.SpotLight(color=np.ones(3), intensity=each,
+                                  innerConeAngle=float(np.clip(light.spot_softness, 0.0, 0.99)) * outer,
+                                  outerConeAngle=outer)
+            else:
+                raise ValueError(f"unknown light kind {light.kind!r}")
+            cam_from_light = np.eye(4)
+            cam_from_light[:3, 3] = off
+            self._light_offsets.append(cam_from_light)
+            self._light_nodes.append(self._scene.add(lt, pose=np.eye(4)))
         self._scene.ambient_light = np.full(3, float(light.ambient))
-        self._light_node = self._scene.add(lt, pose=np.eye(4))
 
     # -- render --------------------------------------------------------------------------------
     def render(self, world_from_cam: np.ndarray, flat: bool = False,
@@ -197,8 +216,9 @@ class SceneRenderer:
         """
         pose_gl = world_from_cam_gl(world_from_cam)
         self._scene.set_pose(self._cam_node, pose_gl)
-        if self._light_node is not None:
-            self._scene.set_pose(self._light_node, pose_gl)
+        for node, cam_from_light in zip(self._light_nodes, self._light_offsets):
+            # offset in the OpenCV camera frame, then the same OpenCV -> OpenGL axis flip as the camera
+            self._scene.set_pose(node, world_from_cam_gl(np.asarray(world_from_cam) @ cam_from_light))
         flags = self._pr.RenderFlags.NONE
         if depth_only:
             depth = self._renderer.render(self._scene, flags=self._pr.RenderFlags.DEPTH_ONLY)

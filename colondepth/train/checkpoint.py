@@ -44,7 +44,7 @@ def make_card(net, curriculum_name: str, stage_name: str, stage_index: int, glob
 
     cfg = net.config
     return {
-        "architecture": "DepthNet",
+        "architecture": "UNetDepthNet" if getattr(cfg, "arch", "dispnet") == "basic_unet" else "DepthNet",
         "model": cfg.to_dict(),
         "input_size": [int(cfg.input_height), int(cfg.input_width)],
         "normalisation": {"input": "RGB float in [0, 1]", "mean": [float(v) for v in cfg.mean],

@@ -33,10 +33,22 @@ class ModelSection(_Strict):
     decoder_channels: list[Annotated[int, Field(gt=0)]] = [8, 16, 24, 32, 48]
     num_scales: int = Field(4, ge=1)
     norm: Literal["batch", "group", "none"] = "batch"
+    arch: Literal["dispnet", "basic_unet"] = "dispnet"  # basic_unet: MONAI BasicUNet, fully convolutional
+    features: list[Annotated[int, Field(gt=0)]] = [16, 32, 64, 128, 256, 16]  # basic_unet channels
+    inputs: list[Literal["rays", "physics"]] = []  # extra input channels (ray directions, physics prior)
+    default_fov_deg: float = Field(140.0, ge=1.0, lt=180.0)  # field of view assumed without intrinsics
 
     @model_validator(mode="after")
     def _check(self) -> "ModelSection":
         h, w = self.input_size
+        if self.arch == "basic_unet":
+            if h <= 0 or w <= 0 or h % 16 or w % 16:
+                raise ValueError(f"input_size: {list(self.input_size)} must be positive multiples of 16 for basic_unet")
+            if len(self.features) != 6:
+                raise ValueError(f"features: basic_unet needs 6 channel counts, got {self.features}")
+            if self.min_depth_mm >= self.max_depth_mm:
+                raise ValueError(f"min_depth_mm: {self.min_depth_mm} must be below max_depth_mm ({self.max_depth_mm})")
+            return self
         n = len(self.encoder_channels)
         if h <= 0 or w <= 0:
             raise ValueError(f"input_size: must be positive (height, width), got {list(self.input_size)}")
@@ -58,7 +70,9 @@ class ModelSection(_Strict):
                               min_depth_mm=self.min_depth_mm, max_depth_mm=self.max_depth_mm,
                               encoder_channels=list(self.encoder_channels),
                               decoder_channels=list(self.decoder_channels),
-                              num_scales=self.num_scales, norm=self.norm)
+                              num_scales=self.num_scales, norm=self.norm, arch=self.arch,
+                              features=list(self.features), inputs=list(self.inputs),
+                              default_fov_deg=self.default_fov_deg)
 
 
 class Budget(_Strict):
@@ -127,10 +141,35 @@ class SupervisedLoss(_Strict):
 
 
 class Augment(_Strict):
-    """Geometric augmentation only: gain/brightness jitter would destroy the shading -> depth cue."""
+    """Training augmentation (see :func:`colondepth.train.data.augment_frame`).
+
+    Geometric: flips and ``zoom`` (a random crop of ``1 / zoom`` of the frame, resized back to the
+    input size, with the intrinsics cropped and resized alike, so a narrower field of view is seen).
+    Photometric (off by default): a global gain changes the metric brightness -> depth calibration, so
+    use it with models that should not rely on absolute brightness (real endoscopes auto-expose).
+    """
 
     hflip: bool = True
     vflip: bool = True
+    zoom: tuple[float, float] = (1.0, 1.0)  # range of the zoom factor (>= 1)
+    gain: tuple[float, float] = (1.0, 1.0)  # range of a global linear-intensity gain
+    gamma: tuple[float, float] = (1.0, 1.0)  # range of an extra exponent on the [0, 1] image
+    colour: float = Field(0.0, ge=0, le=1)  # std of the log per-channel gains
+    blur_sigma_px: tuple[float, float] = (0.0, 0.0)  # range of a Gaussian blur sigma (px)
+    noise_std: tuple[float, float] = (0.0, 0.0)  # range of additive Gaussian noise std ([0, 1] units)
+    probability: float = Field(1.0, ge=0, le=1)  # fraction of frames that get the photometric jitter
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "Augment":
+        for name in ("zoom", "gain", "gamma", "blur_sigma_px", "noise_std"):
+            lo, hi = getattr(self, name)
+            if lo > hi or lo < 0:
+                raise ValueError(f"{name}: need 0 <= lo <= hi, got [{lo}, {hi}]")
+        if self.zoom[0] < 1.0:
+            raise ValueError(f"zoom: factors must be >= 1 (a crop), got {list(self.zoom)}")
+        if self.gain[0] <= 0 or self.gamma[0] <= 0:
+            raise ValueError("gain, gamma: need positive values")
+        return self
 
 
 class _StageCommon(_Strict):

@@ -176,7 +176,7 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
     from tqdm import tqdm
 
     from colondepth.io import atomic_write_text
-    from colondepth.models.depth_net import DepthNet
+    from colondepth.models.depth_net import build_depth_net
     from colondepth.train.checkpoint import make_card, read_checkpoint, rng_state, save_checkpoint, set_rng_state
     from colondepth.train.config import load_curriculum, resolved_dict
     from colondepth.train.data import DataPool
@@ -232,7 +232,7 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
 
     # -- model -----------------------------------------------------------------------------------------------
     torch.manual_seed(curriculum.seed)
-    net = DepthNet(curriculum.model.to_net_config()).to(device)
+    net = build_depth_net(curriculum.model.to_net_config()).to(device)
     if resume_payload is not None:
         net.load_state_dict(resume_payload["model_state"])
     model: torch.nn.Module = net

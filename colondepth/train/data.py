@@ -183,45 +183,101 @@ def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=interp)
 
 
+def augment_photometric(rgb01: np.ndarray, rng: np.random.Generator, augment) -> np.ndarray:
+    """Camera-like jitter of one ``(H, W, 3)`` float32 image in [0, 1] (values drawn from ``rng``).
+
+    In linear light (display gamma 2.2 undone): a global ``gain`` and per-channel ``colour`` gains, then
+    the clip and re-encoding, an extra exponent ``gamma``, a Gaussian blur and additive noise.
+    """
+    import cv2
+
+    lin = np.power(rgb01, 2.2)
+    gain = rng.uniform(*augment.gain) * np.exp(float(augment.colour) * rng.standard_normal(3))
+    lin = np.clip(lin * gain.astype(np.float32), 0.0, 1.0)
+    out = np.power(lin, np.float32(1.0 / 2.2) * np.float32(rng.uniform(*augment.gamma)))
+    sigma = rng.uniform(*augment.blur_sigma_px)
+    if sigma > 0.05:
+        out = cv2.GaussianBlur(out, (0, 0), float(sigma))
+    noise = rng.uniform(*augment.noise_std)
+    if noise > 0:
+        out = out + np.float32(noise) * rng.standard_normal(out.shape).astype(np.float32)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 class SupervisedFrames(torch.utils.data.Dataset):
-    """RGB + depth frames resized to the model's input size.
+    """RGB + depth frames at the model's input size, with their intrinsics.
 
     Items are dicts: ``rgb`` ``(3, H, W)`` float32 in [0, 1]; ``depth_mm`` ``(1, H, W)`` float32 z-depth in
     mm, 0 = invalid (nearest-neighbour resized, so no invalid/valid mixing; pixels outside the sequence's
-    ``fov_mask`` are invalid); ``valid`` ``(1, H, W)`` bool.
-    Flips (when enabled) are drawn from a generator seeded by ``(seed, epoch, index)``, so a resumed run
-    sees exactly the same samples; set :attr:`epoch` before each pass.
+    ``fov_mask`` are invalid); ``valid`` ``(1, H, W)`` bool; ``K`` ``(3, 3)`` float32 pinhole intrinsics
+    of the returned ``(H, W)`` grid (after crop, resize and flips: a flip maps ``cx`` to ``W - 1 - cx``).
+    Augmentation (``augment``, a curriculum ``Augment`` section, or the ``hflip``/``vflip`` flags) is drawn
+    from a generator seeded by ``(seed, epoch, index)``, so a resumed run sees exactly the same samples; set
+    :attr:`epoch` before each pass.  Frames are never stretched: a non-square frame is centre-cropped to
+    the input's aspect ratio first.
     """
 
     def __init__(self, frames: list[FrameRef], input_hw: tuple[int, int], hflip: bool = False,
-                 vflip: bool = False, seed: int = 0):
+                 vflip: bool = False, seed: int = 0, augment=None):
         self.frames = frames
         self.input_hw = input_hw
-        self.hflip = hflip
-        self.vflip = vflip
+        self.hflip = hflip if augment is None else bool(augment.hflip)
+        self.vflip = vflip if augment is None else bool(augment.vflip)
+        self.augment = augment
         self.seed = seed
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.frames)
 
+    def _crop_box(self, h: int, w: int, rng: np.random.Generator | None) -> tuple[int, int, int, int]:
+        """``(y0, x0, ch, cw)``: the input's aspect ratio, shrunk by a random zoom, at a random place."""
+        H, W = self.input_hw
+        scale = min(h / H, w / W)
+        ch, cw = int(round(H * scale)), int(round(W * scale))
+        if rng is not None and self.augment is not None and self.augment.zoom[1] > 1.0:
+            z = rng.uniform(*self.augment.zoom)
+            ch, cw = max(8, int(round(ch / z))), max(8, int(round(cw / z)))
+        if rng is None:
+            return (h - ch) // 2, (w - cw) // 2, ch, cw
+        return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+
     def __getitem__(self, idx: int) -> dict:
+        from colondepth.conventions import ImageSize
+
         ref = self.frames[idx]
-        rgb = _resize(np.asarray(ref.sequence.rgb(ref.index)), self.input_hw, nearest=False)
+        rgb = np.asarray(ref.sequence.rgb(ref.index))
         depth = np.asarray(ref.sequence.depth_mm(ref.index), dtype=np.float32)
         fov = getattr(ref.sequence, "fov_mask", None)
         if fov is not None:  # pixels outside the endoscope's field of view carry no image signal
             depth = np.where(fov, depth, 0.0).astype(np.float32)
-        depth = _resize(depth, self.input_hw, nearest=True)
-        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+        rng = None
+        if self.augment is not None or self.hflip or self.vflip:
+            rng = np.random.default_rng([int(self.seed), int(self.epoch), int(idx)])
+        h, w = depth.shape
+        y0, x0, ch, cw = self._crop_box(h, w, rng if self.augment is not None else None)
+        k = ref.sequence.intrinsics
+        if k.size.as_hw() != (h, w):
+            k = k.resized(ImageSize(h, w))
+        k = k.cropped(x0, y0, ImageSize(ch, cw)).resized(ImageSize(*self.input_hw))
+        rgb = _resize(rgb[y0:y0 + ch, x0:x0 + cw], self.input_hw, nearest=False)
+        depth = _resize(depth[y0:y0 + ch, x0:x0 + cw], self.input_hw, nearest=True)
+        rgb01 = rgb.astype(np.float32) / 255.0
+        aug = self.augment
+        if aug is not None and rng is not None and rng.uniform() < aug.probability:
+            rgb01 = augment_photometric(rgb01, rng, aug)
+        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb01)).permute(2, 0, 1).float()
         depth_t = torch.from_numpy(np.ascontiguousarray(depth))[None].float()
-        if self.hflip or self.vflip:
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 10_007 + idx) % (2 ** 63))
-            flips = torch.rand(2, generator=g)
+        K = torch.tensor(k.K, dtype=torch.float32)
+        H, W = self.input_hw
+        if rng is not None:
+            flips = rng.uniform(size=2)
             if self.hflip and flips[0] < 0.5:
                 rgb_t, depth_t = rgb_t.flip(-1), depth_t.flip(-1)
+                K[0, 2] = (W - 1) - K[0, 2]
             if self.vflip and flips[1] < 0.5:
                 rgb_t, depth_t = rgb_t.flip(-2), depth_t.flip(-2)
+                K[1, 2] = (H - 1) - K[1, 2]
         valid = torch.isfinite(depth_t) & (depth_t > 0)
         depth_t = torch.where(valid, depth_t, torch.zeros_like(depth_t))
-        return {"rgb": rgb_t, "depth_mm": depth_t, "valid": valid}
+        return {"rgb": rgb_t, "depth_mm": depth_t, "valid": valid, "K": K}

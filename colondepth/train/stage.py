@@ -133,7 +133,7 @@ class SupervisedKind:
                                   for f in val})
         hw = ctx.net.config.input_size.as_hw()
         return StageData(
-            train=SupervisedFrames(train, hw, hflip=stage.augment.hflip, vflip=stage.augment.vflip, seed=ctx.seed),
+            train=SupervisedFrames(train, hw, seed=ctx.seed, augment=stage.augment),
             val=SupervisedFrames(val, hw) if val else None,
         )
 

@@ -24,7 +24,8 @@ def supervised_step(model, net, batch: dict, weights: SupervisedLossWeights, dev
     rgb = batch["rgb"].to(device, non_blocking=True)
     gt = batch["depth_mm"].to(device, non_blocking=True)
     valid = batch["valid"].to(device, non_blocking=True)
-    preds = model(net.normalise(rgb))
+    K = batch.get("K")
+    preds = model(net.normalise(rgb, None if K is None else K.to(device)))
     cfg = net.config
     loss, parts = supervised_loss(preds, gt, weights, cfg.min_depth_mm, cfg.max_depth_mm, valid)
     return loss, parts
@@ -66,7 +67,8 @@ def supervised_validate(net, loader, weights: SupervisedLossWeights, device) -> 
             rgb = batch["rgb"].to(device)
             gt = batch["depth_mm"].to(device)
             valid = batch["valid"].to(device)
-            pred = net(net.normalise(rgb), num_outputs=1)[0]
+            K = batch.get("K")
+            pred = net(net.normalise(rgb, None if K is None else K.to(device)), num_outputs=1)[0]
             loss, _ = supervised_loss([pred], gt, weights, net.config.min_depth_mm, net.config.max_depth_mm, valid)
             total += float(loss) * rgb.shape[0]
             n += rgb.shape[0]
