@@ -1,0 +1,129 @@
+"""Score dense predicted depth at sparse ground-truth points (e.g. structure-from-motion points of real video).
+
+Protocol (the one used by ``benchmarks/bench_transfer.py`` on the sinus SfM sample):
+
+1. sample the predicted depth map at each point's pixel ``(u, v)`` (:func:`sample_depth`; bilinear by
+   default, pixel centres at integer coordinates);
+2. align per frame with :func:`colondepth.eval.alignment.align_depth` (``median``: ``s = median(gt) /
+   median(pred)`` over the frame's points), then clamp to ``[PRED_FLOOR_MM, inf)`` as
+   :func:`colondepth.eval.depth_metrics.frame_depth_metrics` does;
+3. compute :func:`colondepth.eval.depth_metrics.depth_errors` pooled over all points of all frames, and
+   per frame (averaged over frames with :func:`colondepth.eval.depth_metrics.mean_metrics`).
+
+Units: ``rmse`` and ``sq_rel`` are in the ground truth's unit (SfM units for scale-free reconstructions);
+``abs_rel``, ``rmse_log`` and the δ accuracies are unit-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from colondepth.eval.alignment import align_depth
+from colondepth.eval.depth_metrics import PRED_FLOOR_MM, depth_errors, mean_metrics
+
+#: Sampling modes of :func:`sample_depth`.
+SAMPLING_MODES = ("bilinear", "nearest")
+
+
+def sample_depth(depth: np.ndarray, u: np.ndarray, v: np.ndarray, mode: str = "bilinear") -> np.ndarray:
+    """Values of a depth map at sub-pixel positions.
+
+    Parameters
+    ----------
+    depth : (H, W) float
+        Depth map; pixel ``(u, v) = (column, row)`` has its centre at integer coordinates.
+    u, v : (n,) float
+        Positions; values outside ``[0, W - 1] x [0, H - 1]`` are clamped to the border.
+    mode : {"bilinear", "nearest"}
+
+    Returns
+    -------
+    (n,) float64
+
+    >>> d = np.array([[0.0, 10.0], [20.0, 30.0]])
+    >>> sample_depth(d, np.array([0.5, 1.0]), np.array([0.5, 0.0])).tolist()
+    [15.0, 10.0]
+    >>> sample_depth(d, np.array([0.6]), np.array([0.4]), mode="nearest").tolist()
+    [10.0]
+    """
+    d = np.asarray(depth, dtype=np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"depth must be (H, W), got shape {d.shape}")
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"unknown sampling {mode!r}; choose one of {', '.join(SAMPLING_MODES)}")
+    h, w = d.shape
+    x = np.clip(np.asarray(u, dtype=np.float64).ravel(), 0.0, w - 1.0)
+    y = np.clip(np.asarray(v, dtype=np.float64).ravel(), 0.0, h - 1.0)
+    if x.shape != y.shape:
+        raise ValueError(f"u and v must have the same length, got {x.size} and {y.size}")
+    if mode == "nearest":
+        return d[np.rint(y).astype(int), np.rint(x).astype(int)]
+    x0 = np.minimum(np.floor(x).astype(int), max(w - 2, 0))
+    y0 = np.minimum(np.floor(y).astype(int), max(h - 2, 0))
+    x1 = np.minimum(x0 + 1, w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    fx = x - x0
+    fy = y - y0
+    top = d[y0, x0] * (1 - fx) + d[y0, x1] * fx
+    bottom = d[y1, x0] * (1 - fx) + d[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+@dataclass
+class SparseScores:
+    """Aligned predictions at sparse points, accumulated frame by frame.
+
+    Use :meth:`add` once per frame, then :meth:`summary`.
+    """
+
+    align: str = "median"
+    gt: list = field(default_factory=list)
+    aligned: list = field(default_factory=list)
+    frame_metrics: list = field(default_factory=list)
+    scales: list = field(default_factory=list)
+
+    def add(self, pred_at_points: np.ndarray, gt_at_points: np.ndarray) -> Optional[float]:
+        """Align one frame's predictions to its points and keep them; returns the scale (None: no point)."""
+        gt = np.asarray(gt_at_points, dtype=np.float64).ravel()
+        pred = np.asarray(pred_at_points, dtype=np.float64).ravel()
+        if gt.shape != pred.shape:
+            raise ValueError(f"{pred.size} predictions for {gt.size} points")
+        keep = np.isfinite(gt) & (gt > 0)
+        if not keep.any():
+            return None
+        gt, pred = gt[keep], pred[keep]
+        if not np.all(np.isfinite(pred)):
+            raise ValueError(f"prediction has {int((~np.isfinite(pred)).sum())} non-finite values at the points")
+        aligned, scale = align_depth(pred, gt, self.align)
+        aligned = np.maximum(aligned, PRED_FLOOR_MM)
+        self.gt.append(gt)
+        self.aligned.append(aligned)
+        self.frame_metrics.append(depth_errors(gt, aligned))
+        self.scales.append(float(scale))
+        return float(scale)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_metrics)
+
+    @property
+    def num_points(self) -> int:
+        return int(sum(g.size for g in self.gt))
+
+    def summary(self) -> dict:
+        """``{"num_frames", "num_points", "pooled": metrics over all points, "per_frame_mean": mean of
+        per-frame metrics, "scale": {"median", "cv"}}`` (``cv``: std / mean of the per-frame scales, how
+        much the prediction's scale drifts from frame to frame)."""
+        if not self.frame_metrics:
+            raise ValueError("no frame with sparse points was scored")
+        scales = np.asarray(self.scales)
+        return {
+            "num_frames": self.num_frames,
+            "num_points": self.num_points,
+            "pooled": depth_errors(np.concatenate(self.gt), np.concatenate(self.aligned)),
+            "per_frame_mean": mean_metrics(self.frame_metrics),
+            "scale": {"median": float(np.median(scales)), "cv": float(np.std(scales) / np.mean(scales))},
+        }
