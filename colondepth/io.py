@@ -88,6 +88,36 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary folder inside the existing folder ``folder``; move what was written there
+    into ``folder`` only on success.
+
+    For commands that write many files into a folder that may already hold other files (so
+    :func:`atomic_dir` would replace too much): on success every entry of the temporary folder is renamed
+    into ``folder`` (replacing same-named files, each rename atomic) and the temporary folder removed; on
+    failure the temporary folder and everything in it is removed, so a failed run adds nothing.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with staged_files(d) as tmp:
+    ...     _ = (tmp / "a.txt").write_text("hi")
+    >>> sorted(p.name for p in d.iterdir())
+    ['a.txt']
+    """
+    folder = Path(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        for entry in sorted(tmp.iterdir()):
+            os.replace(entry, folder / entry.name)
+        tmp.rmdir()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def require_file(path: str | os.PathLike, what: str, fix: str) -> Path:
     """Return ``path`` as a Path if it is an existing file, else raise a one-line UserError."""
     from colondepth.errors import UserError

@@ -645,6 +645,100 @@ def test_truncated_video_everywhere(fx, cut_video, tmp_path, capsys):
         assert not any(out.glob("*_depth.npy")) and not (out / "report.json").exists()
 
 
+def _write_faststart_video(path: Path, n: int = 30, h: int = 64, w: int = 64) -> None:
+    """An mp4 with its index first (``movflags=faststart``), as streaming tools write it: cut short, it still
+    opens and decodes, and simply ends early."""
+    import av
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(n):
+            rgb = (np.random.default_rng(i).random((h, w, 3)) * 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _decodable_frames(path: Path) -> int:
+    """Frames PyAV decodes before the stream ends or fails (what predict can use)."""
+    import av
+
+    n = 0
+    with av.open(str(path)) as container:
+        try:
+            for _ in container.decode(container.streams.video[0]):
+                n += 1
+        except av.error.FFmpegError:
+            pass
+    return n
+
+
+@pytest.fixture(scope="module")
+def damaged_videos(fx) -> dict:
+    """A whole 30-frame faststart mp4, its first half (truncated copy) and a copy with garbage mid-file."""
+    whole = fx.root / "stream.mp4"
+    _write_faststart_video(whole)
+    data = whole.read_bytes()
+    half = fx.root / "stream_half.mp4"
+    half.write_bytes(data[: len(data) // 2])
+    garbled = fx.root / "stream_garbled.mp4"
+    mid = len(data) // 2
+    garbled.write_bytes(data[:mid] + np.random.default_rng(0).bytes(2000) + data[mid + 2000:])
+    return {"whole": whole, "half": half, "garbled": garbled}
+
+
+@pytest.mark.parametrize("which, cause", [("half", "the video ends there but its header has 30 frames"),
+                                          ("garbled", "(InvalidDataError; frames 0-")])
+def test_predict_video_failing_mid_stream_exits_non_zero_and_adds_nothing(fx, damaged_videos, tmp_path, capsys,
+                                                                           which, cause):
+    video = damaged_videos[which]
+    n = _decodable_frames(video)
+    assert 0 < n < 30  # the damage is mid-stream: the first frames decode
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier results\n")
+    line = fails_cleanly(capsys, _predict(fx, video, out, "--batch-size", "1"), str(video), f"cannot decode frame {n}",
+                         cause, "no depth maps written", "extract its frames", strict=False)
+    assert line.startswith(f"error: {video}: cannot decode frame {n}")
+    # nothing half-written: the folder holds exactly what it held before (no maps, no temporary folder)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert (out / "keep.txt").read_text() == "earlier results\n"
+    fresh = tmp_path / "fresh"
+    fails_cleanly(capsys, _predict(fx, video, fresh), str(video), f"cannot decode frame {n}", absent=[fresh],
+                  strict=False)
+
+
+def test_predict_whole_faststart_video_writes_every_frame(fx, damaged_videos, tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert cli.main([str(a) for a in _predict(fx, damaged_videos["whole"], out, "--no-png")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"stream_{i:06d}_depth.npy" for i in range(30)]
+    depth = np.load(out / "stream_000029_depth.npy")
+    assert depth.shape == (64, 64) and depth.dtype == np.float32 and np.all(depth > 0)
+
+
+def test_reconstruct_predicted_poses_with_an_unreadable_depth_checkpoint(fx, tmp_path, capsys):
+    """The pose network runs at the depth checkpoint's input size: an unreadable checkpoint is an error naming
+    it, not a silent fallback to the frame size."""
+    import torch
+
+    from colondepth.models.pose_net import PoseNetConfig, build_pose_net
+
+    run = tmp_path / "checkpoints"
+    run.mkdir()
+    cfg = PoseNetConfig(num_sources=2, channels=(8, 16), num_mask_scales=0)
+    torch.save({"format": "colondepth-pose-net", "config": cfg.to_dict(),
+                "state": build_pose_net(cfg).state_dict(), "translation_norm_mm": -1.0}, run / "pose_net_ft.pt")
+    bad = run / "final.pt"
+    shutil.copy(fx.rand_pt, bad)
+    out = tmp_path / "rec"
+    line = fails_cleanly(capsys, _reconstruct(out, "--sequence", fx.seq, "--depth", "gt", "--poses", "predicted",
+                                              "--checkpoint", bad),
+                         str(bad), "not a readable ColonDepth checkpoint", absent=[out])
+    assert line.startswith(f"error: {bad}: ")
+
+
 def test_reconstruct_video_mistakes(fx, tmp_path, capsys):
     out = tmp_path / "rec"
     ck = ["--checkpoint", fx.ckpt]

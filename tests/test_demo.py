@@ -47,3 +47,21 @@ def test_demo_end_to_end_tiny(tmp_path, repo_root, capsys):
     assert cli.main(argv) == 0
     steps = json.loads((out / "steps.json").read_text())
     assert [s["step"] for s in steps if not s["skipped"]] == ["predict depth maps"]
+
+
+def test_an_incomplete_reconstruction_is_not_a_done_step(tmp_path):
+    from colondepth.commands.demo import _is_done
+
+    report = tmp_path / "report.json"
+    assert not _is_done(report) and not _is_done(None)
+    report.write_text(json.dumps({"complete": False, "warnings": ["mesh.ply incomplete: ..."]}))
+    assert not _is_done(report)  # rerunning the demo redoes it
+    report.write_text(json.dumps({"complete": True, "warnings": []}))
+    assert _is_done(report)
+    report.write_text(json.dumps({"sequence": "seq_00000"}))  # a report from before the flag existed
+    assert _is_done(report)
+    report.write_text("{not json")
+    assert not _is_done(report)
+    other = tmp_path / "final.pt"
+    other.write_bytes(b"x")
+    assert _is_done(other)

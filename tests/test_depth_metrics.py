@@ -14,6 +14,7 @@ from colondepth.eval.depth_metrics import (
     PRED_FLOOR_MM,
     depth_errors,
     frame_depth_metrics,
+    silog,
     mean_metrics,
     valid_depth_mask,
 )
@@ -32,7 +33,7 @@ def _ramp_gt():
 class TestDepthErrors:
     def test_identical_gives_zero_errors_and_full_accuracy(self):
         gt = np.array([5.0, 12.5, 40.0, 80.0])
-        e = depth_errors(gt, gt.copy())
+        e = depth_errors(gt_mm=gt, pred_mm=gt.copy())
         for name in ("abs_rel", "sq_rel", "rmse", "rmse_log"):
             assert e[name] == 0.0
         for name in ("delta1", "delta2", "delta3"):
@@ -40,7 +41,7 @@ class TestDepthErrors:
 
     def test_hand_computed_three_pixels(self):
         # gt = [1, 2, 4], pred = 2 everywhere: diffs -1, 0, 2; ratios 2, 1, 2.
-        e = depth_errors(np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 2.0]))
+        e = depth_errors(gt_mm=np.array([1.0, 2.0, 4.0]), pred_mm=np.array([2.0, 2.0, 2.0]))
         assert e["abs_rel"] == pytest.approx((1 / 1 + 0 / 2 + 2 / 4) / 3)  # 0.5
         assert e["sq_rel"] == pytest.approx((1 / 1 + 0 / 2 + 4 / 4) / 3)  # 2/3
         assert e["rmse"] == pytest.approx(math.sqrt((1 + 0 + 4) / 3))
@@ -51,7 +52,7 @@ class TestDepthErrors:
         # gt = 10 mm, pred/gt ratios 1, 1.2, 1.5, 1.9, 2.5: thresholds 1.25, 1.5625, 1.953125.
         gt = np.full(5, 10.0)
         pred = np.array([10.0, 12.0, 15.0, 19.0, 25.0])
-        e = depth_errors(gt, pred)
+        e = depth_errors(gt_mm=gt, pred_mm=pred)
         assert e["delta1"] == pytest.approx(2 / 5)
         assert e["delta2"] == pytest.approx(3 / 5)
         assert e["delta3"] == pytest.approx(4 / 5)
@@ -64,8 +65,8 @@ class TestDepthErrors:
     def test_ratio_threshold_is_symmetric(self):
         # Over- and under-estimation by the same factor count the same in δ and rmse_log.
         gt = np.array([10.0, 10.0])
-        over = depth_errors(gt, np.array([13.0, 13.0]))
-        under = depth_errors(gt, np.array([10.0 / 1.3, 10.0 / 1.3]))
+        over = depth_errors(gt_mm=gt, pred_mm=np.array([13.0, 13.0]))
+        under = depth_errors(gt_mm=gt, pred_mm=np.array([10.0 / 1.3, 10.0 / 1.3]))
         assert over["delta1"] == under["delta1"] == 0.0
         assert over["delta2"] == under["delta2"] == 1.0
         assert over["rmse_log"] == pytest.approx(under["rmse_log"])
@@ -75,11 +76,40 @@ class TestDepthErrors:
 
     def test_rejects_non_positive_or_empty(self):
         with pytest.raises(ValueError, match="positive"):
-            depth_errors(np.array([1.0]), np.array([0.0]))
+            depth_errors(gt_mm=np.array([1.0]), pred_mm=np.array([0.0]))
         with pytest.raises(ValueError, match="at least one"):
-            depth_errors(np.array([]), np.array([]))
+            depth_errors(gt_mm=np.array([]), pred_mm=np.array([]))
         with pytest.raises(ValueError, match="same number"):
-            depth_errors(np.array([1.0, 2.0]), np.array([1.0]))
+            depth_errors(gt_mm=np.array([1.0, 2.0]), pred_mm=np.array([1.0]))
+
+
+    def test_arguments_are_keyword_only(self):
+        # gt and pred swapped by position would silently change abs_rel (0.5 vs 0.583); it is refused
+        with pytest.raises(TypeError):
+            depth_errors(np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 2.0]))
+        swapped = depth_errors(gt_mm=np.array([2.0, 2.0, 2.0]), pred_mm=np.array([1.0, 2.0, 4.0]))
+        assert swapped["abs_rel"] == pytest.approx((1 / 2 + 0 + 2 / 2) / 3)  # 0.5, by gt = 2
+
+    def test_torch_tensors_give_the_numpy_numbers(self):
+        torch = pytest.importorskip("torch")
+        gt = np.array([10.0, 10.0, 10.0, 10.0, 10.0])
+        pred = np.array([10.0, 12.0, 15.0, 19.0, 25.0])
+        e_t = depth_errors(gt_mm=torch.tensor(gt, dtype=torch.float32), pred_mm=torch.tensor(pred)[None])
+        assert e_t == pytest.approx(depth_errors(gt_mm=gt, pred_mm=pred), rel=1e-12)
+        assert e_t["abs_rel"] == pytest.approx(0.62)
+
+
+class TestSilog:
+    def test_zero_for_a_scaled_prediction(self):
+        gt = np.array([5.0, 12.5, 40.0])
+        assert silog(gt_mm=gt, pred_mm=3.7 * gt) == pytest.approx(0.0, abs=1e-9)
+
+    def test_hand_computed(self):
+        # ln(p / g) = [0, 1]: variance 1/4, so 100 * sqrt(1/4) = 50
+        assert silog(gt_mm=np.array([1.0, 1.0]), pred_mm=np.array([1.0, math.e])) == pytest.approx(50.0)
+        # ln(p / g) = [ln 2, -ln 2, 0]: variance (2/3) ln(2)^2
+        value = silog(gt_mm=np.array([10.0, 10.0, 10.0]), pred_mm=np.array([20.0, 5.0, 10.0]))
+        assert value == pytest.approx(100 * math.log(2) * math.sqrt(2 / 3))
 
 
 class TestValidMask:
@@ -195,3 +225,50 @@ def test_mean_metrics_is_frame_average():
 
 def test_lower_is_better_flags():
     assert [n for n in DEPTH_METRICS if LOWER_IS_BETTER[n]] == ["abs_rel", "sq_rel", "rmse", "rmse_log"]
+
+
+class TestTrainingValidationUsesTheseMetrics:
+    """Training logs its validation errors through :func:`depth_errors` under its own (unchanged) names."""
+
+    def test_batch_depth_errors_names_and_numbers(self):
+        torch = pytest.importorskip("torch")
+        from colondepth.train.steps import batch_depth_errors
+
+        # (B, 1, H, W) = (1, 1, 2, 3): pixel 0 invalid (gt 0), pixel 5 masked out by `valid`
+        gt = torch.tensor([[[[0.0, 10.0, 10.0], [10.0, 10.0, 10.0]]]])
+        pred = torch.tensor([[[[7.0, 10.0, 12.0], [15.0, 19.0, 99.0]]]])
+        valid = torch.ones_like(gt, dtype=torch.bool)
+        valid[..., 1, 2] = False
+        e = batch_depth_errors(pred_mm=pred, gt_mm=gt, valid=valid)
+        assert set(e) == {"abs_rel", "rmse_mm", "delta1", "silog"}
+        # the four scored pixels: gt 10, pred 10, 12, 15, 19
+        assert e["abs_rel"] == pytest.approx((0 + 2 + 5 + 9) / 10 / 4)  # 0.4
+        assert e["rmse_mm"] == pytest.approx(math.sqrt((0 + 4 + 25 + 81) / 4))
+        assert e["delta1"] == pytest.approx(2 / 4)
+        logs = np.log([1.0, 1.2, 1.5, 1.9])
+        assert e["silog"] == pytest.approx(100 * np.std(logs))
+        ref = depth_errors(gt_mm=np.full(4, 10.0), pred_mm=np.array([10.0, 12.0, 15.0, 19.0]))
+        assert (e["abs_rel"], e["rmse_mm"], e["delta1"]) == pytest.approx((ref["abs_rel"], ref["rmse"], ref["delta1"]))
+
+    def test_batch_depth_errors_nan_without_valid_pixels_or_finite_prediction(self):
+        torch = pytest.importorskip("torch")
+        from colondepth.train.steps import batch_depth_errors
+
+        e = batch_depth_errors(pred_mm=torch.ones(1, 1, 2, 2), gt_mm=torch.zeros(1, 1, 2, 2))
+        assert all(math.isnan(v) for v in e.values())
+        e = batch_depth_errors(pred_mm=torch.full((1, 1, 2, 2), float("nan")), gt_mm=torch.ones(1, 1, 2, 2))
+        assert all(math.isnan(v) for v in e.values())
+        with pytest.raises(TypeError):  # keyword-only: pred and gt cannot be swapped by position
+            batch_depth_errors(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+
+    def test_self_supervised_frame_abs_rel(self):
+        torch = pytest.importorskip("torch")
+        from colondepth.train.selfsup import _frame_abs_rel
+
+        gt = torch.tensor([10.0, 20.0, 40.0])
+        raw, scaled = _frame_abs_rel(gt_mm=gt, pred_mm=2.0 * gt)
+        assert raw == pytest.approx(1.0) and scaled == pytest.approx(0.0, abs=1e-12)
+        # pred [10, 10, 10]: abs_rel (0 + 0.5 + 0.75) / 3; median scale 20 / 10 -> [20, 20, 20]: (1 + 0 + 0.5) / 3
+        raw, scaled = _frame_abs_rel(gt_mm=gt, pred_mm=torch.full((3,), 10.0))
+        assert raw == pytest.approx(1.25 / 3) and scaled == pytest.approx(1.5 / 3)
+        assert all(math.isnan(v) for v in _frame_abs_rel(gt_mm=gt, pred_mm=torch.tensor([1.0, float("nan"), 2.0])))

@@ -9,7 +9,7 @@ import torch
 import test_train_scenes as sfs_scenes
 from colondepth.losses.supervised import SupervisedLossWeights, supervised_loss
 from colondepth.models.depth_net import DepthNet, DepthNetConfig, build_depth_net, sigmoid_to_depth
-from colondepth.train.steps import depth_errors
+from colondepth.train.steps import batch_depth_errors
 
 TINY = dict(input_height=32, input_width=32, encoder_channels=[8, 12, 16], decoder_channels=[8, 8, 12], num_scales=3)
 
@@ -98,7 +98,7 @@ def test_overfits_a_handful_of_frames():
     gt = torch.from_numpy(np.stack([f[1] for f in frames]))[:, None]
     torch.manual_seed(0)
     net = DepthNet(DepthNetConfig(**TINY, max_depth_mm=200.0))
-    before = depth_errors(net.eval().predict_depth(rgb), gt)["abs_rel"]
+    before = batch_depth_errors(pred_mm=net.eval().predict_depth(rgb), gt_mm=gt)["abs_rel"]
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     weights = SupervisedLossWeights()
@@ -107,7 +107,7 @@ def test_overfits_a_handful_of_frames():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    after = depth_errors(net.eval().predict_depth(rgb), gt)
+    after = batch_depth_errors(pred_mm=net.eval().predict_depth(rgb), gt_mm=gt)
     assert before > 0.3
     assert after["abs_rel"] < 0.08
     assert after["delta1"] > 0.95

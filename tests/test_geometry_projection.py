@@ -223,3 +223,51 @@ def test_half_precision_backprojection():
     pts = backproject_depth(depth, _K(dtype=torch.float32))
     assert pts.dtype == torch.float16
     np.testing.assert_allclose(pts[0, 0, 0, 0].item(), 20.0 * (0 - CX) / FX, rtol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------
+# numpy helpers: the pixel-rounding rule and the numpy projection, and range -> z-depth in numpy
+# ------------------------------------------------------------------------------------------------
+
+def test_pixel_index_rounds_half_up_everywhere():
+    from colondepth.geometry.projection import pixel_index
+
+    coords = np.array([-0.5, -0.25, 0.0, 0.49999, 0.5, 1.5, 2.5, 3.5, 4.5, 7.499, 7.5])
+    # np.round would give 2 for 2.5 and 4 for 4.5 (half to even); every pixel here covers [i - 0.5, i + 0.5)
+    assert pixel_index(coords).tolist() == [0, 0, 0, 0, 1, 2, 3, 4, 5, 7, 8]
+    assert pixel_index(coords).dtype == np.int64
+    assert pixel_index(np.float32([2.5, -1.5])).tolist() == [3, -1]
+
+
+def test_project_points_np_matches_torch_and_keeps_dtype():
+    from colondepth.geometry.projection import project_points_np
+
+    rng = np.random.default_rng(3)
+    pts = np.stack([rng.uniform(-20, 20, 50), rng.uniform(-20, 20, 50), rng.uniform(5, 80, 50)], axis=1)
+    K = _K()[0].numpy().copy()
+    K[0, 1] = 0.7  # with skew
+    uv, z = project_points_np(pts, K)
+    uv_t, z_t = project_points(torch.from_numpy(pts)[None], torch.from_numpy(K))
+    np.testing.assert_allclose(uv, uv_t[0].numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(z, z_t[0].numpy())
+    # hand-computed: (10, -4, 20) -> u = 30 * 0.5 + 0.7 * -0.2 + 17.3 = 32.16, v = 34 * -0.2 + 13.6 = 6.8
+    uv1, z1 = project_points_np(np.array([[10.0, -4.0, 20.0]]), K)
+    np.testing.assert_allclose(uv1, [[32.16, 6.8]], rtol=1e-12)
+    assert z1.tolist() == [20.0]
+    uv32, _ = project_points_np(pts.astype(np.float32), K)
+    assert uv32.dtype == np.float32
+    np.testing.assert_allclose(uv32, uv, atol=1e-4)
+
+
+def test_range_to_z_depth_numpy_matches_torch_range_to_depth():
+    from colondepth.eval.baselines import range_to_z_depth as from_baselines
+    from colondepth.geometry.camera import PinholeIntrinsics, range_to_z_depth
+
+    assert from_baselines is range_to_z_depth  # one implementation, still importable from the old place
+    intr = PinholeIntrinsics(fx=FX, fy=FY, cx=CX, cy=CY, size=SIZE)
+    rng = np.random.default_rng(0).uniform(5.0, 90.0, SIZE.as_hw())
+    z_np = range_to_z_depth(rng, intr)
+    z_t = range_to_depth(torch.from_numpy(rng)[None, None], _K())[0, 0].numpy()
+    np.testing.assert_allclose(z_np, z_t, rtol=1e-12)
+    # by hand at pixel (u, v) = (0, 0): z = r / sqrt(1 + (CX / FX)^2 + (CY / FY)^2)
+    np.testing.assert_allclose(z_np[0, 0], rng[0, 0] / math.sqrt(1 + (CX / FX) ** 2 + (CY / FY) ** 2), rtol=1e-12)

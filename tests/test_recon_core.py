@@ -160,6 +160,64 @@ def test_fusion_errors_and_empty_frames():
         TSDFVolume(voxel_mm=1.0, trunc_mm=0.5)
 
 
+def _failing_marching_cubes(monkeypatch, fail_calls):
+    """Make skimage's marching cubes raise on the given (0-based) calls; return the list of calls made."""
+    import skimage.measure
+
+    real = skimage.measure.marching_cubes
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(len(calls))
+        if calls[-1] in fail_calls:
+            raise RuntimeError("simulated failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(skimage.measure, "marching_cubes", flaky)
+    return calls
+
+
+def test_failed_marching_cubes_chunk_is_recorded_and_warned(fused, monkeypatch):
+    from colondepth.recon.fusion import IncompleteMeshWarning
+
+    vol, _ = fused
+    whole = vol.extract_mesh(chunk_voxels=8)
+    assert vol.failed_chunks == [] and vol.incomplete_message() == ""
+    n_chunks = vol.surface_chunks
+    assert n_chunks > 4
+    calls = _failing_marching_cubes(monkeypatch, {1})
+    with pytest.warns(IncompleteMeshWarning, match=f"marching cubes failed on 1 of {n_chunks} surface chunks"):
+        partial = vol.extract_mesh(chunk_voxels=8)
+    assert len(calls) == n_chunks
+    assert len(vol.failed_chunks) == 1
+    failed = vol.failed_chunks[0]
+    assert failed["error"] == "RuntimeError: simulated failure"
+    # the chunk's box: 8 voxels of 0.5 mm per chunk edge plus the one-voxel overlap, half a voxel either side
+    size = np.subtract(failed["world_max_mm"], failed["world_min_mm"])
+    np.testing.assert_allclose(size, [(8 + 1) * 0.5] * 3)
+    lo = np.array(failed["chunk"]) * 8 * 0.5 - 0.25
+    np.testing.assert_allclose(failed["world_min_mm"], lo)
+    # the mesh lacks exactly that chunk's surface
+    assert 0 < len(partial.faces) < len(whole.faces)
+    inside = np.all((whole.triangles_center > lo + 0.25) & (whole.triangles_center < lo + 0.25 + 4.0), axis=1)
+    assert inside.sum() > 0
+    p_inside = np.all((partial.triangles_center > lo + 0.25) & (partial.triangles_center < lo + 0.25 + 4.0), axis=1)
+    assert p_inside.sum() == 0
+    # a clean extraction afterwards resets the record
+    monkeypatch.undo()
+    vol.extract_mesh(chunk_voxels=8)
+    assert vol.failed_chunks == []
+
+
+def test_every_marching_cubes_chunk_failing_is_a_user_error(fused, monkeypatch):
+    from colondepth.recon.fusion import IncompleteMeshWarning
+
+    vol, _ = fused
+    _failing_marching_cubes(monkeypatch, set(range(10_000)))
+    with pytest.warns(IncompleteMeshWarning), pytest.raises(UserError, match="no mesh: marching cubes failed on"):
+        vol.extract_mesh()
+
+
 # -- exports -----------------------------------------------------------------------------------
 def test_nifti_affine_round_trips(tmp_path, fused):
     import nibabel as nib

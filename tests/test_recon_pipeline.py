@@ -120,6 +120,9 @@ def test_command_report_metrics_and_coverage(command_run):
     back = gt.triangles_center[:, 2] < -5.0
     assert un.area >= gt.area_faces[back].sum() * 0.999
     assert report["frames"]["integrated"] == N and report["timing_s"]["fusion_fps"] > 0
+    assert report["complete"] is True and report["warnings"] == []
+    assert report["mesh"]["marching_cubes"]["failed_chunks"] == []
+    assert report["mesh"]["marching_cubes"]["surface_chunks"] >= 1
 
 
 def test_frames_selection_and_errors(tmp_path, capsys):
@@ -288,3 +291,46 @@ def test_oversized_volume_skips_only_the_nifti(tmp_path, capsys):
     assert "tsdf.nii.gz" not in report["outputs"]
     assert "exceeds the cap of 1000" in report["volume"]["nifti"]
     assert "tsdf.nii.gz not written" in capsys.readouterr().err
+    # a skipped volume is a setting, not a failure: listed in the warnings, the run stays complete
+    assert report["complete"] is True
+    assert len(report["warnings"]) == 1 and report["warnings"][0].startswith("tsdf.nii.gz not written")
+
+
+def test_failed_marching_cubes_chunk_makes_the_command_fail_after_writing(tmp_path, capsys, monkeypatch):
+    """A chunk marching cubes cannot mesh is never dropped silently: warning, report.json, exit status 4."""
+    import skimage.measure
+
+    from colondepth.recon.fusion import IncompleteMeshWarning
+
+    real = skimage.measure.marching_cubes
+    calls = []
+
+    def fail_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("simulated failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(skimage.measure, "marching_cubes", fail_first)
+    seq = write_tiny_dataset(tmp_path / "ds")
+    out = tmp_path / "recon"
+    argv = ["reconstruct", "--sequence", str(seq), "--out", str(out), "--voxel-mm", "1.0", "--max-depth-mm", "20",
+            "--no-progress"]
+    with pytest.warns(IncompleteMeshWarning, match="marching cubes failed on 1 of"):
+        code = cli.main(argv + ["--frames", "0:6:1"])
+    captured = capsys.readouterr()
+    assert code == 4
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    n = len(calls)
+    assert lines[-1] == (f"error: {out}/mesh.ply is incomplete: marching cubes failed on 1 of {n} surface chunks, "
+                         f"so the mesh and its coverage have holes (where: 'warnings' in {out}/report.json); "
+                         f"rerun with another --voxel-mm")
+    assert "Traceback" not in captured.err
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is False
+    assert len(report["warnings"]) == 1
+    assert report["warnings"][0].startswith(f"mesh.ply incomplete: marching cubes failed on 1 of {n} surface chunks "
+                                            "(ValueError: simulated failure)")
+    failed = report["mesh"]["marching_cubes"]["failed_chunks"]
+    assert len(failed) == 1 and failed[0]["error"] == "ValueError: simulated failure"
+    assert (out / "mesh.ply").is_file() and (out / "coverage.json").is_file()  # everything else is written

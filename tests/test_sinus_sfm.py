@@ -62,9 +62,9 @@ def test_sparse_scores_median_scaling_and_pooling():
     s.add(np.array([20.0, 20.0]), gt2)  # scale 15/20: aligned [15, 15]
     out = s.summary()
     assert out["num_frames"] == 2 and out["num_points"] == 5
-    pooled = depth_errors(np.r_[gt1, gt2], np.r_[gt1, 15.0, 15.0])
+    pooled = depth_errors(gt_mm=np.r_[gt1, gt2], pred_mm=np.r_[gt1, 15.0, 15.0])
     assert out["pooled"] == pytest.approx(pooled)
-    assert out["per_frame_mean"]["abs_rel"] == pytest.approx(depth_errors(gt2, np.array([15.0, 15.0]))["abs_rel"] / 2)
+    assert out["per_frame_mean"]["abs_rel"] == pytest.approx(depth_errors(gt_mm=gt2, pred_mm=np.array([15.0, 15.0]))["abs_rel"] / 2)
     assert s.add(np.array([1.0]), np.array([0.0])) is None  # no valid point: frame not counted
     assert s.summary()["num_frames"] == 2
 

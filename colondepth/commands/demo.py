@@ -51,6 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="delete DIR first instead of continuing")
 
 
+def _is_done(marker: Path | None) -> bool:
+    """A step is done when its marker exists; a reconstruction's ``report.json`` must also not say
+    ``"complete": false`` (an incomplete mesh is redone on the next run)."""
+    if marker is None or not marker.exists():
+        return False
+    if marker.name != "report.json":
+        return True
+    try:
+        return json.loads(marker.read_text()).get("complete", True) is not False
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class _Step:
     """Runs one pipeline step through the CLI, prints its command, times it, and skips finished ones."""
 
@@ -66,7 +79,7 @@ class _Step:
         n = len(self.log) + 1
         cmd = "colondepth " + " ".join(shlex.quote(a) for a in argv)
         print(f"\n=== [{n}] {title}\n$ {cmd}", flush=True)
-        if done_marker is not None and done_marker.exists():
+        if _is_done(done_marker):
             print(f"    already done ({done_marker}); skipping", flush=True)
             self.log.append({"step": title, "command": cmd, "seconds": 0.0, "skipped": True})
             return

@@ -7,6 +7,11 @@ labelled in mm).  Video frames get stems ``<video>_<frame:06d>``.
 ``--intrinsics FILE`` gives the camera (see :func:`colondepth.datasets.video.load_intrinsics`): a fisheye
 frame is undistorted to a pinhole for the network and its depth mapped back, so the depth map is always on
 the input's pixel grid.  Without it the network assumes its own camera.
+
+All or nothing: the maps are written to a hidden folder inside ``--out`` and moved in only when every
+frame was predicted.  A frame that cannot be read or decoded (a damaged image, a video that fails or ends
+early mid-stream, e.g. a truncated copy) stops the command with a non-zero exit and one error line naming
+the file and the frame index, and adds nothing to ``--out``.
 """
 
 from __future__ import annotations
@@ -156,22 +161,28 @@ def _video_frames(p, cropped):
     stream = container.streams.video[0]
     count = int(stream.frames) if stream.frames else None
 
+    fix = "re-encode it (ffmpeg -i IN -c:v libx264 OUT.mp4) or extract its frames to a folder"
+
     def gen():
-        n = 0
+        n = 0  # frames decoded so far = index of the frame being decoded
         try:
             for i, frame in enumerate(container.decode(stream)):
                 n += 1
                 yield f"{p.stem}_{i:06d}", cropped(frame.to_ndarray(format="rgb24"), p)
         except UserError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - PyAV raises many error types for damaged streams
             if n == 0:
-                raise UserError(f"{p}: cannot decode video ({type(exc).__name__}); re-encode it "
-                                f"(ffmpeg -i IN -c:v libx264 OUT.mp4) or extract frames") from None
+                raise UserError(f"{p}: cannot decode video ({type(exc).__name__}); {fix}") from None
+            raise UserError(f"{p}: cannot decode frame {n} ({type(exc).__name__}; frames 0-{n - 1} decoded); "
+                            f"no depth maps written; {fix}") from None
         finally:
             container.close()
         if n == 0:
             raise UserError(f"{p}: no decodable frames; the file is empty or corrupt")
+        if count is not None and n < count:  # a truncated file decodes cleanly but ends early
+            raise UserError(f"{p}: cannot decode frame {n}: the video ends there but its header has {count} "
+                            f"frames (truncated or corrupt file); no depth maps written; {fix}")
 
     return count, gen()
 
@@ -188,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     from colondepth.datasets.video import Crop, intrinsics_for_frames, load_intrinsics
     from colondepth.errors import UserError
     from colondepth.infer.predictor import DepthPredictor
-    from colondepth.io import atomic_path
+    from colondepth.io import staged_files
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
@@ -222,21 +233,22 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable --out") from None
 
+    stage = None  # outputs go to a hidden folder inside --out and are moved in only when every frame worked
+
     def flush(batch):
         depths = predictor.predict_batch(np.stack([f for _, f in batch]), intrinsics=camera)
         for (stem, _), depth in zip(batch, depths):
-            with atomic_path(out / f"{stem}_depth.npy") as tmp:
-                np.save(tmp, depth.astype(np.float32))
+            np.save(stage / f"{stem}_depth.npy", depth.astype(np.float32))
             if not args.no_png:
                 preview = colorize_depth(depth)
-                with atomic_path(out / f"{stem}_depth.png") as tmp:
-                    if not cv2.imwrite(str(tmp), cv2.cvtColor(preview, cv2.COLOR_RGB2BGR)):
-                        raise UserError(f"{out}: cannot write {stem}_depth.png; check the folder is writable")
+                if not cv2.imwrite(str(stage / f"{stem}_depth.png"), cv2.cvtColor(preview, cv2.COLOR_RGB2BGR)):
+                    raise UserError(f"{out}: cannot write {stem}_depth.png; check the folder is writable")
 
     written = 0
     batch: list = []
     try:
-        with tqdm(total=count, desc="predict", unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
+        with staged_files(out) as stage, \
+                tqdm(total=count, desc="predict", unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
             for stem, frame in itertools.chain(first, frames):
                 if batch and frame.shape != batch[0][1].shape:
                     flush(batch)

@@ -104,4 +104,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"vs {key.replace('_', ' ')}: accuracy {r['accuracy_mm']:.3f} mm, completeness "
                   f"{r['completeness_mm']:.3f} mm, Chamfer {r['chamfer_mm']:.3f} mm, F@1mm {r['fscore@1mm']:.3f}")
     print(f"wrote {args.out}/: " + ", ".join(report["outputs"]))
+    if not report["complete"]:
+        from colondepth.errors import IncompleteOutput
+
+        mc = report["mesh"]["marching_cubes"]
+        raise IncompleteOutput(f"{args.out}/mesh.ply is incomplete: marching cubes failed on "
+                               f"{len(mc['failed_chunks'])} of {mc['surface_chunks']} surface chunks, so the mesh "
+                               f"and its coverage have holes (where: 'warnings' in {args.out}/report.json); "
+                               f"rerun with another --voxel-mm")
     return 0

@@ -14,7 +14,8 @@ Physics baseline (inverse-square light at the lens)
     3. a small Gaussian blur (sigma in pixels) against noise and texture;
     4. clip dark pixels at ``min_luminance`` (they would otherwise get an unbounded depth);
     5. ``range ∝ 1 / sqrt(luminance)``; with intrinsics, range is converted to z-depth along the
-       ray of each pixel: ``z = range / sqrt(1 + ((u - cx) / fx)² + ((v - cy) / fy)²)``.
+       ray of each pixel: ``z = range / sqrt(1 + ((u - cx) / fx)² + ((v - cy) / fy)²)``
+       (:func:`colondepth.geometry.camera.range_to_z_depth`).
 
 Constant baseline
     Every pixel gets the same depth: the median ground-truth depth of the *training* set
@@ -29,7 +30,8 @@ from typing import Iterable, Optional
 import numpy as np
 
 from colondepth.conventions import ImageSize
-from colondepth.geometry.camera import Intrinsics, PinholeIntrinsics, ray_directions
+from colondepth.geometry.camera import Intrinsics
+from colondepth.geometry.camera import range_to_z_depth  # the geometry layer owns it; still importable from here
 
 #: Rec. 709 / sRGB luminance weights of linear R, G, B.
 REC709_WEIGHTS = np.array([0.2126, 0.7152, 0.0722])
@@ -71,33 +73,6 @@ def linear_luminance(rgb: np.ndarray, gamma: float = DEFAULT_GAMMA) -> np.ndarra
     if gamma <= 0:
         raise ValueError(f"gamma must be positive, got {gamma}")
     return (encoded**gamma) @ REC709_WEIGHTS
-
-
-def range_to_z_depth(range_mm: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """Convert ray length to z-depth: ``z = range * d_z`` with ``d`` the pixel's unit ray direction.
-
-    Parameters
-    ----------
-    range_mm : (H, W) float
-        Distance from the optical centre along each pixel's ray.
-    intrinsics : PinholeIntrinsics or FisheyeIntrinsics
-        OpenCV convention, pixel centres at integers; resized to ``(H, W)`` if it refers to another
-        size.  The rays are :func:`colondepth.geometry.camera.ray_directions` (for a pinhole
-        ``d_z = 1 / |(x_n, y_n, 1)|`` with normalised coordinates).
-
-    Returns
-    -------
-    (H, W) float64 z-depth (same unit as ``range_mm``); 0 (invalid) at fisheye pixels whose ray the model
-    cannot give (at or beyond 90 degrees from the axis, see :func:`ray_directions`).
-
-    >>> k = PinholeIntrinsics(fx=1.0, fy=1.0, cx=0.0, cy=0.0, size=ImageSize(1, 2))
-    >>> range_to_z_depth(np.array([[1.0, 2.0]]), k).round(6).tolist()
-    [[1.0, 1.414214]]
-    """
-    r = np.asarray(range_mm, dtype=np.float64)
-    h, w = r.shape
-    ray_z = ray_directions(intrinsics, ImageSize(h, w))[..., 2]
-    return r * np.nan_to_num(ray_z, nan=0.0)
 
 
 def physics_depth_mm(

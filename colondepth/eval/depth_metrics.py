@@ -15,6 +15,11 @@ name           definition                                          unit
 ``delta3``     ``mean(max(g/p, p/g) < 1.25^3)``                    fraction
 =============  ==================================================  ==========
 
+The one implementation of these formulas is :func:`depth_errors` (keyword-only ``gt_mm=``, ``pred_mm=`` so
+the two cannot be swapped); training validation (:func:`colondepth.train.steps.batch_depth_errors`,
+:meth:`colondepth.train.selfsup.SelfSupervisedKind.validate`) calls it too, with :func:`silog` for the
+scale-invariant log error training also logs.
+
 Order of operations (as monodepth2): select valid pixels by the ground truth, align the
 prediction (:mod:`colondepth.eval.alignment`), clamp the aligned prediction to
 ``[min_mm, max_mm]`` (to ``[PRED_FLOOR_MM, inf)`` when no range is given, so logs and ratios stay
@@ -92,26 +97,38 @@ def valid_depth_mask(
     return valid
 
 
-def depth_errors(gt_mm: np.ndarray, pred_mm: np.ndarray) -> dict[str, float]:
+def _as_float64(x) -> np.ndarray:
+    """Flat float64 numpy copy of an array or a torch tensor (any device)."""
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64).ravel()
+
+
+def _checked_pair(gt_mm, pred_mm, what: str) -> tuple[np.ndarray, np.ndarray]:
+    gt, pred = _as_float64(gt_mm), _as_float64(pred_mm)
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt and pred must have the same number of pixels, got {gt.size} and {pred.size}")
+    if gt.size == 0:
+        raise ValueError(f"{what} needs at least one valid pixel")
+    if not (np.all(gt > 0) and np.all(pred > 0) and np.all(np.isfinite(gt)) and np.all(np.isfinite(pred))):
+        raise ValueError(f"{what} needs finite, positive gt and pred; mask and clamp first")
+    return gt, pred
+
+
+def depth_errors(*, gt_mm, pred_mm) -> dict[str, float]:
     """The seven metrics of :data:`DEPTH_METRICS` between matching valid pixels.
 
     Parameters
     ----------
-    gt_mm, pred_mm : (n,) float
-        Ground truth and (aligned, clamped) prediction at the valid pixels, mm, all > 0.
+    gt_mm, pred_mm : (n,) float array or torch tensor (any shape, flattened); keyword-only
+        Ground truth and (aligned, clamped) prediction at the valid pixels, mm, all > 0 and finite.
+        Keyword-only so the two cannot be swapped.
 
-    >>> e = depth_errors(np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 2.0]))
+    >>> e = depth_errors(gt_mm=np.array([1.0, 2.0, 4.0]), pred_mm=np.array([2.0, 2.0, 2.0]))
     >>> round(e["abs_rel"], 6), round(e["sq_rel"], 6), round(e["delta1"], 6)
     (0.5, 0.666667, 0.333333)
     """
-    gt = np.asarray(gt_mm, dtype=np.float64).ravel()
-    pred = np.asarray(pred_mm, dtype=np.float64).ravel()
-    if gt.shape != pred.shape:
-        raise ValueError(f"gt and pred must have the same number of pixels, got {gt.size} and {pred.size}")
-    if gt.size == 0:
-        raise ValueError("depth_errors needs at least one valid pixel")
-    if not (np.all(gt > 0) and np.all(pred > 0) and np.all(np.isfinite(gt)) and np.all(np.isfinite(pred))):
-        raise ValueError("depth_errors needs finite, positive gt and pred; mask and clamp first")
+    gt, pred = _checked_pair(gt_mm, pred_mm, "depth_errors")
     diff = gt - pred
     thresh = np.maximum(gt / pred, pred / gt)
     log_diff = np.log(gt) - np.log(pred)
@@ -124,6 +141,22 @@ def depth_errors(gt_mm: np.ndarray, pred_mm: np.ndarray) -> dict[str, float]:
         "delta2": float(np.mean(thresh < 1.25**2)),
         "delta3": float(np.mean(thresh < 1.25**3)),
     }
+
+
+def silog(*, gt_mm, pred_mm) -> float:
+    """Scale-invariant log error (Eigen et al., lambda = 1): ``100 sqrt(var(ln p - ln g))``.
+
+    Zero for any prediction that is a constant multiple of the ground truth.  Same inputs as
+    :func:`depth_errors`.
+
+    >>> round(silog(gt_mm=np.array([1.0, 2.0, 4.0]), pred_mm=np.array([3.0, 6.0, 12.0])), 9)
+    0.0
+    >>> round(silog(gt_mm=np.array([1.0, 1.0]), pred_mm=np.array([1.0, np.e])), 6)
+    50.0
+    """
+    gt, pred = _checked_pair(gt_mm, pred_mm, "silog")
+    d = np.log(pred) - np.log(gt)
+    return float(np.sqrt(np.var(d)) * 100.0)  # two-pass variance: no cancellation for a scaled prediction
 
 
 @dataclass(frozen=True)
@@ -205,7 +238,7 @@ def frame_depth_metrics(
     lo = float(min_mm) if min_mm is not None else PRED_FLOOR_MM
     hi = float(max_mm) if max_mm is not None else np.inf
     aligned = np.clip(aligned, lo, hi)
-    return FrameDepthMetrics(metrics=depth_errors(gt_v, aligned), scale=float(scale), num_valid=n)
+    return FrameDepthMetrics(metrics=depth_errors(gt_mm=gt_v, pred_mm=aligned), scale=float(scale), num_valid=n)
 
 
 def mean_metrics(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:

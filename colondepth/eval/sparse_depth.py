@@ -101,7 +101,7 @@ class SparseScores:
         aligned = np.maximum(aligned, PRED_FLOOR_MM)
         self.gt.append(gt)
         self.aligned.append(aligned)
-        self.frame_metrics.append(depth_errors(gt, aligned))
+        self.frame_metrics.append(depth_errors(gt_mm=gt, pred_mm=aligned))
         self.scales.append(float(scale))
         return float(scale)
 
@@ -123,7 +123,7 @@ class SparseScores:
         return {
             "num_frames": self.num_frames,
             "num_points": self.num_points,
-            "pooled": depth_errors(np.concatenate(self.gt), np.concatenate(self.aligned)),
+            "pooled": depth_errors(gt_mm=np.concatenate(self.gt), pred_mm=np.concatenate(self.aligned)),
             "per_frame_mean": mean_metrics(self.frame_metrics),
             "scale": {"median": float(np.median(scales)), "cv": float(np.std(scales) / np.mean(scales))},
         }

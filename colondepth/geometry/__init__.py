@@ -1,8 +1,9 @@
 """Pure, differentiable camera geometry.
 
-- :mod:`colondepth.geometry.camera`: :class:`PinholeIntrinsics` (numpy, no torch).
+- :mod:`colondepth.geometry.camera`: :class:`PinholeIntrinsics`, ray directions and range -> z-depth (numpy).
 - :mod:`colondepth.geometry.pose`: rotations and ``b_from_a`` poses (torch).
-- :mod:`colondepth.geometry.projection`: back-projection and projection of depth (torch).
+- :mod:`colondepth.geometry.projection`: back-projection and projection of depth (torch), range <-> z-depth
+  (torch), and the numpy projection and pixel-rounding helpers used by fusion and coverage.
 - :mod:`colondepth.geometry.warp`: image sampling and view synthesis, the only ``grid_sample`` user.
 
 Names are re-exported lazily, so ``import colondepth.geometry.camera`` does not import torch:
@@ -14,7 +15,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "camera": ("PinholeIntrinsics",),
+    "camera": ("PinholeIntrinsics", "range_to_z_depth"),
     "pose": (
         "axis_angle_to_matrix", "matrix_to_axis_angle", "quaternion_to_matrix", "matrix_to_quaternion",
         "make_pose", "pose_from_axis_angle_translation", "pose_from_translation_quaternion",
@@ -23,7 +24,7 @@ _EXPORTS = {
     ),
     "projection": (
         "pixel_grid", "pixel_rays", "backproject_depth", "project_points", "depth_to_range",
-        "range_to_depth", "depth_to_disp", "disp_to_depth",
+        "range_to_depth", "depth_to_disp", "disp_to_depth", "pixel_index", "project_points_np",
     ),
     "warp": ("sample_image", "warp_source_to_target", "pixel_to_grid_sample_coords"),
 }

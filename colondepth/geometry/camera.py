@@ -443,3 +443,36 @@ def ray_directions(intrinsics: Intrinsics, size: Optional[ImageSize] = None) -> 
     rays = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
     rays.setflags(write=False)
     return rays
+
+
+def range_to_z_depth(range_mm: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """Convert ray length to z-depth: ``z = range * d_z`` with ``d`` the pixel's unit ray direction.
+
+    The numpy conversion for pinhole and fisheye cameras; the torch pair for pinhole batches is
+    :func:`colondepth.geometry.projection.range_to_depth` / :func:`~colondepth.geometry.projection.depth_to_range`
+    (both use the rays of :func:`colondepth.geometry.projection.pixel_rays`).
+
+    Parameters
+    ----------
+    range_mm : (H, W) float
+        Distance from the optical centre along each pixel's ray.
+    intrinsics : PinholeIntrinsics or FisheyeIntrinsics
+        OpenCV convention, pixel centres at integers; resized to ``(H, W)`` if it refers to another
+        size.  The rays are :func:`ray_directions` (for a pinhole ``d_z = 1 / |(x_n, y_n, 1)|`` with
+        normalised coordinates).
+
+    Returns
+    -------
+    (H, W) float64 z-depth (same unit as ``range_mm``); 0 (invalid) at fisheye pixels whose ray the model
+    cannot give (at or beyond 90 degrees from the axis, see :func:`ray_directions`).
+
+    >>> k = PinholeIntrinsics(fx=1.0, fy=1.0, cx=0.0, cy=0.0, size=ImageSize(1, 2))
+    >>> range_to_z_depth(np.array([[1.0, 2.0]]), k).round(6).tolist()
+    [[1.0, 1.414214]]
+    """
+    r = np.asarray(range_mm, dtype=np.float64)
+    if r.ndim != 2:
+        raise ValueError(f"range_mm must have shape (H, W), got {r.shape}")
+    h, w = r.shape
+    ray_z = ray_directions(intrinsics, ImageSize(h, w))[..., 2]
+    return r * np.nan_to_num(ray_z, nan=0.0)

@@ -13,6 +13,11 @@ Convention
 Every ``K`` argument may be ``(B, 3, 3)`` or a single ``(3, 3)`` shared by the batch; it is moved to
 the device and dtype of the main input.
 
+Two numpy helpers serve the numpy code (fusion, coverage) so that it projects and rounds exactly as
+here: :func:`project_points_np` and :func:`pixel_index`, the one rule that turns a continuous pixel
+coordinate into the index of the pixel containing it (round half up: ``floor(x + 0.5)``; pixel ``i``
+covers ``[i - 0.5, i + 0.5)``).
+
 >>> import torch
 >>> from colondepth.conventions import ImageSize
 >>> K = torch.tensor([[100.0, 0.0, 32.0], [0.0, 100.0, 24.0], [0.0, 0.0, 1.0]])
@@ -23,6 +28,7 @@ the device and dtype of the main input.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from colondepth.conventions import ImageSize
@@ -36,6 +42,8 @@ __all__ = [
     "range_to_depth",
     "depth_to_disp",
     "disp_to_depth",
+    "pixel_index",
+    "project_points_np",
 ]
 
 
@@ -164,3 +172,46 @@ def depth_to_disp(depth_mm: torch.Tensor) -> torch.Tensor:
 def disp_to_depth(disp: torch.Tensor) -> torch.Tensor:
     """Z-depth in mm ``1 / disp``, 0 where disparity is not positive (invalid); any shape."""
     return depth_to_disp(disp)
+
+
+# ------------------------------------------------------------------------------------------------
+# numpy helpers (same conventions)
+# ------------------------------------------------------------------------------------------------
+
+def pixel_index(coord: np.ndarray) -> np.ndarray:
+    """Integer index of the pixel containing continuous pixel coordinate(s) ``coord`` (any shape).
+
+    Pixel centres are at integers, so pixel ``i`` covers ``[i - 0.5, i + 0.5)``: the index is
+    ``floor(coord + 0.5)`` (round half up, the same for every coordinate, unlike ``np.round``'s half to
+    even).  Returns ``int64``; callers check the bounds.
+
+    >>> pixel_index(np.array([-0.5, 0.49, 0.5, 1.5, 2.5])).tolist()
+    [0, 0, 1, 2, 3]
+    """
+    return np.floor(np.asarray(coord) + 0.5).astype(np.int64)
+
+
+def project_points_np(points_cam: np.ndarray, K: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Numpy twin of :func:`project_points` for one camera: ``(N, 3)`` points -> ``uv (N, 2)``, ``z (N,)``.
+
+    ``K`` is a ``(3, 3)`` matrix in pixels (``PinholeIntrinsics.K``).  The result keeps the floating
+    dtype of ``points_cam`` (float32 stays float32).  Points with ``z <= eps`` get a finite but meaningless
+    ``uv``; callers mark them invalid with ``z > eps``.
+
+    >>> uv, z = project_points_np(np.array([[10.0, 0.0, 100.0]]), np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]]))
+    >>> uv.tolist(), z.tolist()
+    ([[42.0, 24.0]], [100.0])
+    """
+    pts = np.asarray(points_cam)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"points_cam must have shape (N, 3), got {pts.shape}")
+    if not np.issubdtype(pts.dtype, np.floating):
+        pts = pts.astype(np.float64)
+    K = np.asarray(K, dtype=pts.dtype)
+    if K.shape != (3, 3):
+        raise ValueError(f"K must have shape (3, 3), got {K.shape}")
+    z = pts[:, 2]
+    safe_z = np.where(z > eps, z, pts.dtype.type(eps))
+    x, y = pts[:, 0] / safe_z, pts[:, 1] / safe_z
+    uv = np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], axis=1)
+    return uv, z

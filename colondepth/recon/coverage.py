@@ -136,14 +136,12 @@ def points_observed_in_frame(
     depth = check_depth(depth_mm, intrinsics)
     T = check_pose(world_from_cam, "world_from_cam")
     H, W = depth.shape
-    # cam_from_world applied in numpy (rigid: R^T (p - t)); pinhole projection u = fx x / z + cx
+    from colondepth.geometry.projection import pixel_index, project_points_np
+
+    # cam_from_world applied in numpy (rigid: R^T (p - t)); projection and pixel rounding as fusion does
     pc = (np.asarray(points_world, dtype=np.float64) - T[:3, 3]) @ T[:3, :3]
-    z = pc[:, 2]
-    zsafe = np.where(z > 1e-6, z, 1.0)
-    uv = np.stack([intrinsics.fx * pc[:, 0] / zsafe + intrinsics.cx,
-                   intrinsics.fy * pc[:, 1] / zsafe + intrinsics.cy], axis=1)
-    u = np.round(uv[:, 0]).astype(np.int64)
-    v = np.round(uv[:, 1]).astype(np.int64)
+    uv, z = project_points_np(pc, intrinsics.K)
+    u, v = pixel_index(uv[:, 0]), pixel_index(uv[:, 1])
     ok = (z > 1e-6) & (z >= min_depth_mm) & (z <= max_depth_mm) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
     uu, vv = np.clip(u, 0, W - 1), np.clip(v, 0, H - 1)
     if valid is not None:
@@ -169,7 +167,9 @@ def _sample_depth(depth: np.ndarray, uv: np.ndarray) -> np.ndarray:
     a, b = u - u0, v - v0
     d00, d10, d01, d11 = depth[v0, u0], depth[v0, u1], depth[v1, u0], depth[v1, u1]
     bil = (1 - a) * (1 - b) * d00 + a * (1 - b) * d10 + (1 - a) * b * d01 + a * b * d11
-    nearest = depth[np.clip(np.round(v).astype(np.int64), 0, H - 1), np.clip(np.round(u).astype(np.int64), 0, W - 1)]
+    from colondepth.geometry.projection import pixel_index
+
+    nearest = depth[np.clip(pixel_index(v), 0, H - 1), np.clip(pixel_index(u), 0, W - 1)]
     all_valid = (d00 > 0) & (d10 > 0) & (d01 > 0) & (d11 > 0)
     return np.where(all_valid, bil, nearest)
 

@@ -23,18 +23,24 @@ Extraction
     Marching cubes (``skimage.measure.marching_cubes``) at level 0 over the observed voxels only
     (a cube is used when all eight corners have ``weight > min_weight``), chunk by chunk with one
     voxel of overlap, so memory stays bounded; duplicate vertices on chunk borders are merged.
-    Faces are wound so their normals point towards positive TSDF (free space, the cameras).
+    Faces are wound so their normals point towards positive TSDF (free space, the cameras).  A chunk
+    on which marching cubes fails is never dropped silently: it is listed in
+    :attr:`TSDFVolume.failed_chunks` and reported with a :class:`IncompleteMeshWarning`, and
+    ``colondepth reconstruct`` then exits non-zero (see :mod:`colondepth.recon.pipeline`).
 
 Implementation
     Vectorised numpy over all voxels of the blocks a frame touches.  Pixels are back-projected
     through :func:`colondepth.geometry.projection.backproject_depth`; voxels are projected with the
-    same pinhole ``K`` (``u = fx x / z + cx``, pixel centres at integers), the inverse the tests check
-    on analytic tubes.  (Open3D's ``ScalableTSDFVolume`` does the same job but is a heavy dependency.)
+    same pinhole ``K`` by :func:`colondepth.geometry.projection.project_points_np` and assigned the pixel
+    :func:`colondepth.geometry.projection.pixel_index` gives (round half up, pixel centres at integers;
+    coverage uses the same two functions), the inverse the tests check on analytic tubes.  (Open3D's
+    ``ScalableTSDFVolume`` does the same job but is a heavy dependency.)
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -43,6 +49,11 @@ import numpy as np
 from colondepth.errors import UserError
 from colondepth.geometry.camera import PinholeIntrinsics
 from colondepth.recon.pointcloud import check_depth, check_pose
+
+
+class IncompleteMeshWarning(UserWarning):
+    """Marching cubes failed on part of the volume: the extracted mesh has holes there."""
+
 
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
@@ -169,6 +180,11 @@ class TSDFVolume:
         self.max_rel_jump = None if max_rel_jump is None else float(max_rel_jump)
         self.frames_integrated = 0
         self.frames_empty = 0
+        #: Chunks of the last :meth:`extract_mesh` on which marching cubes failed (their surface is missing):
+        #: ``{"chunk": [i, j, k], "world_min_mm": [...], "world_max_mm": [...], "error": "..."}``.
+        self.failed_chunks: list[dict] = []
+        #: Chunks with a surface crossing that the last :meth:`extract_mesh` ran marching cubes on.
+        self.surface_chunks = 0
         nb3 = self.block_voxels ** 3
         self._n = 0
         self._codes = np.zeros(0, dtype=np.int64)  # (cap,) in slot order
@@ -310,8 +326,9 @@ class TSDFVolume:
 
         # 2. update every voxel of the touched blocks
         B3 = self.block_voxels ** 3
+        from colondepth.geometry.projection import pixel_index, project_points_np
+
         K = intrinsics.K
-        fx, fy, cx, cy = (np.float32(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
         R_cw = R.T  # cam_from_world rotation
         t_cw = -(R_cw @ t)
         Dflat, Wflat, Sflat = D.reshape(-1), pix_weight.reshape(-1), scale.reshape(-1)
@@ -329,11 +346,9 @@ class TSDFVolume:
             origin = keys[s:s + chunk].astype(np.float32) * block_mm  # (nb, 3) world mm of voxel (0,0,0)
             vw = (origin[:, None, :] + local[None]).reshape(-1, 3)
             vc = _rigid(R_cw, t_cw, vw)
-            zc = vc[:, 2]
+            uv, zc = project_points_np(vc, K)
             front = zc > 1e-6
-            zsafe = np.where(front, zc, 1.0)
-            ui = np.floor(fx * vc[:, 0] / zsafe + cx + 0.5).astype(np.int64)
-            vi = np.floor(fy * vc[:, 1] / zsafe + cy + 0.5).astype(np.int64)
+            ui, vi = pixel_index(uv[:, 0]), pixel_index(uv[:, 1])
             inside = front & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
             idx = np.flatnonzero(inside)
             pix = vi[idx] * W + ui[idx]
@@ -409,7 +424,10 @@ class TSDFVolume:
         """Marching-cubes surface (level 0) of the observed voxels, world frame, mm.
 
         Returns a :class:`trimesh.Trimesh` with vertex colours when colours were fused.  Raises
-        :class:`UserError` when the volume holds no surface.
+        :class:`UserError` when the volume holds no surface.  A chunk on which marching cubes fails is
+        recorded in :attr:`failed_chunks` and reported with one :class:`IncompleteMeshWarning`; the
+        mesh of the other chunks is returned (callers check :attr:`failed_chunks` before calling the
+        result complete).
         """
         import trimesh
         from skimage.measure import marching_cubes
@@ -423,6 +441,7 @@ class TSDFVolume:
         chunks = np.unique(np.floor_divide(keys, C), axis=0)
         all_v, all_f, all_c = [], [], []
         n_v = 0
+        self.failed_chunks, self.surface_chunks = [], 0
         n = C * B + 1
         for ck in tqdm(chunks, desc="marching cubes", unit="chunk", disable=not progress, leave=False):
             lo = ck * C
@@ -435,19 +454,33 @@ class TSDFVolume:
             if around.min() >= 0 or around.max() <= 0:
                 continue
             c = obs[:-1, :-1, :-1].copy()
+            cmin, cmax = tsdf[:-1, :-1, :-1].copy(), tsdf[:-1, :-1, :-1].copy()
             for dx in (0, 1):
                 for dy in (0, 1):
                     for dz in (0, 1):
                         c &= obs[dx:n - 1 + dx, dy:n - 1 + dy, dz:n - 1 + dz]
+                        corner = tsdf[dx:n - 1 + dx, dy:n - 1 + dy, dz:n - 1 + dz]
+                        np.minimum(cmin, corner, out=cmin)
+                        np.maximum(cmax, corner, out=cmax)
+            # only cubes with every corner observed, and only chunks where such a cube has a sign change:
+            # marching cubes then finds a surface, so any exception it raises is a real failure
+            if not (c & (cmin < 0) & (cmax > 0)).any():
+                continue
             cube_ok = np.zeros_like(obs)
             # skimage marks the cube spanning [x, x+1] x [y, y+1] x [z, z+1] with mask[x+1, y+1, z+1]
             # (measured with scikit-image 0.26; the fusion tests fail if this ever changes).
             cube_ok[1:, 1:, 1:] = c
-            if not cube_ok.any():
-                continue
+            self.surface_chunks += 1
             try:
                 verts, faces, _, _ = marching_cubes(tsdf, level=0.0, mask=cube_ok, allow_degenerate=False)
-            except (ValueError, RuntimeError):
+            except (ValueError, RuntimeError, MemoryError) as exc:
+                lo_mm = (lo * B - 0.5) * self.voxel_mm
+                self.failed_chunks.append({
+                    "chunk": [int(x) for x in ck],
+                    "world_min_mm": [round(float(x), 3) for x in lo_mm],
+                    "world_max_mm": [round(float(x), 3) for x in lo_mm + n * self.voxel_mm],
+                    "error": " ".join(f"{type(exc).__name__}: {exc}".split()),
+                })
                 continue
             if len(faces) == 0:
                 continue
@@ -457,7 +490,11 @@ class TSDFVolume:
             if color is not None:
                 r = np.clip(np.round(verts).astype(np.int64), 0, n - 1)
                 all_c.append(color[r[:, 0], r[:, 1], r[:, 2]])
+        if self.failed_chunks:
+            warnings.warn(self.incomplete_message(), IncompleteMeshWarning, stacklevel=2)
         if not all_f:
+            if self.failed_chunks:
+                raise UserError(f"no mesh: {self.incomplete_message()}; rerun with another --voxel-mm")
             raise UserError("the TSDF volume holds no surface (no zero crossing); check depth, poses and --voxel-mm")
         verts = np.concatenate(all_v)
         # With gradient_direction="descent" skimage winds faces so that normals point towards
@@ -470,6 +507,17 @@ class TSDFVolume:
         mesh.merge_vertices(digits_vertex=6)
         mesh.remove_unreferenced_vertices()
         return mesh
+
+    def incomplete_message(self) -> str:
+        """One line describing the chunks the last :meth:`extract_mesh` could not mesh ('' if none)."""
+        f = self.failed_chunks
+        if not f:
+            return ""
+        lo = np.min([c["world_min_mm"] for c in f], axis=0)
+        hi = np.max([c["world_max_mm"] for c in f], axis=0)
+        box = "[" + ", ".join(f"{a:.0f}..{b:.0f}" for a, b in zip(lo, hi)) + "] mm"
+        return (f"marching cubes failed on {len(f)} of {self.surface_chunks} surface chunks "
+                f"({f[0]['error']}); the mesh has holes within world box x, y, z {box}")
 
 
 def _incidence(pts: np.ndarray, valid: np.ndarray, min_cos: float, max_rel_jump: float):

@@ -11,8 +11,16 @@ written atomically):
 ``unobserved.ply``  faces of the coverage surface never observed (the missed mucosa)
 ``tsdf.nii.gz``     the TSDF volume (mm), affine voxel index -> world mm (see :mod:`.export`)
 ``trajectory.txt``  the poses used, TUM ``t tx ty tz qx qy qz qw`` world_from_cam, mm
-``report.json``     configuration, timings, volume and mesh statistics, coverage, accuracy
+``report.json``     configuration, timings, volume and mesh statistics, coverage, accuracy, and
+                    ``complete`` / ``warnings`` (below)
 ==================  ==========================================================================
+
+Nothing is dropped silently.  ``report.json`` holds ``warnings``, a list of one-line messages (also shown
+on stderr), and ``complete``: ``false`` when marching cubes failed on part of the volume, so
+``mesh.ply``/``mesh.glb`` (and coverage of the fused surface) have holes.  ``colondepth reconstruct``
+then exits non-zero after writing everything (:class:`colondepth.errors.IncompleteOutput`), so scripts
+and ``colondepth demo`` do not take the reconstruction for finished.  A skipped ``tsdf.nii.gz`` (the
+``max_dense_voxels`` cap) is a warning only: the cap is a setting, and the report says so.
 """
 
 from __future__ import annotations
@@ -228,13 +236,17 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
                         "check the depth source and the working range")
     poses = np.stack(poses)
     t_mesh = time.perf_counter()
-    mesh = vol.extract_mesh(progress=progress)
+    mesh = vol.extract_mesh(progress=progress)  # warns (IncompleteMeshWarning) when a chunk fails
     t_mesh = time.perf_counter() - t_mesh
+    report_warnings = []
+    if vol.failed_chunks:
+        report_warnings.append(f"mesh.ply incomplete: {vol.incomplete_message()}")
     try:
         dense, nifti_note = vol.to_dense(max_voxels=cfg.max_dense_voxels, with_color=False), None
     except UserError as exc:  # a huge bounding box: keep every other output, say why the volume is missing
         dense, nifti_note = None, f"tsdf.nii.gz not written: {exc}"
         print(f"warning: {nifti_note}", file=sys.stderr)
+        report_warnings.append(nifti_note)
 
     # coverage: the ground-truth surface with ground-truth depth and poses when the sequence has them
     gt_mesh = _load_gt_mesh(Path(seq.mesh_path)) if seq.mesh_path is not None else None
@@ -303,8 +315,11 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
                    "dense_shape": None if dense is None else list(dense.tsdf.shape),
                    "affine_world_from_index": None if dense is None else dense.affine.tolist(),
                    "nifti": nifti_note or "tsdf.nii.gz: truncated signed distance in mm, +lumen -tissue"},
+        "complete": not vol.failed_chunks,
+        "warnings": report_warnings,
         "mesh": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-                 "area_mm2": round(float(mesh.area), 3)},
+                 "area_mm2": round(float(mesh.area), 3),
+                 "marching_cubes": {"surface_chunks": vol.surface_chunks, "failed_chunks": vol.failed_chunks}},
         "points": int(len(cloud)),
         "coverage": cov_dict,
         "metrics": metrics,

@@ -11,7 +11,8 @@ camera as world.
 (``RUN/checkpoints/pose_net_<stage>.pt``, read by :func:`colondepth.train.selfsup.load_pose_net`).
 It runs on snippets ``(k-1, k, k+1)`` as in training (target ``k`` in the centre; at the last frame the
 previous frame stands in for the missing next one), on frames resized to the depth checkpoint's input
-size, and rescales translations to the network's training norm when it has one (the scale the depth
+size (a depth checkpoint that cannot be read is a :class:`UserError` naming it, not a silent guess), and
+rescales translations to the network's training norm when it has one (the scale the depth
 network was fine-tuned with).
 """
 
@@ -77,16 +78,36 @@ def find_pose_network(checkpoint: Optional[str | Path]) -> Path:
     return found[-1]
 
 
-def _input_size(checkpoint: Path, divisor: int, frame_hw: tuple[int, int]) -> tuple[int, int]:
-    """The depth checkpoint's network input size, else the frame size rounded down to ``divisor``."""
-    if not checkpoint.name.startswith("pose_net"):
-        try:
-            from colondepth.train.checkpoint import read_checkpoint
+def depth_input_size(checkpoint: Path) -> Optional[tuple[int, int]]:
+    """The network input size ``(h, w)`` of the depth checkpoint ``checkpoint``; ``None`` for a pose-network
+    file (no depth checkpoint: frames are then only rounded down to the network's divisor).
 
-            h, w = read_checkpoint(checkpoint)["card"]["input_size"]
-            return int(h), int(w)
-        except (UserError, KeyError, TypeError, ValueError):
-            pass
+    Raises a one-line :class:`UserError` naming the file when it cannot be read or its model card has no
+    valid ``input_size``: the pose network must see frames at the size it was trained with, so guessing
+    would give wrong poses silently.
+    """
+    checkpoint = Path(checkpoint)
+    if checkpoint.name.startswith("pose_net"):
+        return None
+    from colondepth.train.checkpoint import read_checkpoint
+
+    card = read_checkpoint(checkpoint).get("card")  # a UserError naming the file when unreadable
+    try:
+        h, w = (int(x) for x in card["input_size"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{checkpoint}: the checkpoint's model card has no valid input_size [height, width], so the "
+                        "pose network's input size is unknown; pass a checkpoint written by 'colondepth finetune' "
+                        "or the pose_net_<stage>.pt file itself") from None
+    if h <= 0 or w <= 0:
+        raise UserError(f"{checkpoint}: the model card's input_size {card['input_size']} is not a positive size; "
+                        "pass a checkpoint written by 'colondepth finetune'")
+    return h, w
+
+
+def _input_size(depth_hw: Optional[tuple[int, int]], divisor: int, frame_hw: tuple[int, int]) -> tuple[int, int]:
+    """The depth network's input size when there is one, else the frame size rounded down to ``divisor``."""
+    if depth_hw is not None:
+        return depth_hw
     h, w = frame_hw
     return max(divisor, h // divisor * divisor), max(divisor, w // divisor * divisor)
 
@@ -103,6 +124,7 @@ def load_pose_estimator(checkpoint: Optional[str | Path], device=None) -> PoseEs
     from colondepth.train.selfsup import load_pose_net
 
     path = find_pose_network(checkpoint)
+    depth_hw = depth_input_size(Path(checkpoint))  # read now: an unreadable checkpoint fails before any work
     try:
         net, translation_norm_mm = load_pose_net(path)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
@@ -126,7 +148,7 @@ def load_pose_estimator(checkpoint: Optional[str | Path], device=None) -> PoseEs
 
         hw = tuple(rgb_cur.shape[:2])
         if hw not in sizes:
-            sizes[hw] = _input_size(Path(checkpoint), net.divisor, hw)
+            sizes[hw] = _input_size(depth_hw, net.divisor, hw)
         size = sizes[hw]
         if n_src == 1:
             sources = [rgb_prev]

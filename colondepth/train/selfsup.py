@@ -95,6 +95,22 @@ def open_stage_sequences(stage, base_dir: Path, min_frames: int = SNIPPET_LENGTH
     return sequences, clips
 
 
+def _frame_abs_rel(*, gt_mm: torch.Tensor, pred_mm: torch.Tensor) -> tuple[float, float]:
+    """``(abs_rel, abs_rel after per-frame median scaling)`` of one frame's valid pixels, both from
+    :func:`colondepth.eval.depth_metrics.depth_errors` (median scaling as ``colondepth evaluate`` does it,
+    :func:`colondepth.eval.alignment.align_depth`); NaN when the prediction is not finite and positive there."""
+    from colondepth.eval.alignment import align_depth
+    from colondepth.eval.depth_metrics import PRED_FLOOR_MM, depth_errors
+
+    g = gt_mm.detach().double().cpu().numpy()
+    p = pred_mm.detach().double().cpu().numpy()
+    if not (np.all(np.isfinite(p)) and np.median(p) > 0):
+        return float("nan"), float("nan")
+    metric = depth_errors(gt_mm=g, pred_mm=np.maximum(p, PRED_FLOOR_MM))["abs_rel"]
+    aligned, _ = align_depth(p, g, "median")
+    return metric, depth_errors(gt_mm=g, pred_mm=np.maximum(aligned, PRED_FLOOR_MM))["abs_rel"]
+
+
 class SelfSupervisedKind:
     """Stage kind ``self_supervised`` (see the module docstring)."""
 
@@ -377,13 +393,12 @@ class SelfSupervisedKind:
                     gt = batch["depth_mm"].to(tgt.device)
                     pred = depths[0]
                     for b in range(len(gt)):
-                        v = (gt[b] > 0) & fov[b]
+                        v = (gt[b] > 0) & torch.isfinite(gt[b]) & fov[b]
                         if v.sum() < 10:
                             continue
-                        g, p = gt[b][v], pred[b][v]
-                        abs_rel.append(float(((p - g).abs() / g).mean()))
-                        s = torch.median(g) / torch.median(p)
-                        abs_rel_med.append(float(((p * s - g).abs() / g).mean()))
+                        metric, median_scaled = _frame_abs_rel(gt_mm=gt[b][v], pred_mm=pred[b][v])
+                        abs_rel.append(metric)
+                        abs_rel_med.append(median_scaled)
         finally:
             net.train(was[0])
             pose_net.train(was[1])

@@ -31,25 +31,34 @@ def supervised_step(model, net, batch: dict, weights: SupervisedLossWeights, dev
     return loss, parts
 
 
-@torch.no_grad()
-def depth_errors(pred_mm: torch.Tensor, gt_mm: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, float]:
-    """Standard depth errors over all valid pixels of a batch: abs_rel, rmse_mm, delta1 (< 1.25), silog.
+#: Training-log names of :func:`batch_depth_errors` -> names in :func:`colondepth.eval.depth_metrics.depth_errors`.
+_LOG_NAMES = {"abs_rel": "abs_rel", "rmse_mm": "rmse", "delta1": "delta1"}
 
-    ``silog`` here is the Eigen metric ``sqrt(var(log pred - log gt)) * 100`` (lambda = 1).
+
+@torch.no_grad()
+def batch_depth_errors(*, pred_mm: torch.Tensor, gt_mm: torch.Tensor,
+                       valid: torch.Tensor | None = None) -> dict[str, float]:
+    """Depth errors pooled over all valid pixels of a batch, under the training log's names:
+    ``abs_rel``, ``rmse_mm``, ``delta1`` (< 1.25) and ``silog`` (``100 sqrt(var(ln p - ln g))``).
+
+    The formulas are :func:`colondepth.eval.depth_metrics.depth_errors` and
+    :func:`~colondepth.eval.depth_metrics.silog` (no alignment; the prediction is floored at 1e-6 mm).
+    All NaN when no pixel is valid or the prediction is not finite there (a diverging network).
     """
+    from colondepth.eval.depth_metrics import depth_errors, silog
+
     mask = valid_mask(gt_mm, valid)
+    nan = {"abs_rel": float("nan"), "rmse_mm": float("nan"), "delta1": float("nan"), "silog": float("nan")}
     if not bool(mask.any()):
-        return {"abs_rel": float("nan"), "rmse_mm": float("nan"), "delta1": float("nan"), "silog": float("nan")}
+        return nan
     p = pred_mm[mask].double().clamp(min=1e-6)
+    if not bool(torch.isfinite(p).all()):
+        return nan
     g = gt_mm[mask].double()
-    ratio = torch.maximum(p / g, g / p)
-    d = torch.log(p) - torch.log(g)
-    return {
-        "abs_rel": float(((p - g).abs() / g).mean()),
-        "rmse_mm": float(((p - g) ** 2).mean().sqrt()),
-        "delta1": float((ratio < 1.25).double().mean()),
-        "silog": float(((d ** 2).mean() - d.mean() ** 2).clamp(min=0).sqrt() * 100.0),
-    }
+    e = depth_errors(gt_mm=g, pred_mm=p)
+    out = {log: e[name] for log, name in _LOG_NAMES.items()}
+    out["silog"] = silog(gt_mm=g, pred_mm=p)
+    return out
 
 
 @torch.no_grad()
@@ -80,7 +89,8 @@ def supervised_validate(net, loader, weights: SupervisedLossWeights, device) -> 
     if n == 0:
         return {}
     out = {"val_loss": total / n}
-    out.update({f"val_{k}": v for k, v in depth_errors(torch.cat(preds), torch.cat(gts), torch.cat(valids)).items()})
+    errors = batch_depth_errors(pred_mm=torch.cat(preds), gt_mm=torch.cat(gts), valid=torch.cat(valids))
+    out.update({f"val_{k}": v for k, v in errors.items()})
     return out
 
 
