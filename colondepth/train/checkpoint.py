@@ -29,6 +29,20 @@ FORMAT = "colondepth-depth-checkpoint"
 FORMAT_VERSION = 1
 
 
+def camera_card(cfg) -> dict:
+    """What the model expects of the camera (the ``camera`` entry of a model card)."""
+    rays = "rays" in getattr(cfg, "inputs", [])
+    return {
+        "model": "pinhole",
+        "fisheye": "undistorted to a pinhole camera before the network (give --intrinsics with model: fisheye)",
+        "aspect_ratio": "kept: frames are scaled and zero-padded, never stretched",
+        "uses_intrinsics": bool(rays),
+        "without_intrinsics": (f"a {float(getattr(cfg, 'default_fov_deg', 140.0)):g} degree horizontal field of view "
+                               "is assumed" if rays else "the network does not use intrinsics"),
+        "input_short_side_px": int(min(cfg.input_height, cfg.input_width)),
+    }
+
+
 def make_card(net, curriculum_name: str, stage_name: str, stage_index: int, global_step: int,
               command: str) -> dict:
     """The model card: everything needed to run and interpret the network, as plain data.
@@ -51,6 +65,7 @@ def make_card(net, curriculum_name: str, stage_name: str, stage_index: int, glob
                           "std": [float(v) for v in cfg.std]},
         "depth_range_mm": [float(cfg.min_depth_mm), float(cfg.max_depth_mm)],
         "output": "z-depth in mm along the OpenCV camera +Z axis, same pixel grid as the input",
+        "camera": camera_card(cfg),
         "conventions_version": CONVENTIONS_VERSION,
         "colondepth_version": __version__,
         "curriculum": str(curriculum_name),

@@ -171,6 +171,12 @@ class Augment(_Strict):
             raise ValueError("gain, gamma: need positive values")
         return self
 
+    @property
+    def photometric(self) -> bool:
+        """True when any photometric jitter is configured (otherwise images pass through untouched)."""
+        return (self.gain != (1.0, 1.0) or self.gamma != (1.0, 1.0) or self.colour > 0
+                or self.blur_sigma_px[1] > 0 or self.noise_std[1] > 0)
+
 
 class _StageCommon(_Strict):
     name: str = Field(min_length=1)

@@ -120,6 +120,7 @@ class DataPool:
     """All supervised data a curriculum can use, split once, keyed by level or dataset path."""
 
     def __init__(self, data_dirs: list, val_fraction_single: float, val_max_frames: int, base_dir: Path):
+        self.data_dirs = list(data_dirs)
         self.infos = discover_datasets(data_dirs) if data_dirs else []
         self.base_dir = base_dir
         self.val_fraction_single = val_fraction_single
@@ -134,6 +135,9 @@ class DataPool:
         key = f"level:{level}"
         if key not in self._cache:
             infos = [i for i in self.infos if i.level == level]
+            if not infos and self.data_dirs:  # datasets written under --data since the run started
+                self.infos = discover_datasets(self.data_dirs)
+                infos = [i for i in self.infos if i.level == level]
             if not infos:
                 have = ", ".join(self.available_levels) or "none"
                 raise UserError(f"level {level}: no dataset of this level under --data (levels found: {have}); "
@@ -264,7 +268,7 @@ class SupervisedFrames(torch.utils.data.Dataset):
         depth = _resize(depth[y0:y0 + ch, x0:x0 + cw], self.input_hw, nearest=True)
         rgb01 = rgb.astype(np.float32) / 255.0
         aug = self.augment
-        if aug is not None and rng is not None and rng.uniform() < aug.probability:
+        if aug is not None and rng is not None and aug.photometric and rng.uniform() < aug.probability:
             rgb01 = augment_photometric(rgb01, rng, aug)
         rgb_t = torch.from_numpy(np.ascontiguousarray(rgb01)).permute(2, 0, 1).float()
         depth_t = torch.from_numpy(np.ascontiguousarray(depth))[None].float()

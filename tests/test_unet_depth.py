@@ -1,0 +1,116 @@
+"""The MONAI BasicUNet depth network: shapes, ray and physics channels, aspect-preserving inference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from colondepth.conventions import ImageSize
+from colondepth.geometry.camera import PinholeIntrinsics
+from colondepth.models.depth_net import (
+    DepthNetConfig, UNetDepthNet, build_depth_net, letterbox, network_input, physics_prior_channel,
+    pinhole_ray_channels,
+)
+
+SMALL = dict(arch="basic_unet", features=[4, 4, 8, 8, 16, 4], input_height=32, input_width=32,
+             inputs=["rays", "physics"], min_depth_mm=1.0, max_depth_mm=100.0)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return build_depth_net(DepthNetConfig(**SMALL)).eval()
+
+
+def test_build_dispatches_on_arch_and_counts_input_channels(net):
+    assert isinstance(net, UNetDepthNet)
+    assert net.config.in_channels == 6 and net.config.num_scales == 1
+    assert DepthNetConfig(**dict(SMALL, inputs=[])).in_channels == 3
+    with pytest.raises(ValueError, match="multiples of 16"):
+        DepthNetConfig(**dict(SMALL, input_height=40))
+    with pytest.raises(ValueError, match="unknown"):
+        DepthNetConfig(**dict(SMALL, inputs=["depth"]))
+
+
+def test_forward_is_depth_in_range_at_the_input_size(net):
+    x = network_input(net, torch.rand(2, 3, 48, 64))
+    assert x.shape == (2, 6, 48, 64)
+    with torch.no_grad():
+        (d,) = net(x)
+    assert d.shape == (2, 1, 48, 64)
+    assert float(d.min()) >= 1.0 and float(d.max()) <= 100.0
+
+
+def test_ray_channels_closed_form():
+    K = torch.tensor([[50.0, 0, 20.0], [0, 40.0, 10.0], [0, 0, 1]])
+    r = pinhole_ray_channels(K, 21, 41)
+    # pixel (u=40, v=0): ray (20/50, -10/40, 1) normalised
+    x, y = 0.4, -0.25
+    n = math.sqrt(1 + x * x + y * y)
+    assert float(r[0, 0, 0, 40]) == pytest.approx(x / n, abs=1e-6)
+    assert float(r[0, 1, 0, 40]) == pytest.approx(y / n, abs=1e-6)
+    assert float(r[0, 0, 10, 20]) == 0.0 and float(r[0, 1, 10, 20]) == 0.0  # principal point
+
+
+def test_physics_channel_is_half_log_inverse_luminance_minus_median():
+    rgb = torch.full((1, 3, 16, 16), 0.5)
+    rgb[..., 8:] = 0.25  # right half darker: farther under the inverse-square light
+    p = physics_prior_channel(rgb)
+    far, near = float(p[0, 0, 8, 14]), float(p[0, 0, 8, 1])
+    # log(1/sqrt(I)) difference = 0.5 * log(I_near / I_far) = 0.5 * 2.2 * log(2)
+    assert far - near == pytest.approx(0.5 * 2.2 * math.log(2.0), rel=1e-4)
+    assert float(p.flatten().median()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_letterbox_keeps_aspect_and_moves_the_principal_point(net):
+    rgb = torch.rand(1, 3, 27, 48)  # 16:9
+    k = PinholeIntrinsics(fx=30.0, fy=30.0, cx=23.5, cy=13.0, size=ImageSize(27, 48))
+    x, (top, left, nh, nw) = letterbox(net, rgb, k)
+    assert (nh, nw) == (32, 57) and x.shape[-2:] == (32, 64)  # short side 32, width padded to 64
+    assert nw / nh == pytest.approx(48 / 27, rel=0.02)
+    assert (top, left) == (0, 3)
+    # the ray channel is zero at the principal point moved to the padded grid
+    kr = k.resized(ImageSize(nh, nw))
+    u, v = kr.cx + left, kr.cy + top
+    assert abs(float(x[0, 3, round(v), round(u)])) < 0.02
+    depth = net.predict_depth(rgb, intrinsics=k)
+    assert depth.shape == (1, 1, 27, 48)
+
+
+def test_intrinsics_change_the_prediction_only_through_the_rays(net):
+    rgb = torch.rand(1, 3, 32, 32)
+    narrow = PinholeIntrinsics.from_fov(ImageSize(32, 32), 60.0)
+    wide = PinholeIntrinsics.from_fov(ImageSize(32, 32), 150.0)
+    a, b = net.predict_depth(rgb, intrinsics=narrow), net.predict_depth(rgb, intrinsics=wide)
+    assert not torch.allclose(a, b)
+    guess = PinholeIntrinsics.from_fov(ImageSize(32, 32), net.config.default_fov_deg)
+    assert torch.allclose(net.predict_depth(rgb), net.predict_depth(rgb, intrinsics=guess))
+
+
+def test_training_frames_carry_intrinsics_that_follow_flips_and_zoom(tmp_path):
+    from colondepth.synth.generate import generate_dataset
+    from colondepth.train.config import Augment
+    from colondepth.train.data import FrameRef, SupervisedFrames
+    from colondepth.datasets.synthetic import open_sequence
+
+    ds = generate_dataset("synth/L1_straight.yaml", tmp_path / "d", sequences=1, frames=1, size=(40, 40),
+                          seed=0, progress=False, video=False)
+    seq = open_sequence(ds / "seq_00000")
+    frames = [FrameRef(seq, 0)]
+    plain = SupervisedFrames(frames, (32, 32))[0]
+    k = seq.intrinsics.resized(ImageSize(32, 32))
+    assert torch.allclose(plain["K"], torch.tensor(k.K, dtype=torch.float32))
+    flip = SupervisedFrames(frames, (32, 32), seed=0, augment=Augment(hflip=True, vflip=False))
+    for epoch in range(6):  # some epoch flips
+        flip.epoch = epoch
+        item = flip[0]
+        if torch.equal(item["rgb"], plain["rgb"].flip(-1)):
+            assert float(item["K"][0, 2]) == pytest.approx(31 - k.cx)
+            break
+    else:
+        pytest.fail("no flip in 6 epochs")
+    zoom = SupervisedFrames(frames, (32, 32), seed=1, augment=Augment(hflip=False, vflip=False, zoom=(2.0, 2.0)))[0]
+    assert float(zoom["K"][0, 0]) == pytest.approx(2.0 * k.fx, rel=0.05)  # half the frame -> twice the focal
