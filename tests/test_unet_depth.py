@@ -114,3 +114,21 @@ def test_training_frames_carry_intrinsics_that_follow_flips_and_zoom(tmp_path):
         pytest.fail("no flip in 6 epochs")
     zoom = SupervisedFrames(frames, (32, 32), seed=1, augment=Augment(hflip=False, vflip=False, zoom=(2.0, 2.0)))[0]
     assert float(zoom["K"][0, 0]) == pytest.approx(2.0 * k.fx, rel=0.05)  # half the frame -> twice the focal
+
+
+def test_flip_average_is_the_geometric_mean_of_the_mirrored_prediction():
+    """A fake model whose depth is 10 + column: the mirrored pass gives 10 + (W - 1 - column)."""
+    from colondepth.infer.predictor import DepthPredictor
+
+    class Ramp(torch.nn.Module):
+        def predict_depth(self, x, intrinsics=None):
+            w = x.shape[-1]
+            return (10.0 + torch.arange(w, dtype=torch.float32)).expand(x.shape[0], 1, x.shape[-2], w).clone()
+
+    rgb = np.zeros((2, 3, 5, 3), np.uint8)
+    single = DepthPredictor(Ramp(), {}, device="cpu").predict_batch(rgb)
+    assert np.allclose(single[0, 0], [10, 11, 12, 13, 14])
+    both = DepthPredictor(Ramp(), {"inference": {"flip_average": True}}, device="cpu").predict_batch(rgb)
+    assert np.allclose(both[0, 0], np.sqrt(np.array([10, 11, 12, 13, 14]) * np.array([14, 13, 12, 11, 10])))
+    off = DepthPredictor(Ramp(), {"inference": {"flip_average": True}}, device="cpu", flip_average=False)
+    assert np.allclose(off.predict_batch(rgb), single)

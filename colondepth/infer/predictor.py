@@ -34,6 +34,37 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_PATH = REPO_ROOT / "data" / "default_model.pt"
 
 
+#: A pixel is lit when its brightest channel exceeds this (uint8); endoscope borders are near 0.
+VIEW_THRESHOLD = 12
+#: Crop only when the lit box covers less than this fraction of the frame.
+VIEW_MAX_FRACTION = 0.9
+
+
+def view_box(rgbs: np.ndarray, threshold: int = VIEW_THRESHOLD) -> Optional[tuple[int, int, int, int]]:
+    """Bounding box ``(y0, x0, height, width)`` of the lit field of view of ``(B, H, W, 3) uint8`` frames.
+
+    Rows and columns count as inside when more than 2 % of their pixels (over all frames) are lit (brightest
+    channel above ``threshold``); the box grows by 2 px.  None when the box covers more than
+    :data:`VIEW_MAX_FRACTION` of the frame (nothing worth cropping) or fewer than 16 px a side.
+
+    >>> f = np.zeros((1, 40, 80, 3), np.uint8); f[0, 5:35, 20:50] = 120
+    >>> view_box(f)
+    (3, 18, 34, 34)
+    """
+    lit = np.asarray(rgbs).max(axis=-1) > threshold  # (B, H, W)
+    frac = lit.mean(axis=0)
+    rows = np.flatnonzero(frac.mean(axis=1) > 0.02)
+    cols = np.flatnonzero(frac.mean(axis=0) > 0.02)
+    if rows.size == 0 or cols.size == 0:
+        return None
+    H, W = frac.shape
+    y0, y1 = max(0, rows[0] - 2), min(H, rows[-1] + 3)
+    x0, x1 = max(0, cols[0] - 2), min(W, cols[-1] + 3)
+    if (y1 - y0) < 16 or (x1 - x0) < 16 or (y1 - y0) * (x1 - x0) > VIEW_MAX_FRACTION * H * W:
+        return None
+    return int(y0), int(x0), int(y1 - y0), int(x1 - x0)
+
+
 class DepthPredictor:
     """Run a :class:`colondepth.models.depth_net.DepthNet` on uint8 RGB frames.
 
@@ -43,15 +74,26 @@ class DepthPredictor:
     card : dict, the checkpoint's model card (input size, normalisation, depth range, provenance)
     device : torch.device
     batch_size : int, frames per forward pass in :meth:`predict_batch`
+    crop_to_view : bool, predict only inside the bounding box of the endoscope's field of view (the lit
+        part of the frames, :func:`view_box`) and fill the black border around it with the nearest predicted
+        depth: black borders and letterboxing are not part of any scene.  Default True.
+    flip_average : bool, also predict the mirrored frame (with the mirrored camera) and average the two
+        depths geometrically: test-time augmentation that halves the speed.  ``None`` takes the model
+        card's ``inference.flip_average`` (chosen on a validation split; off when absent).
     """
 
-    def __init__(self, model, card: dict, device=None, batch_size: int = 8):
+    def __init__(self, model, card: dict, device=None, batch_size: int = 8, flip_average: Optional[bool] = None,
+                 crop_to_view: bool = True):
         from colondepth.device import default_device
 
         self.device = default_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
         self.card = card
         self.batch_size = int(batch_size)
+        if flip_average is None:
+            flip_average = bool((card.get("inference") or {}).get("flip_average", False))
+        self.flip_average = bool(flip_average)
+        self.crop_to_view = bool(crop_to_view)
         try:
             params = inspect.signature(self.model.predict_depth).parameters
         except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
@@ -60,7 +102,8 @@ class DepthPredictor:
         self.model_takes_intrinsics = "intrinsics" in params
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, device=None, batch_size: int = 8) -> "DepthPredictor":
+    def from_checkpoint(cls, path: str | Path | None = None, device=None, batch_size: int = 8,
+                        flip_average: Optional[bool] = None, crop_to_view: bool = True) -> "DepthPredictor":
         """Load ``path`` (default :data:`DEFAULT_MODEL_PATH`) with ``torch.load(weights_only=True)``."""
         from colondepth.train.checkpoint import load_checkpoint
 
@@ -70,7 +113,8 @@ class DepthPredictor:
                 raise UserError(f"{path}: the default model is not installed; pass --checkpoint with a .pt file "
                                 f"from 'colondepth train' (RUN/checkpoints/final.pt)")
         model, card, _ = load_checkpoint(path, map_location="cpu")
-        return cls(model, card, device=device, batch_size=batch_size)
+        return cls(model, card, device=device, batch_size=batch_size, flip_average=flip_average,
+                   crop_to_view=crop_to_view)
 
     @property
     def depth_range_mm(self) -> tuple[float, float]:
@@ -120,6 +164,18 @@ class DepthPredictor:
                 undistortion = fisheye_to_pinhole_maps(intrinsics)
                 k = undistortion.pinhole
                 rgbs = np.stack([undistortion.undistort_image(f) for f in rgbs])
+        box = view_box(rgbs) if self.crop_to_view else None
+        if box is not None:
+            y0, x0, bh, bw = box
+            full_hw = rgbs.shape[1:3]
+            rgbs = rgbs[:, y0:y0 + bh, x0:x0 + bw]
+            if k is not None:
+                k = k.cropped(x0, y0, ImageSize(bh, bw))
+            elif self.model_takes_intrinsics:  # the field-of-view guess belongs to the whole frame
+                from colondepth.datasets.video import DEFAULT_FOV_DEG
+
+                fov = float((self.card.get("model") or {}).get("default_fov_deg", DEFAULT_FOV_DEG))
+                k = PinholeIntrinsics.from_fov(ImageSize(*full_hw), fov).cropped(x0, y0, ImageSize(bh, bw))
         kwargs = {"intrinsics": k} if self.model_takes_intrinsics else {}
         out = np.empty(rgbs.shape[:3], dtype=np.float32)
         with torch.inference_mode():
@@ -127,7 +183,29 @@ class DepthPredictor:
                 chunk = torch.from_numpy(np.ascontiguousarray(rgbs[start:start + self.batch_size]))
                 x = chunk.to(self.device).permute(0, 3, 1, 2).float() / 255.0
                 depth = self.model.predict_depth(x, **kwargs)[:, 0]
+                if self.flip_average:
+                    depth = torch.sqrt(depth * self._predict_mirrored(x, k)[:, 0])
                 out[start:start + len(chunk)] = depth.float().cpu().numpy()
+        if box is not None:
+            import cv2
+
+            y0, x0, bh, bw = box
+            H, W = full_hw
+            out = np.stack([cv2.copyMakeBorder(d, y0, H - y0 - bh, x0, W - x0 - bw, cv2.BORDER_REPLICATE)
+                            for d in out])
         if undistortion is not None:
             out = np.stack([undistortion.depth_to_fisheye(d) for d in out])
         return out
+
+    def _predict_mirrored(self, x, k: Optional[PinholeIntrinsics]):
+        """Depth of the left-right mirrored frames, mirrored back: ``(B, 1, H, W)``.
+
+        The mirrored image is what a camera with ``cx' = W - 1 - cx`` sees of the mirrored scene, so the
+        model gets that camera (without intrinsics it assumes a centred principal point either way).
+        """
+        kwargs = {}
+        if self.model_takes_intrinsics:
+            if k is not None:
+                k = PinholeIntrinsics(fx=k.fx, fy=k.fy, cx=(k.size.width - 1) - k.cx, cy=k.cy, size=k.size)
+            kwargs = {"intrinsics": k}
+        return self.model.predict_depth(x.flip(-1), **kwargs).flip(-1)

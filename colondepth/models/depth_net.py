@@ -306,8 +306,9 @@ def physics_prior_channel(rgb01: torch.Tensor) -> torch.Tensor:
     """``(B, 1, H, W)`` inverse-square-light log-depth prior of ``(B, 3, H, W)`` RGB in [0, 1].
 
     The same model as :func:`colondepth.eval.baselines.physics_depth_mm` (display gamma undone, Rec. 709
-    luminance, Gaussian blur, dark floor): ``log(1 / sqrt(luminance))``, minus its per-image median so the
-    channel carries shape, not the unknown light scale.
+    luminance, Gaussian blur, dark floor): ``log(1 / sqrt(luminance))``, minus its per-image median over
+    lit pixels (linear luminance above 4x the floor) so the channel carries shape, not the unknown light
+    scale, and black borders do not shift it.
     """
     import kornia
 
@@ -320,7 +321,13 @@ def physics_prior_channel(rgb01: torch.Tensor) -> torch.Tensor:
     k = 2 * int(math.ceil(3 * sig)) + 1
     lum = kornia.filters.gaussian_blur2d(lum, (k, k), (sig, sig), border_type="replicate")
     logd = -0.5 * torch.log(lum.clamp(min=DEFAULT_MIN_LUMINANCE))
-    med = logd.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
+    # the median over lit pixels: black borders (outside an endoscope's field of view, padding) would
+    # otherwise decide it; with no lit pixel at all, over every pixel
+    flat = logd.flatten(1)
+    lit = lum.flatten(1) > 4.0 * DEFAULT_MIN_LUMINANCE
+    masked = torch.where(lit, flat, torch.full_like(flat, float("nan")))
+    med = torch.nanmedian(masked, dim=1).values
+    med = torch.where(torch.isnan(med), flat.median(dim=1).values, med).view(-1, 1, 1, 1)
     return logd - med
 
 

@@ -1,0 +1,106 @@
+"""Choose inference settings of a depth model on a VALIDATION split, never on reported frames.
+
+Settings compared: ``flip_average`` off / on (test-time augmentation: the mirrored frame with the mirrored
+camera, depths averaged geometrically; half the speed).  Validation data: held-out sequences of every level,
+as written and randomised, generated with seeds 5000, 5001, 5002 (three independent validation sets; no
+training set and no reported benchmark uses them).  Scores: median-scaled abs_rel and δ<1.25, mean and
+standard deviation over the three sets; the per-set difference of the two settings.  Writes
+``benchmarks/results/inference_selection.json``.
+
+    python benchmarks/select_inference.py [--checkpoint CKPT] [--frames 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SEEDS = (5000, 5001, 5002)
+LEVELS = ("L1_straight", "L2_curved", "L3_haustra", "L4_flexures", "L5_tortuous")
+
+
+def validation_sets(cache: Path, frames: int, size: int) -> dict:
+    """``{seed: [Sequence, ...]}``: one plain and one randomised sequence per level and seed."""
+    from colondepth.datasets.synthetic import open_sequence
+    from colondepth.synth.generate import generate_dataset
+
+    out = {}
+    for seed in SEEDS:
+        seqs = []
+        for level in LEVELS:
+            for randomise in (False, True):
+                name = f"{level.split('_')[0]}{'r' if randomise else ''}_s{seed}_f{frames}_{size}"
+                ds = generate_dataset(REPO / "synth" / f"{level}.yaml", cache / name, sequences=1, frames=frames,
+                                      size=(size, size), seed=seed, progress=False, video=False,
+                                      randomise=randomise)
+                seqs.append(open_sequence(ds / "seq_00000"))
+        out[seed] = seqs
+    return out
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from colondepth.eval.evaluate import evaluate_sequences
+    from colondepth.infer.predictor import DEFAULT_MODEL_PATH, DepthPredictor
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=str(DEFAULT_MODEL_PATH))
+    ap.add_argument("--frames", type=int, default=12, help="frames per validation sequence")
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--cache", type=Path, default=REPO / "benchmarks" / ".cache" / "validation")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference_selection.json")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    sets = validation_sets(args.cache, args.frames, args.size)
+    results = {}
+    for flip in (False, True):
+        pred = DepthPredictor.from_checkpoint(args.checkpoint, device="cpu", flip_average=flip)
+        per_seed, t0, n = {}, time.perf_counter(), 0
+        for seed, seqs in sets.items():
+            rep = evaluate_sequences(seqs, pred.predict_batch, align="median", progress=False,
+                                     cameras=[s.intrinsics for s in seqs])
+            m = rep.summary()["metrics"]["model"]
+            per_seed[seed] = {"abs_rel": m["abs_rel"], "delta1": m["delta1"]}
+            n += rep.summary()["num_frames"]
+        elapsed = time.perf_counter() - t0
+        vals = np.array([[v["abs_rel"], v["delta1"]] for v in per_seed.values()])
+        results["flip_average" if flip else "single"] = {
+            "per_seed": {str(k): v for k, v in per_seed.items()},
+            "abs_rel_mean": float(vals[:, 0].mean()), "abs_rel_sd": float(vals[:, 0].std(ddof=1)),
+            "delta1_mean": float(vals[:, 1].mean()), "delta1_sd": float(vals[:, 1].std(ddof=1)),
+            "seconds_incl_scoring": round(elapsed, 1), "frames": n,
+        }
+    diff = [results["flip_average"]["per_seed"][str(s)]["abs_rel"] - results["single"]["per_seed"][str(s)]["abs_rel"]
+            for s in SEEDS]
+    better = all(d < 0 for d in diff)
+    doc = {
+        "benchmark": "select_inference",
+        "command": "python benchmarks/select_inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "checkpoint": str(args.checkpoint),
+        "validation": {"seeds": list(SEEDS), "levels": list(LEVELS), "variants": ["as written", "randomised"],
+                       "frames_per_sequence": args.frames, "size": args.size, "align": "median"},
+        "results": results,
+        "abs_rel_difference_flip_minus_single": diff,
+        "choice": {"flip_average": bool(better),
+                   "rule": "flip_average only if it lowers abs_rel on every one of the three validation sets"},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps({k: (v["abs_rel_mean"], v["abs_rel_sd"]) for k, v in results.items()}), "choice:",
+          doc["choice"]["flip_average"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
