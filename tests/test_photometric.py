@@ -246,7 +246,7 @@ def test_log_depth_anchor_is_scale_invariant_and_analytic():
     # only masked pixels count: the left half alone has a constant ratio -> 0
     mask = torch.zeros_like(init, dtype=torch.bool)
     mask[..., :4] = True
-    assert float(log_depth_anchor_loss(ratio * init, init, mask)) == pytest.approx(0.0, abs=1e-10)
+    assert float(log_depth_anchor_loss(ratio * init, init, mask)) == pytest.approx(0.0, abs=1e-7)  # float32 arithmetic
     # the gradient flows to the prediction only, and pulls the log ratio towards a constant
     pred = (ratio * init).clone().requires_grad_(True)
     ref = init.clone().requires_grad_(True)
