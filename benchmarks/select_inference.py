@@ -46,6 +46,15 @@ def validation_sets(cache: Path, frames: int, size: int) -> dict:
     return out
 
 
+def _display_path(path) -> str:
+    """``path`` relative to the repository when inside it (results files must not depend on a checkout's place)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -87,7 +96,7 @@ def main(argv=None) -> int:
     doc = {
         "benchmark": "select_inference",
         "command": "python benchmarks/select_inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": _display_path(args.checkpoint),
         "validation": {"seeds": list(SEEDS), "levels": list(LEVELS), "variants": ["as written", "randomised"],
                        "frames_per_sequence": args.frames, "size": args.size, "align": "median"},
         "results": results,
