@@ -57,10 +57,10 @@ class Fx:
     curriculum: Path  # a one-stage L1 curriculum without data generation (fast)
 
 
-def _write_video(path: Path, n: int = 4, h: int = 32, w: int = 32) -> None:
+def _write_video(path: Path, n: int = 4, h: int = 32, w: int = 32, options: dict | None = None) -> None:
     import av
 
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=options or {}) as container:
         stream = container.add_stream("mpeg4", rate=10)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for i in range(n):
@@ -648,17 +648,7 @@ def test_truncated_video_everywhere(fx, cut_video, tmp_path, capsys):
 def _write_faststart_video(path: Path, n: int = 30, h: int = 64, w: int = 64) -> None:
     """An mp4 with its index first (``movflags=faststart``), as streaming tools write it: cut short, it still
     opens and decodes, and simply ends early."""
-    import av
-
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for i in range(n):
-            rgb = (np.random.default_rng(i).random((h, w, 3)) * 255).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    _write_video(path, n=n, h=h, w=w, options={"movflags": "faststart"})
 
 
 def _decodable_frames(path: Path) -> int:

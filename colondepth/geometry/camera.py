@@ -32,6 +32,10 @@ from colondepth.conventions import ImageSize
 DEFAULT_MAX_HALF_FOV_DEG = 75.0
 
 
+#: The fisheye (Kannala-Brandt) distortion coefficients, in order.
+_FISHEYE_KS = ("k1", "k2", "k3", "k4")
+
+
 def _check_pixel_camera(cam) -> None:
     """Finite numbers and positive focal lengths (shared by every camera model)."""
     for name in ("fx", "fy", "cx", "cy"):
@@ -72,6 +76,17 @@ class _PixelCamera:
             cy=(self.cy + 0.5) * sy - 0.5,
             size=new_size,
         )
+
+    def _pixel_dict(self) -> dict:
+        """``width height fx fy cx cy`` as plain numbers (the part of ``to_dict`` every model shares)."""
+        return {"width": int(self.size.width), "height": int(self.size.height), "fx": float(self.fx),
+                "fy": float(self.fy), "cx": float(self.cx), "cy": float(self.cy)}
+
+    @staticmethod
+    def _pixel_kwargs(d: dict) -> dict:
+        """Constructor keywords ``fx fy cx cy size`` from a mapping written by :meth:`_pixel_dict`."""
+        return {"fx": float(d["fx"]), "fy": float(d["fy"]), "cx": float(d["cx"]), "cy": float(d["cy"]),
+                "size": ImageSize(int(d["height"]), int(d["width"]))}
 
     def cropped(self, x0: int, y0: int, size: ImageSize):
         """Intrinsics after keeping the window ``[x0, x0 + width) x [y0, y0 + height)``."""
@@ -139,21 +154,11 @@ class PinholeIntrinsics(_PixelCamera):
         return math.degrees(2.0 * math.atan((self.size.height / 2.0) / self.fy))
 
     def to_dict(self) -> dict:
-        return {
-            "width": int(self.size.width),
-            "height": int(self.size.height),
-            "fx": float(self.fx),
-            "fy": float(self.fy),
-            "cx": float(self.cx),
-            "cy": float(self.cy),
-        }
+        return self._pixel_dict()
 
     @classmethod
     def from_dict(cls, d: dict) -> "PinholeIntrinsics":
-        return cls(
-            fx=float(d["fx"]), fy=float(d["fy"]), cx=float(d["cx"]), cy=float(d["cy"]),
-            size=ImageSize(int(d["height"]), int(d["width"])),
-        )
+        return cls(**cls._pixel_kwargs(d))
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,7 @@ class FisheyeIntrinsics(_PixelCamera):
 
     def __post_init__(self) -> None:
         _check_pixel_camera(self)
-        for name in ("k1", "k2", "k3", "k4"):
+        for name in _FISHEYE_KS:
             v = float(getattr(self, name))
             if not math.isfinite(v):
                 raise ValueError(f"fisheye coefficient {name} must be finite, got {v}")
@@ -198,27 +203,11 @@ class FisheyeIntrinsics(_PixelCamera):
         return np.array([self.k1, self.k2, self.k3, self.k4], dtype=np.float64)
 
     def to_dict(self) -> dict:
-        return {
-            "model": "fisheye",
-            "width": int(self.size.width),
-            "height": int(self.size.height),
-            "fx": float(self.fx),
-            "fy": float(self.fy),
-            "cx": float(self.cx),
-            "cy": float(self.cy),
-            "k1": float(self.k1),
-            "k2": float(self.k2),
-            "k3": float(self.k3),
-            "k4": float(self.k4),
-        }
+        return {"model": "fisheye", **self._pixel_dict(), **{k: float(getattr(self, k)) for k in _FISHEYE_KS}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FisheyeIntrinsics":
-        return cls(
-            fx=float(d["fx"]), fy=float(d["fy"]), cx=float(d["cx"]), cy=float(d["cy"]),
-            size=ImageSize(int(d["height"]), int(d["width"])),
-            k1=float(d["k1"]), k2=float(d["k2"]), k3=float(d["k3"]), k4=float(d["k4"]),
-        )
+        return cls(**cls._pixel_kwargs(d), **{k: float(d[k]) for k in _FISHEYE_KS})
 
 
 #: Either camera model.

@@ -85,34 +85,29 @@ class DepthNetConfig:
         if self.arch == "basic_unet":
             if len(self.features) != 6 or any(int(c) <= 0 for c in self.features):
                 raise ValueError(f"features: basic_unet needs 6 positive channel counts, got {self.features}")
-            if self.input_height % 16 or self.input_width % 16:
-                raise ValueError(f"input size {self.input_height}x{self.input_width} (HxW) must be multiples of 16")
-            if not 0 < self.min_depth_mm < self.max_depth_mm:
-                raise ValueError(f"need 0 < min_depth_mm < max_depth_mm, got {self.min_depth_mm}, {self.max_depth_mm}")
-            if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-                raise ValueError("mean and std need 3 entries each, std positive")
             self.num_scales = 1
-            return
-        n = len(self.encoder_channels)
-        if n < 1 or len(self.decoder_channels) != n:
-            raise ValueError(
-                f"encoder_channels and decoder_channels need the same non-zero length, got "
-                f"{self.encoder_channels} and {self.decoder_channels}"
-            )
-        if any(int(c) <= 0 for c in list(self.encoder_channels) + list(self.decoder_channels)):
-            raise ValueError("channel counts must be positive")
-        div = 2 ** n
+            why = "a BasicUNet halves the resolution 4 times"
+        else:
+            n = len(self.encoder_channels)
+            if n < 1 or len(self.decoder_channels) != n:
+                raise ValueError(
+                    f"encoder_channels and decoder_channels need the same non-zero length, got "
+                    f"{self.encoder_channels} and {self.decoder_channels}"
+                )
+            if any(int(c) <= 0 for c in list(self.encoder_channels) + list(self.decoder_channels)):
+                raise ValueError("channel counts must be positive")
+            if not 1 <= self.num_scales <= n:
+                raise ValueError(f"num_scales must be in 1..{n}, got {self.num_scales}")
+            if self.norm not in ("batch", "group", "none"):
+                raise ValueError(f"norm must be 'batch', 'group' or 'none', got {self.norm!r}")
+            why = "2 ** number of encoder levels"
+        div = self.size_multiple
         if self.input_height % div or self.input_width % div or self.input_height <= 0 or self.input_width <= 0:
             raise ValueError(
-                f"input size {self.input_height}x{self.input_width} (HxW) must be positive multiples of {div} "
-                f"(2 ** number of encoder levels)"
+                f"input size {self.input_height}x{self.input_width} (HxW) must be positive multiples of {div} ({why})"
             )
         if not 0 < self.min_depth_mm < self.max_depth_mm:
             raise ValueError(f"need 0 < min_depth_mm < max_depth_mm, got {self.min_depth_mm}, {self.max_depth_mm}")
-        if not 1 <= self.num_scales <= n:
-            raise ValueError(f"num_scales must be in 1..{n}, got {self.num_scales}")
-        if self.norm not in ("batch", "group", "none"):
-            raise ValueError(f"norm must be 'batch', 'group' or 'none', got {self.norm!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise ValueError("mean and std need 3 entries each, std positive")
 

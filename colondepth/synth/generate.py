@@ -51,8 +51,9 @@ class SequenceScene:
 
         from colondepth.synth.randomise import apply_randomisation
 
-        streams = np.random.SeedSequence(seq_seed).spawn(6)
-        rng_params, rng_geom, rng_tex, rng_traj, self._noise_seed, rng_look = streams
+        # children are independent of how many are spawned: adding one never shifts the others
+        streams = np.random.SeedSequence(seq_seed).spawn(7)
+        rng_params, rng_geom, rng_tex, rng_traj, self._noise_seed, rng_look, self._exposure_seed = streams
         self.seed = int(seq_seed)
         self.recipe = recipe
         self.params, self.look = apply_randomisation(sample_recipe(recipe, np.random.default_rng(rng_params)),
@@ -72,6 +73,9 @@ class SequenceScene:
 
     def noise_rng(self) -> np.random.Generator:
         return np.random.default_rng(self._noise_seed)
+
+    def exposure_rng(self) -> np.random.Generator:
+        return np.random.default_rng(self._exposure_seed)
 
 
 class FrameRenderer:
@@ -106,10 +110,9 @@ class FrameRenderer:
         self.rng = scene.noise_rng()
         from colondepth.synth.randomise import frame_exposures
 
-        # drawn from a child of the noise stream, so sequences without randomisation are unchanged
+        # a stream of its own, so sequences without randomisation are unchanged
         self.exposures = frame_exposures(float(p.light.exposure), look, scene.frames,
-                                         float(p.trajectory.smoothness_frames),
-                                         np.random.default_rng(np.random.SeedSequence(scene.seed).spawn(7)[6]))
+                                         float(p.trajectory.smoothness_frames), scene.exposure_rng())
 
     def _blur_poses(self, t: int) -> list[np.ndarray]:
         from scipy.spatial.transform import Rotation, Slerp

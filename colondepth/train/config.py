@@ -41,26 +41,24 @@ class ModelSection(_Strict):
     @model_validator(mode="after")
     def _check(self) -> "ModelSection":
         h, w = self.input_size
-        if self.arch == "basic_unet":
-            if h <= 0 or w <= 0 or h % 16 or w % 16:
-                raise ValueError(f"input_size: {list(self.input_size)} must be positive multiples of 16 for basic_unet")
-            if len(self.features) != 6:
-                raise ValueError(f"features: basic_unet needs 6 channel counts, got {self.features}")
-            if self.min_depth_mm >= self.max_depth_mm:
-                raise ValueError(f"min_depth_mm: {self.min_depth_mm} must be below max_depth_mm ({self.max_depth_mm})")
-            return self
-        n = len(self.encoder_channels)
         if h <= 0 or w <= 0:
             raise ValueError(f"input_size: must be positive (height, width), got {list(self.input_size)}")
-        if h % 2 ** n or w % 2 ** n:
-            raise ValueError(f"input_size: {list(self.input_size)} must be multiples of {2 ** n} "
-                             f"(2 ** len(encoder_channels))")
-        if len(self.decoder_channels) != n:
-            raise ValueError("decoder_channels: needs as many entries as encoder_channels")
+        if self.arch == "basic_unet":
+            if len(self.features) != 6:
+                raise ValueError(f"features: basic_unet needs 6 channel counts, got {self.features}")
+            if h % 16 or w % 16:
+                raise ValueError(f"input_size: {list(self.input_size)} must be positive multiples of 16 for basic_unet")
+        else:
+            n = len(self.encoder_channels)
+            if h % 2 ** n or w % 2 ** n:
+                raise ValueError(f"input_size: {list(self.input_size)} must be multiples of {2 ** n} "
+                                 f"(2 ** len(encoder_channels))")
+            if len(self.decoder_channels) != n:
+                raise ValueError("decoder_channels: needs as many entries as encoder_channels")
+            if self.num_scales > n:
+                raise ValueError(f"num_scales: {self.num_scales} cannot exceed len(encoder_channels) ({n})")
         if self.min_depth_mm >= self.max_depth_mm:
             raise ValueError(f"min_depth_mm: {self.min_depth_mm} must be below max_depth_mm ({self.max_depth_mm})")
-        if self.num_scales > n:
-            raise ValueError(f"num_scales: {self.num_scales} cannot exceed len(encoder_channels) ({n})")
         return self
 
     def to_net_config(self):
