@@ -15,7 +15,7 @@ What is scored (model, physics baseline, constant baseline; all through :mod:`co
   scaled per frame by ``median(z) / median(pred)`` over that frame's points, and the errors are pooled over
   all points of all frames (per-frame means are reported too) with :mod:`colondepth.eval.sparse_depth`.
   Metric scores do not exist here (SfM has no scale).
-- ``synthetic L1..L5``: held-out sequences rendered by ``colondepth.synth.generate.generate_dataset`` with a
+- ``synthetic L1..L6``: held-out sequences rendered by ``colondepth.synth.generate.generate_dataset`` with a
   seed no training recipe uses (default 9001; the shipped curricula train on seed 0, ``bench_depth.py``
   uses 1000+ for training and 9000, 9010, ... for its held-out sets), cached under
   ``benchmarks/.cache/transfer/`` and reused by a rerun (generation resumes), or ``--synthetic DIR``
@@ -66,6 +66,7 @@ LEVEL_RECIPES = {
     "L3": "synth/L3_haustra.yaml",
     "L4": "synth/L4_flexures.yaml",
     "L5": "synth/L5_tortuous.yaml",
+    "L6": "synth/L6_cavity.yaml",
 }
 #: Held-out seed: not used by any curriculum (seed 0) nor by bench_depth.py (1000+10k, 9000+10k) or the demo (0, 1000).
 HELDOUT_SEED = 9001

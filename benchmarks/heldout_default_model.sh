@@ -9,7 +9,7 @@ OUT=${1:-out/heldout}
 CKPT=${2:-}
 CD=${COLONDEPTH:-.venv/bin/colondepth}
 NAME=$([ -n "$CKPT" ] && basename "$(dirname "$(dirname "$CKPT")")" || echo default_model)
-for recipe in synth/L1_straight.yaml synth/L2_curved.yaml synth/L3_haustra.yaml synth/L4_flexures.yaml synth/L5_tortuous.yaml; do
+for recipe in synth/L1_straight.yaml synth/L2_curved.yaml synth/L3_haustra.yaml synth/L4_flexures.yaml synth/L5_tortuous.yaml synth/L6_cavity.yaml; do
   level=$(basename "$recipe" .yaml | cut -d_ -f1)
   "$CD" synth --recipe "$recipe" --out "$OUT/data/$level" --sequences 2 --frames 24 --size 128 128 --seed 777 --no-video --quiet
 done

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SEEDS = (5000, 5001, 5002)
-LEVELS = ("L1_straight", "L2_curved", "L3_haustra", "L4_flexures", "L5_tortuous")
+LEVELS = ("L1_straight", "L2_curved", "L3_haustra", "L4_flexures", "L5_tortuous", "L6_cavity")
 
 
 def validation_sets(cache: Path, frames: int, size: int) -> dict:

@@ -35,7 +35,7 @@ def test_straight_tube_is_analytic():
     assert g.mesh.bounds[0, 2] < -10 and g.mesh.bounds[1, 2] > 130  # domes close both ends
 
 
-@pytest.mark.parametrize("level", ["L1_straight", "L3_haustra", "L5_tortuous"])
+@pytest.mark.parametrize("level", ["L1_straight", "L3_haustra", "L5_tortuous", "L6_cavity"])
 def test_mesh_closed_and_facing_the_lumen(level):
     r = sample_recipe(load_recipe(SYNTH / f"{level}.yaml"), np.random.default_rng(1))
     g = build_colon(r, np.random.default_rng(2))
@@ -83,7 +83,7 @@ def test_centreline_curvature_is_bounded_and_no_self_contact():
     assert np.allclose(np.einsum("ij,ij->i", cl.tangent, np.cross(cl.normal1, cl.normal2)), 1, atol=1e-9)
 
 
-@pytest.mark.parametrize("level", ["L4_flexures", "L5_tortuous"])
+@pytest.mark.parametrize("level", ["L4_flexures", "L5_tortuous", "L6_cavity"])
 def test_camera_stays_inside_with_clearance(level):
     rec = load_recipe(SYNTH / f"{level}.yaml")
     for seed in (0, 1):

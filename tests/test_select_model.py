@@ -1,0 +1,53 @@
+"""benchmarks/select_model.py: the selection rule (a challenger must win on every validation set) and the
+committed selection result agreeing with the shipped model."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def sel(repo_root):
+    sys.path.insert(0, str(repo_root / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("select_model", repo_root / "benchmarks" / "select_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _res(sel, *abs_rels):
+    assert len(abs_rels) == len(sel.SEEDS)
+    return {"abs_rel_mean": sum(abs_rels) / len(abs_rels),
+            "per_seed": {str(s): {"abs_rel": a} for s, a in zip(sel.SEEDS, abs_rels)}}
+
+
+def test_challenger_must_win_on_every_set(sel):
+    res = {"old": _res(sel, 0.10, 0.10, 0.10), "new": _res(sel, 0.05, 0.06, 0.11)}
+    c = sel.choose(res)
+    assert c["chosen"] == "old"  # better on average, worse on one set
+    assert c["abs_rel_difference_to_incumbent"]["new"] == pytest.approx([-0.05, -0.04, 0.01])
+    res["new"] = _res(sel, 0.09, 0.095, 0.099)
+    assert sel.choose(res)["chosen"] == "new"
+
+
+def test_best_mean_is_the_only_challenger(sel):
+    res = {"old": _res(sel, 0.10, 0.10, 0.10), "a": _res(sel, 0.099, 0.099, 0.099), "b": _res(sel, 0.04, 0.04, 0.2)}
+    # b has the lowest mean but loses on one set: the incumbent stays, although a beats it everywhere.
+    assert min(res, key=lambda k: res[k]["abs_rel_mean"]) == "b"
+    assert sel.choose(res)["chosen"] == "old"
+
+
+def test_committed_selection_names_the_shipped_model(sel, repo_root):
+    path = repo_root / "benchmarks" / "results" / "model_selection.json"
+    if not path.is_file():
+        pytest.skip("no committed model selection")
+    doc = json.loads(path.read_text())
+    chosen = doc["results"][doc["choice"]["chosen"]]
+    shipped = hashlib.sha256((repo_root / "data" / "default_model.pt").read_bytes()).hexdigest()
+    assert chosen["sha256"] == shipped
+    assert doc["validation"]["seeds"] == list(sel.SEEDS)
