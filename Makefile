@@ -32,12 +32,13 @@ system-deps:
 	  fi; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml holds compatible ranges; constraints.txt the exact tested pins installed here.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found; install Python 3.11 and rerun make"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	# torch first, pinned, so nothing pulls a CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# torch first, at its pin, so nothing pulls a CUDA build.
+	$(BIN)/pip install -q -c constraints.txt torch
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip check
 	touch $@
 
