@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Training data of the shipped default model: every level L1-L5, 16 sequences as the level is written
-# and 48 with the randomisation block on, 64 frames each, 160x160 (5 x 64 x 64 = 20,480 frames).
+# Training data of the shipped default model and its candidates: every level L1-L6, 16 sequences as the level
+# is written and 48 with the randomisation block on, 64 frames each, 160x160 (6 x 64 x 64 = 24,576 frames;
+# curricula/default_model.yaml uses L1-L5, 20,480 frames; the candidate curricula also use L6).
 # Resumable (rerun skips finished sequences) and shardable: SHARD=I/N runs the I-th of N shards
 # (e.g. a SLURM array: SHARD=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).
 #   bash benchmarks/make_default_model_data.sh data_train
@@ -8,7 +9,7 @@ set -euo pipefail
 OUT=${1:-data_train}
 SHARD=${SHARD:-0/1}
 cd "$(dirname "$0")/.."
-for level in L1_straight L2_curved L3_haustra L4_flexures L5_tortuous; do
+for level in L1_straight L2_curved L3_haustra L4_flexures L5_tortuous L6_cavity; do
   short=${level%%_*}
   colondepth synth --recipe "synth/$level.yaml" --out "$OUT/${short}r" --sequences 48 --frames 64 \
     --size 160 160 --seed 1000 --randomise --no-video --quiet --shard "$SHARD"

@@ -261,3 +261,47 @@ def test_plateau_promotes_early(tmp_path, data_root, capsys, min_steps, expected
     assert (end["reason"], end["steps"]) == ("plateau", expected_steps)
     vals = [r for r in records if r["type"] == "val"]
     assert [r["bad_evals"] for r in vals[:3]] == [0, 1, 2]
+
+
+def test_supervised_stage_starts_from_init_checkpoint(tmp_path, data_root, capsys):
+    """``init_from: CKPT`` on a supervised stage: with a vanishing learning rate the stage ends with the
+    checkpoint's weights (BatchNorm statistics aside: they move in train mode); a wrong
+    architecture or a missing file is a one-line error naming the file."""
+    first = tmp_path / "first"
+    cur1 = _write_curriculum(tmp_path / "one.yaml", lambda d: (_no_generate(d), d.update(stages=d["stages"][:1])))
+    code, err = _train(["--curriculum", cur1, "--out", first, "--data", data_root], capsys)
+    assert code == 0, err
+    src = first / "checkpoints" / "final.pt"
+
+    def mutate(d):
+        _no_generate(d)
+        d["stages"] = d["stages"][1:]
+        d["stages"][0].update(rehearsal=0.0, init_from=str(src), optimizer={"lr": 1e-12, "weight_decay": 0.0},
+                              lr_schedule={"kind": "constant"}, promotion={"rule": "budget"})
+
+    cur2 = _write_curriculum(tmp_path / "two.yaml", mutate)
+    code, err = _train(["--curriculum", cur2, "--out", tmp_path / "second", "--data", data_root], capsys)
+    assert code == 0, err
+    a, b = _weights(src), _weights(tmp_path / "second" / "checkpoints" / "final.pt")
+    params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert params and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-9) for k in params)
+
+    # a fresh run of the same stage without init_from ends elsewhere
+    cur3 = _write_curriculum(tmp_path / "three.yaml", lambda d: (mutate(d), d["stages"][0].pop("init_from")))
+    code, err = _train(["--curriculum", cur3, "--out", tmp_path / "third", "--data", data_root], capsys)
+    assert code == 0, err
+    c = _weights(tmp_path / "third" / "checkpoints" / "final.pt")
+    assert not all(torch.allclose(a[k], c[k], rtol=0, atol=1e-3) for k in params)
+
+    def other_arch(d):
+        mutate(d)
+        d["model"]["encoder_channels"] = [8, 12, 24]
+
+    cur4 = _write_curriculum(tmp_path / "four.yaml", other_arch)
+    code, err = _train(["--curriculum", cur4, "--out", tmp_path / "fourth", "--data", data_root], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{src}: init checkpoint's model differs from the curriculum's (encoder_channels)" in err
+
+    cur5 = _write_curriculum(tmp_path / "five.yaml", lambda d: (mutate(d), d["stages"][0].update(init_from="nope.pt")))
+    code, err = _train(["--curriculum", cur5, "--out", tmp_path / "fifth", "--data", data_root], capsys)
+    assert code == 2 and err.count("\n") == 1 and "nope.pt" in err

@@ -54,6 +54,16 @@ def test_shipped_curricula_validate():
                 assert (REPO / "curricula" / recipe).resolve().is_file()
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "curricula").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_curriculum_validates(path):
+    c = load_curriculum(path)
+    assert c.name == path.stem  # the file name is the curriculum's name (checkpoint cards record the name)
+    for s in c.stages:
+        init = getattr(s, "init_from", "previous")
+        if init != "previous":  # a run folder of another shipped curriculum
+            assert (path.parent / init).resolve().parent.parent.name in {p.stem for p in path.parent.glob("*.yaml")}
+
+
 @pytest.mark.parametrize(
     "mutate, expected",
     [

@@ -201,6 +201,9 @@ class SupervisedStage(_StageCommon):
     rehearsal: float = Field(0.0, ge=0, lt=1)  # fraction of each epoch drawn from earlier stages' data
     loss: SupervisedLoss = SupervisedLoss()
     augment: Augment = Augment()
+    # "previous" (the weights the net holds: the preceding stage's, random for the first stage) or a
+    # checkpoint path (relative to the curriculum file) whose depth weights start this stage
+    init_from: str = "previous"
 
     @model_validator(mode="after")
     def _sources(self) -> "SupervisedStage":

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from colondepth.errors import UserError
+from colondepth.train.stage import load_init_weights, resolve_stage_path
 
 #: Steps at the start of a stage during which only the pose network learns (see module doc).
 POSE_WARMUP_STEPS = 100
@@ -66,11 +67,6 @@ def set_batchnorm_eval(net: torch.nn.Module) -> int:
     return n
 
 
-def _resolve(path: str, base: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else (base / p)
-
-
 def open_stage_sequences(stage, base_dir: Path, min_frames: int = SNIPPET_LENGTH):
     """``(sequences, clips)`` for the stage's sources; ``clips[s]`` is a list of frame-index lists."""
     import warnings
@@ -80,9 +76,9 @@ def open_stage_sequences(stage, base_dir: Path, min_frames: int = SNIPPET_LENGTH
 
     sequences, clips = [], []
     for src in stage.sources:
-        path = _resolve(src.path, base_dir)
+        path = resolve_stage_path(src.path, base_dir)
         if src.format in ("video", "frames"):
-            intr = _resolve(stage.intrinsics, base_dir) if stage.intrinsics else None
+            intr = resolve_stage_path(stage.intrinsics, base_dir) if stage.intrinsics else None
             with warnings.catch_warnings():
                 warnings.simplefilter("default")
                 seq = read_video(path, crop=stage.crop, intrinsics=intr, min_frames=min_frames)
@@ -125,7 +121,7 @@ class SelfSupervisedKind:
         # in load_state_dict, which the runner calls only when resuming).
         self._held_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if stage.init_from != "previous":
-            self._load_init(_resolve(stage.init_from, ctx.curriculum_dir))
+            load_init_weights(net, resolve_stage_path(stage.init_from, ctx.curriculum_dir))
 
         n_scales = int(net.config.num_scales)
         n_levels = min(5, len(net.config.encoder_channels))
@@ -177,21 +173,6 @@ class SelfSupervisedKind:
         self._rehearsal_loader = None
 
     # -- initialisation ----------------------------------------------------------------------------------
-    def _load_init(self, path: Path) -> None:
-        from colondepth.train.checkpoint import read_checkpoint
-
-        payload = read_checkpoint(path)
-        want = self.ctx.net.config.to_dict()
-        have = dict(payload["card"].get("model", {}))
-        keys = ("input_height", "input_width", "encoder_channels", "decoder_channels", "num_scales", "norm")
-        diff = [k for k in keys if have.get(k) != want.get(k)]
-        if diff:
-            raise UserError(f"{path}: init checkpoint's model differs from the curriculum's ({', '.join(diff)}); "
-                            f"set the curriculum's model section to the checkpoint's architecture")
-        try:
-            self.ctx.net.load_state_dict(payload["model_state"])
-        except RuntimeError as exc:
-            raise UserError(f"{path}: weights do not fit the depth network ({type(exc).__name__})") from None
 
     # -- interface -----------------------------------------------------------------------------------------
     def make_data(self):

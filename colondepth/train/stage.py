@@ -98,12 +98,54 @@ class StageKind(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+#: Model-config keys that must agree between an ``init_from`` checkpoint and the curriculum's model, per
+#: architecture (keys of the other architecture do not matter).
+INIT_ARCH_KEYS = {
+    "dispnet": ("arch", "inputs", "input_height", "input_width", "encoder_channels", "decoder_channels",
+                "num_scales", "norm"),
+    "basic_unet": ("arch", "inputs", "input_height", "input_width", "features"),
+}
+
+
+def resolve_stage_path(path: str, base: Path) -> Path:
+    """A path from a curriculum file: ``~`` expanded, relative paths taken from the curriculum's folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def load_init_weights(net: torch.nn.Module, path: Path) -> None:
+    """Load the depth weights of checkpoint ``path`` into ``net`` (a stage's ``init_from``).
+
+    Raises :class:`UserError` naming the file when it is not a checkpoint, when its architecture differs from
+    the curriculum's (the differing keys are listed) or when the weights do not fit.
+    """
+    from colondepth.train.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(path)
+    want = net.config.to_dict()
+    have = dict(payload["card"].get("model", {}))
+    have.setdefault("arch", "dispnet")  # cards written before these keys existed
+    have.setdefault("inputs", [])
+    have["inputs"], want["inputs"] = list(have["inputs"]), list(want.get("inputs") or [])
+    keys = INIT_ARCH_KEYS.get(str(want.get("arch", "dispnet")), INIT_ARCH_KEYS["dispnet"])
+    diff = [k for k in keys if have.get(k) != want.get(k)]
+    if diff:
+        raise UserError(f"{path}: init checkpoint's model differs from the curriculum's ({', '.join(diff)}); "
+                        f"set the curriculum's model section to the checkpoint's architecture")
+    try:
+        net.load_state_dict(payload["model_state"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit the depth network ({type(exc).__name__})") from None
+
+
 class SupervisedKind:
     """``kind: supervised``: SILog + L1 + gradient matching against ground-truth depth.
 
     Training frames: the stage's levels/datasets (minus the held-out sequences) plus a ``rehearsal``
     fraction drawn from the training frames of every earlier supervised stage.  Validation: the
-    held-out frames of the stage's own levels/datasets.
+    held-out frames of the stage's own levels/datasets.  ``init_from: CKPT`` starts the stage from that
+    checkpoint's depth weights (e.g. to fine-tune a trained model on new levels); on ``--resume`` in the middle
+    of the stage the interrupted run's weights win.
     """
 
     def __init__(self, ctx: StageContext):
@@ -111,6 +153,12 @@ class SupervisedKind:
 
         self.ctx = ctx
         self.weights = loss_weights(ctx.stage.loss)
+        init = getattr(ctx.stage, "init_from", "previous")
+        self._held_state = None
+        if init != "previous":
+            # the weights the net holds now: the interrupted run's on --resume (restored in load_state_dict)
+            self._held_state = {k: v.detach().clone() for k, v in ctx.net.state_dict().items()}
+            load_init_weights(ctx.net, resolve_stage_path(init, ctx.curriculum_dir))
 
     def make_data(self) -> StageData:
         from colondepth.train.config import SupervisedStage
@@ -158,10 +206,12 @@ class SupervisedKind:
         return metrics
 
     def state_dict(self) -> dict:
-        return {}
+        return {"initialised": True} if self._held_state is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        return None
+        if state and self._held_state is not None:
+            # resumed mid-stage: the interrupted run's depth weights win over init_from
+            self.ctx.net.load_state_dict(self._held_state)
 
 
 #: kind -> class, or "module:Class" imported on first use.
