@@ -81,7 +81,7 @@ def test_quick_run_end_to_end(bench, tmp_path, capsys):
 
     syn = doc["synthetic"]
     assert syn["provenance"]["seed"] == 9001 and syn["provenance"]["generated"]
-    assert list(syn["levels"]) == ["L1", "L2", "L3", "L4", "L5"]
+    assert list(syn["levels"]) == ["L1", "L2", "L3", "L4", "L5", "L6"]
     for r in syn["levels"].values():
         assert r["scored_frames"] == 2
         assert set(r["median"]) == {"model", "physics", "constant"} and set(r["metric"]) == {"model", "constant"}
