@@ -1,0 +1,90 @@
+"""The README's results tables agree with the committed benchmark JSON under benchmarks/results/.
+
+The transfer table is generated (tests/test_bench_transfer.py checks it); the tables here are written by hand
+from their JSON files, so every number in them is compared to the file it came from (to the printed precision).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _table_after(heading: str) -> list[list[str]]:
+    """Rows (cells stripped of ``**``) of the first markdown table after ``heading`` in the README."""
+    start = README.index(heading)
+    lines = README[start:].splitlines()
+    rows, inside = [], False
+    for line in lines[1:]:
+        if line.startswith("|"):
+            inside = True
+            cells = [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                rows.append(cells)
+        elif inside:
+            break
+    return rows
+
+
+def _close(text: str, value: float) -> bool:
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return abs(float(text) - value) <= 0.5 * 10 ** -decimals + 1e-12
+
+
+def test_per_level_table_matches_heldout_json():
+    doc = json.loads((RESULTS / "heldout_default_model_median.json").read_text())
+    rows = _table_after("### Depth per level: the shipped default model against the baselines")
+    header, body = rows[0], rows[1:]
+    assert header[:4] == ["level", "abs_rel model", "abs_rel physics", "abs_rel constant"]
+    seen = set()
+    for cells in body:
+        m = re.match(r"(L\d)\b", cells[0])
+        if m:
+            level = m.group(1)
+            summary = doc["levels"][level]
+        else:
+            assert cells[0].startswith("all"), cells[0]
+            level, summary = "all", doc["overall"]
+            assert f"({summary['num_frames']} frames)" in cells[0]
+        met = summary["metrics"]
+        assert _close(cells[1], met["model"]["abs_rel"]), (level, cells[1])
+        assert _close(cells[2], met["physics"]["abs_rel"]), (level, cells[2])
+        assert _close(cells[3], met["constant"]["abs_rel"]), (level, cells[3])
+        ratio = met["physics"]["abs_rel"] / met["model"]["abs_rel"]
+        assert _close(cells[4].rstrip("×"), ratio), (level, cells[4])
+        assert _close(cells[5], met["model"]["delta1"]), (level, cells[5])
+        assert _close(cells[6], met["physics"]["delta1"]), (level, cells[6])
+        seen.add(level)
+    assert seen == set(doc["levels"]) | {"all"}  # every level of the file is in the table
+
+
+def test_candidate_table_matches_model_selection_json():
+    doc = json.loads((RESULTS / "model_selection.json").read_text())
+    rows = _table_after("**Candidates that did not replace it.**")
+    labels = {"shipped default": "previous", "candidate_small_l6": "small_l6", "candidate_wide_l6`": "wide_l6",
+              "candidate_wide_l6_anneal": "wide_l6_annealed"}
+    assert len(rows) - 1 == len(doc["results"])
+    for cells in rows[1:]:
+        label = next(v for k, v in labels.items() if k in cells[0])
+        r = doc["results"][label]
+        mean, sd = cells[1].split("±")
+        assert _close(mean.strip(), r["abs_rel_mean"]) and _close(sd.strip(), r["abs_rel_sd"]), (label, cells[1])
+        assert _close(cells[2], r["delta1_mean"]), (label, cells[2])
+        assert _close(cells[3], r["levels"]["L5"]["abs_rel_mean"]), (label, cells[3])
+        assert _close(cells[4], r["levels"]["L6"]["abs_rel_mean"]), (label, cells[4])
+        assert (cells[5] == "yes") == (doc["choice"]["chosen"] == label), (label, cells[5])
+
+
+@pytest.mark.parametrize("key, text", [("sinus_abs_rel", "abs_rel 0.160 against 0.185"),
+                                       ("synthetic_L5_delta1", "δ<1.25 0.908 on")])
+def test_candidate_transfer_numbers_match_json(key, text):
+    cand = {t["name"]: t["value"] for t in json.loads((RESULTS / "transfer_candidate_wide_l6.json").read_text())["targets"]}
+    number = re.findall(r"\d+\.\d+", text)[-1 if key.startswith("synthetic") else 0]
+    assert text in README and _close(number, cand[key])
