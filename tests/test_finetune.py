@@ -13,7 +13,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from colondepth.cli import main
-from colondepth.models.depth_net import DepthNet, DepthNetConfig
+from colondepth.models.depth_net import DepthNet, DepthNetConfig, build_depth_net
 from colondepth.train.checkpoint import load_checkpoint, make_card, save_checkpoint
 
 
@@ -107,6 +107,26 @@ def test_finetune_end_to_end_and_resume(tmp_path, video_dir, init_ckpt, capsys):
     # a second fresh run into the same folder is refused
     code, err = _run(_args(init_ckpt, video_dir, out), capsys)
     assert code == 2 and "--resume" in err
+
+
+def test_finetune_keeps_a_basic_unet_with_its_input_channels(tmp_path, video_dir, capsys):
+    """The shipped default model is a MONAI BasicUNet with ray and physics input channels: finetune rebuilds
+    exactly that network from the card (not a DispNet with the card's unused DispNet keys) and trains it."""
+    torch.manual_seed(0)
+    cfg = DepthNetConfig(input_height=32, input_width=32, arch="basic_unet", features=[4, 4, 8, 8, 8, 4],
+                         inputs=["rays", "physics"], min_depth_mm=1.0, max_depth_mm=100.0)
+    net = build_depth_net(cfg)
+    init = tmp_path / "unet.pt"
+    save_checkpoint(init, net, make_card(net, "test", "sup", 0, 0, "test"), {})
+    out = tmp_path / "run"
+    code, err = _run(_args(init, video_dir, out, steps=3), capsys)
+    assert code == 0, err
+    tuned, card, config = load_checkpoint(out / "checkpoints" / "final.pt")
+    assert tuned.config.to_dict() == net.config.to_dict()
+    assert config["model"]["arch"] == "basic_unet" and config["model"]["inputs"] == ["rays", "physics"]
+    changed = [k for k, v in tuned.state_dict().items() if v.dtype.is_floating_point
+               and not torch.equal(v, net.state_dict()[k])]
+    assert changed
 
 
 @pytest.mark.parametrize("case, match", [

@@ -86,6 +86,8 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
     """The one-stage curriculum (plain YAML-able dict) that ``finetune`` runs."""
     from pathlib import Path
 
+    from colondepth.train.config import ModelSection
+
     m = model_card.get("model", {})
     sources = []
     for v in args.video:
@@ -119,15 +121,7 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
     return {
         "name": "finetune",
         "description": "self-supervised photometric fine-tuning (colondepth finetune)",
-        "model": {
-            "input_size": [int(m["input_height"]), int(m["input_width"])],
-            "min_depth_mm": float(m["min_depth_mm"]),
-            "max_depth_mm": float(m["max_depth_mm"]),
-            "encoder_channels": [int(c) for c in m["encoder_channels"]],
-            "decoder_channels": [int(c) for c in m["decoder_channels"]],
-            "num_scales": int(m["num_scales"]),
-            "norm": str(m["norm"]),
-        },
+        "model": ModelSection.dict_from_card(m),
         "checkpoint": {"every_steps": int(args.checkpoint_every), "log_every_steps": 10},
         "stages": [stage],
     }

@@ -61,6 +61,18 @@ class ModelSection(_Strict):
             raise ValueError(f"min_depth_mm: {self.min_depth_mm} must be below max_depth_mm ({self.max_depth_mm})")
         return self
 
+    @classmethod
+    def dict_from_card(cls, card_model: dict) -> dict:
+        """The ``model:`` section (plain dict) that rebuilds a checkpoint's network from its card's ``model``
+        entry (:meth:`DepthNetConfig.to_dict`): every architecture key, so a continued or fine-tuned run gets the
+        same network (DispNet or BasicUNet, with its input channels)."""
+        d = {"input_size": [int(card_model["input_height"]), int(card_model["input_width"])]}
+        for key in cls.model_fields:
+            if key != "input_size" and key in card_model:
+                v = card_model[key]
+                d[key] = list(v) if isinstance(v, (list, tuple)) else v
+        return cls(**d).model_dump(mode="json")
+
     def to_net_config(self):
         from colondepth.models.depth_net import DepthNetConfig
 
