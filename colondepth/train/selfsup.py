@@ -172,8 +172,6 @@ class SelfSupervisedKind:
         self._rehearsal_iter = None
         self._rehearsal_loader = None
 
-    # -- initialisation ----------------------------------------------------------------------------------
-
     # -- interface -----------------------------------------------------------------------------------------
     def make_data(self):
         from colondepth.datasets.clips import SnippetDataset, require_snippets, sequence_snippets
