@@ -334,3 +334,41 @@ def test_failed_marching_cubes_chunk_makes_the_command_fail_after_writing(tmp_pa
     failed = report["mesh"]["marching_cubes"]["failed_chunks"]
     assert len(failed) == 1 and failed[0]["error"] == "ValueError: simulated failure"
     assert (out / "mesh.ply").is_file() and (out / "coverage.json").is_file()  # everything else is written
+
+
+def test_pose_network_is_the_depth_checkpoints_stage_never_the_newest_file(tmp_path):
+    """``find_pose_network``: ``pose_net_<stage>.pt`` of the depth checkpoint's own stage, whatever the
+    modification times; several candidates and none of that stage is a one-line error listing them; a pose file
+    of a newer format version is refused with the fix."""
+    import os
+
+    import torch
+
+    from colondepth.errors import UserError
+    from colondepth.models.depth_net import DepthNet, DepthNetConfig
+    from colondepth.models.pose_net import PoseNetConfig, build_pose_net
+    from colondepth.recon.poses import find_pose_network
+    from colondepth.train.checkpoint import make_card, save_checkpoint
+    from colondepth.train.selfsup import load_pose_net
+
+    net = DepthNet(DepthNetConfig(input_height=32, input_width=32, encoder_channels=[4, 8], decoder_channels=[4, 4],
+                                  num_scales=1, norm="none"))
+    ckpt = save_checkpoint(tmp_path / "final.pt", net, make_card(net, "test", "ft_b", 0, 0, "test"), {})
+    cfg = PoseNetConfig(num_sources=2, channels=(8, 8), num_mask_scales=0)
+    for i, name in enumerate(["ft_a", "ft_b", "ft_c"]):
+        path = tmp_path / f"pose_net_{name}.pt"
+        torch.save({"format": "colondepth-pose-net", "config": cfg.to_dict(),
+                    "state": build_pose_net(cfg).state_dict(), "translation_norm_mm": -1.0}, path)
+        os.utime(path, (1000 + i, 1000 + (10 - i)))  # ft_a newest
+    assert find_pose_network(ckpt) == tmp_path / "pose_net_ft_b.pt"
+    (tmp_path / "pose_net_ft_b.pt").unlink()
+    with pytest.raises(UserError, match=r"several pose networks \(pose_net_ft_a.pt, pose_net_ft_c.pt\)"):
+        find_pose_network(ckpt)
+    (tmp_path / "pose_net_ft_c.pt").unlink()
+    assert find_pose_network(ckpt) == tmp_path / "pose_net_ft_a.pt"  # the only one: used
+    newer = tmp_path / "pose_net_new.pt"
+    torch.save({"format": "colondepth-pose-net", "format_version": 99, "config": cfg.to_dict(),
+                "state": build_pose_net(cfg).state_dict(), "translation_norm_mm": -1.0}, newer)
+    with pytest.raises(UserError, match="format version 99 is newer"):
+        load_pose_net(newer)
+    assert load_pose_net(tmp_path / "pose_net_ft_a.pt")[1] is None  # no version key: read as version 1

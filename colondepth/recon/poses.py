@@ -61,8 +61,11 @@ def _orthonormalised(T: np.ndarray) -> np.ndarray:
 
 
 def find_pose_network(checkpoint: Optional[str | Path]) -> Path:
-    """The pose-network file for ``checkpoint``: the file itself when it is one, else the newest
-    ``pose_net_*.pt`` beside it (``colondepth finetune`` writes both into ``RUN/checkpoints/``)."""
+    """The pose-network file for ``checkpoint``: the file itself when it is one, else the pose network of the
+    same stage beside it: ``pose_net_<stage>.pt`` with ``<stage>`` from the depth checkpoint's model card
+    (``colondepth finetune`` writes both into ``RUN/checkpoints/``).  A folder with a single pose network and a
+    card without a stage falls back to that one file; anything ambiguous is a one-line error listing the
+    candidates (never a guess by modification time)."""
     if checkpoint is None:
         raise UserError("--poses predicted needs --checkpoint from 'colondepth finetune' (its folder holds the pose "
                         "network pose_net_<stage>.pt); use --poses gt with a dataset that has poses")
@@ -71,11 +74,22 @@ def find_pose_network(checkpoint: Optional[str | Path]) -> Path:
         raise UserError(f"{p}: checkpoint not found; pass --checkpoint with a .pt file")
     if p.name.startswith("pose_net"):
         return p
-    found = sorted(p.parent.glob("pose_net_*.pt"), key=lambda f: f.stat().st_mtime)
+    from colondepth.train.checkpoint import read_checkpoint
+
+    stage = (read_checkpoint(p).get("card") or {}).get("stage")
+    if stage:
+        same = p.parent / f"pose_net_{stage}.pt"
+        if same.is_file():
+            return same
+    found = sorted(p.parent.glob("pose_net_*.pt"))
     if not found:
         raise UserError(f"{p}: no pose network (pose_net_*.pt) beside this checkpoint; use a checkpoint folder "
                         "written by 'colondepth finetune', or --poses gt")
-    return found[-1]
+    if len(found) > 1:
+        names = ", ".join(f.name for f in found)
+        raise UserError(f"{p}: its stage {stage!r} has no pose_net_{stage}.pt and the folder holds several pose "
+                        f"networks ({names}); pass the one to use as --checkpoint")
+    return found[0]
 
 
 def depth_input_size(checkpoint: Path) -> Optional[tuple[int, int]]:

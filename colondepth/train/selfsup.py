@@ -47,6 +47,8 @@ import torch.nn.functional as F
 from colondepth.errors import UserError
 from colondepth.train.stage import load_init_weights, resolve_stage_path
 
+#: Version of the pose-network file written by :meth:`SelfSupervisedKind.save_pose_net`.
+POSE_NET_FORMAT_VERSION = 1
 #: Steps at the start of a stage during which only the pose network learns (see module doc).
 POSE_WARMUP_STEPS = 100
 #: Held-out share of snippets: every VAL_EVERY-th snippet goes to validation.
@@ -397,7 +399,8 @@ class SelfSupervisedKind:
             return
         from colondepth.io import atomic_path
 
-        payload = {"format": "colondepth-pose-net", "config": self.pose_config.to_dict(),
+        payload = {"format": "colondepth-pose-net", "format_version": POSE_NET_FORMAT_VERSION,
+                   "config": self.pose_config.to_dict(),
                    "state": {k: v.detach().cpu() for k, v in self.pose_net.state_dict().items()},
                    "translation_norm_mm": -1.0 if self.translation_norm_mm is None else float(self.translation_norm_mm)}
         with atomic_path(self.pose_net_path()) as tmp:
@@ -443,6 +446,10 @@ def load_pose_net(path, map_location=None):
     payload = torch.load(p, map_location=map_location or "cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != "colondepth-pose-net":
         raise UserError(f"{p}: not a ColonDepth pose network file")
+    version = int(payload.get("format_version", 1))  # files written before the version key are version 1
+    if version > POSE_NET_FORMAT_VERSION:
+        raise UserError(f"{p}: pose network format version {version} is newer than this ColonDepth reads "
+                        f"({POSE_NET_FORMAT_VERSION}); upgrade colondepth")
     net = build_pose_net(payload["config"])
     net.load_state_dict(payload["state"])
     t = float(payload.get("translation_norm_mm", -1.0))
