@@ -14,12 +14,15 @@ with ground-truth poses, and with predicted poses when a pose network (``pose_ne
 ground-truth camera without scale alignment, and their ATE is reported.  Finally it times
 ``TSDFVolume.integrate`` alone at 128x128 and 256x256 (frames/s, wall clock and CPU time).
 
-Prints markdown tables; exits 1 when a ground-truth reconstruction misses the Chamfer target.
+Prints markdown tables and writes every row to ``--json`` (default ``benchmarks/results/recon.json``);
+exits 1 when a ground-truth reconstruction misses the Chamfer target.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import json
 import os
 import sys
 import tempfile
@@ -80,7 +83,10 @@ def main(argv=None) -> int:
     ap.add_argument("--voxel-mm", type=float, default=1.0)
     ap.add_argument("--work", default=None, help="cache folder for rendered data and outputs (default: a temp dir)")
     ap.add_argument("--checkpoint", default=None, help="depth (and pose) checkpoint for the predicted rows")
+    ap.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "recon.json"),
+                    help="where the rows are written (default: benchmarks/results/recon.json)")
     args = ap.parse_args(argv)
+    rows, throughput_rows = [], []
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_recon_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -107,6 +113,11 @@ def main(argv=None) -> int:
                 continue
             m = (rep.get("metrics") or {}).get("observed_ground_truth")
             traj = (rep.get("metrics") or {}).get("trajectory")
+            rows.append({"level": level, "depth": depth, "poses": poses, "observed_ground_truth": m,
+                         "trajectory_ate_mm": traj["ate_mm"] if traj else None,
+                         "observed_fraction": rep["coverage"]["observed_fraction"],
+                         "fusion_fps": rep["timing_s"]["fusion_fps"],
+                         "passed": (m["chamfer_mm"] < args.voxel_mm) if (m and depth == "gt") else None})
             ate = f"{traj['ate_mm']:.2f}" if traj else "-"
             cov = rep["coverage"]["observed_fraction"]
             fps = rep["timing_s"]["fusion_fps"]
@@ -132,8 +143,20 @@ def main(argv=None) -> int:
     for size in (128, 256):
         seq = dataset(work, "L1", args.frames, size)
         wall, cpu, blocks = throughput(seq, args.voxel_mm)
+        throughput_rows.append({"size": size, "fps_wall": wall, "fps_cpu": cpu, "blocks": blocks})
         print(f"| {size}x{size} | {wall:.1f} | {cpu:.1f} | {blocks} |")
     print(f"\ncached data and outputs: {work}")
+    ckpt = args.checkpoint or "data/default_model.pt (installed default)"
+    doc = {"benchmark": "recon",
+           "command": "python benchmarks/bench_recon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "settings": {"levels": args.levels, "frames": args.frames, "size": 128, "voxel_mm": args.voxel_mm,
+                        "checkpoint": str(ckpt)},
+           "rows": rows, "not_available": notes, "fusion_throughput": throughput_rows}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {out}")
     return 1 if failed else 0
 
 

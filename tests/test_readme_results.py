@@ -88,3 +88,19 @@ def test_candidate_transfer_numbers_match_json(key, text):
     cand = {t["name"]: t["value"] for t in json.loads((RESULTS / "transfer_candidate_wide_l6.json").read_text())["targets"]}
     number = re.findall(r"\d+\.\d+", text)[-1 if key.startswith("synthetic") else 0]
     assert text in README and _close(number, cand[key])
+
+
+def test_recon_table_matches_recon_json():
+    doc = json.loads((RESULTS / "recon.json").read_text())
+    rows = _table_after("### Reconstruction and coverage")
+    by = {(r["level"], r["depth"], r["poses"]): r for r in doc["rows"]}
+    assert len(rows) - 1 == len(doc["settings"]["levels"])
+    for cells in rows[1:]:
+        level = cells[0]
+        gt, pred = by[(level, "gt", "gt")], by[(level, "predicted", "gt")]
+        assert _close(cells[1], gt["observed_ground_truth"]["chamfer_mm"]), (level, cells[1])
+        assert _close(cells[2], gt["observed_ground_truth"]["fscore@1mm"]), (level, cells[2])
+        assert _close(cells[3], pred["observed_ground_truth"]["chamfer_mm"]), (level, cells[3])
+        assert _close(cells[4], pred["observed_ground_truth"]["fscore@2mm"]), (level, cells[4])
+        assert _close(cells[5].rstrip(" %"), 100 * gt["observed_fraction"]), (level, cells[5])
+        assert gt["passed"] is True
