@@ -6,11 +6,15 @@ the frame's resolution out, including the model's own resize and normalisation) 
 
     python benchmarks/bench_predict.py                          # default model, 128² and 256², 1 and 2 threads
     python benchmarks/bench_predict.py --checkpoint RUN/checkpoints/final.pt --sizes 256 --threads 2
+
+Writes the rows to ``--json`` (default ``benchmarks/results/predict.json``, the file behind the README's speed row).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import json
 import os
 import resource
 import sys
@@ -44,7 +48,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to try")
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "predict.json"),
+                    help="where the rows are written (default: benchmarks/results/predict.json)")
     args = ap.parse_args(argv)
+    rows = []
 
     pred = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=8)
     card = pred.card
@@ -66,9 +73,24 @@ def main(argv=None) -> int:
             single = _time(lambda: pred.predict(rgb), args.repeats)
             batched = _time(lambda: pred.predict_batch(batch), max(3, args.repeats // 8))
             print(f"| {size}x{size} | {threads} | {1 / single:.1f} | {8 / batched:.1f} | {1000 * single:.1f} |")
+            rows.append({"size": size, "threads": threads, "fps_single": 1 / single, "fps_batch8": 8 / batched,
+                         "ms_per_frame_single": 1000 * single})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    load_after = os.getloadavg()[0]
     print(f"\npeak resident memory of this process (torch included): {peak:.0f} MB; "
-          f"1-min load average after: {os.getloadavg()[0]:.2f}")
+          f"1-min load average after: {load_after:.2f}")
+    doc = {"benchmark": "predict",
+           "command": "python benchmarks/bench_predict.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "model": {"checkpoint": args.checkpoint or "data/default_model.pt", "input_size": card["input_size"],
+                     "parameters": n_params},
+           "device": args.device, "repeats": args.repeats, "cpu_count": os.cpu_count(),
+           "load_average_1min": {"before": load, "after": load_after},
+           "rows": rows, "peak_rss_mb": peak}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

@@ -104,3 +104,21 @@ def test_recon_table_matches_recon_json():
         assert _close(cells[4], pred["observed_ground_truth"]["fscore@2mm"]), (level, cells[4])
         assert _close(cells[5].rstrip(" %"), 100 * gt["observed_fraction"]), (level, cells[5])
         assert gt["passed"] is True
+
+
+def test_speed_rows_match_their_json():
+    pred = json.loads((RESULTS / "predict.json").read_text())
+    rec = json.loads((RESULTS / "recon.json").read_text())
+    row = next(line for line in README.splitlines() if line.startswith("| default model, `predict`, 256² frames"))
+    at = {(r["size"], r["threads"]): r for r in pred["rows"]}
+    m = re.search(r"\| (\d+) frames/s one frame per call \(1 torch thread\), (\d+) \(2 threads\), (\d+) in batches "
+                  r"of 8 \(2 threads\); (\d+) MB peak", row)
+    assert m, row
+    assert int(m.group(1)) == round(at[(256, 1)]["fps_single"])
+    assert int(m.group(2)) == round(at[(256, 2)]["fps_single"])
+    assert int(m.group(3)) == round(at[(256, 2)]["fps_batch8"])
+    assert int(m.group(4)) == round(pred["peak_rss_mb"])
+    row = next(line for line in README.splitlines() if line.startswith("| TSDF fusion, 128² / 256²"))
+    m = re.search(r"\| (\d+) / (\d+) frames/s", row)
+    fps = {r["size"]: r["fps_wall"] for r in rec["fusion_throughput"]}
+    assert m and (int(m.group(1)), int(m.group(2))) == (round(fps[128]), round(fps[256]))
