@@ -7,11 +7,15 @@ time (steadier when the CPU is shared), the one-off setup time per sequence (col
 trajectory, OpenGL context) and the triangle count.
 
     .venv/bin/python benchmarks/bench_synth.py --frames 40 --sizes 128 256
+
+Writes the rows to ``--json`` (default ``benchmarks/results/synth.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import json
 import os
 import platform
 import sys
@@ -27,7 +31,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="square image sizes in pixels")
     ap.add_argument("--levels", nargs="+", default=None, help="recipe files (default: all of synth/*.yaml)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "synth.json"),
+                    help="where the rows are written (default: benchmarks/results/synth.json)")
     args = ap.parse_args(argv)
+    rows = []
 
     from colondepth.synth.generate import time_frames
     from colondepth.synth.recipe import load_recipe
@@ -49,6 +56,19 @@ def main(argv=None) -> int:
             print(f"| {recipe.level} | {size}² | {r['triangles']:,} | {gen:.1f} | {bare:.1f} | "
                   f"{r['full_s'] / r['bare_s']:.2f}×{note} | {r['full_cpu_s'] / r['bare_cpu_s']:.2f}× "
                   f"| {r['setup_s']:.2f} |", flush=True)
+            rows.append({"level": recipe.level, "size": size, "triangles": int(r["triangles"]),
+                         "generator_fps": gen, "bare_pyrender_fps": bare, "motion_blur_samples": int(blur),
+                         "overhead_wall": r["full_s"] / r["bare_s"], "overhead_cpu": r["full_cpu_s"] / r["bare_cpu_s"],
+                         "setup_s": r["setup_s"]})
+    doc = {"benchmark": "synth",
+           "command": "python benchmarks/bench_synth.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "frames_per_row": args.frames, "seed": args.seed, "cpu_count": os.cpu_count(),
+           "opengl_platform": os.environ.get("PYOPENGL_PLATFORM", "osmesa"), "rows": rows}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

@@ -122,3 +122,21 @@ def test_speed_rows_match_their_json():
     m = re.search(r"\| (\d+) / (\d+) frames/s", row)
     fps = {r["size"]: r["fps_wall"] for r in rec["fusion_throughput"]}
     assert m and (int(m.group(1)), int(m.group(2))) == (round(fps[128]), round(fps[256]))
+
+
+def test_synth_speed_row_matches_its_json():
+    doc = json.loads((RESULTS / "synth.json").read_text())
+    row = next(line for line in README.splitlines() if line.startswith("| synthetic frames/s (render + write)"))
+    m = re.search(r"\| ([\d.]+)–([\d.]+) / ([\d.]+)–([\d.]+) frames/s; overhead over bare pyrender ([\d.]+)–([\d.]+)×",
+                  row)
+    assert m, row
+    fps = {size: [r["generator_fps"] for r in doc["rows"] if r["size"] == size] for size in (128, 256)}
+    plain = [r["overhead_wall"] for r in doc["rows"] if r["motion_blur_samples"] == 1]
+    expect = [min(fps[128]), max(fps[128]), min(fps[256]), max(fps[256]), min(plain), max(plain)]
+    assert all(_close(m.group(i + 1), v) for i, v in enumerate(expect)), (m.groups(), expect)
+    levels = sorted({r["level"] for r in doc["rows"]})
+    tri = re.search(r"triangles per level L1–L(\d): ([\d.k, ]+) \|", row)
+    assert tri and int(tri.group(1)) == len(levels)
+    counts = [float(x.strip().rstrip("k")) for x in tri.group(2).split(",")]
+    per_level = {r["level"]: r["triangles"] for r in doc["rows"]}
+    assert all(_close(f"{c:.1f}", per_level[lv] / 1000) for c, lv in zip(counts, levels))
