@@ -46,6 +46,42 @@ def validation_sets(cache: Path, frames: int, size: int) -> dict:
     return out
 
 
+def add_validation_arguments(ap: argparse.ArgumentParser, out: str) -> None:
+    """The options every script scoring on the validation split shares (one split for all of them)."""
+    ap.add_argument("--frames", type=int, default=12, help="frames per validation sequence")
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--cache", type=Path, default=REPO / "benchmarks" / ".cache" / "validation")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / out)
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def score_validation(predict_batch, sets: dict) -> dict:
+    """Median-scaled scores of ``predict_batch`` on every validation set.
+
+    Returns ``{str(seed): {"abs_rel", "delta1", "frames", "levels": {level: {"abs_rel", "delta1"}}}}``.
+    """
+    from colondepth.eval.evaluate import OVERALL, evaluate_sequences
+
+    per_seed = {}
+    for seed, seqs in sets.items():
+        doc = evaluate_sequences(seqs, predict_batch, align="median", progress=False,
+                                 cameras=[s.intrinsics for s in seqs]).to_dict()
+        m = doc[OVERALL]["metrics"]["model"]
+        per_seed[str(seed)] = {
+            "abs_rel": m["abs_rel"], "delta1": m["delta1"], "frames": doc[OVERALL]["num_frames"],
+            "levels": {lv: {"abs_rel": r["metrics"]["model"]["abs_rel"], "delta1": r["metrics"]["model"]["delta1"]}
+                       for lv, r in doc["levels"].items()},
+        }
+    return per_seed
+
+
+def spread(per_seed: dict) -> dict:
+    """Mean and standard deviation (ddof 1) of abs_rel and δ<1.25 over the validation sets of ``per_seed``."""
+    vals = np.array([[v["abs_rel"], v["delta1"]] for v in per_seed.values()])
+    return {"abs_rel_mean": float(vals[:, 0].mean()), "abs_rel_sd": float(vals[:, 0].std(ddof=1)),
+            "delta1_mean": float(vals[:, 1].mean()), "delta1_sd": float(vals[:, 1].std(ddof=1))}
+
+
 def _display_path(path) -> str:
     """``path`` relative to the repository when inside it (results files must not depend on a checkout's place)."""
     p = Path(path).resolve()
@@ -58,16 +94,11 @@ def _display_path(path) -> str:
 def main(argv=None) -> int:
     import torch
 
-    from colondepth.eval.evaluate import evaluate_sequences
     from colondepth.infer.predictor import DEFAULT_MODEL_PATH, DepthPredictor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_MODEL_PATH))
-    ap.add_argument("--frames", type=int, default=12, help="frames per validation sequence")
-    ap.add_argument("--size", type=int, default=160)
-    ap.add_argument("--cache", type=Path, default=REPO / "benchmarks" / ".cache" / "validation")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference_selection.json")
-    ap.add_argument("--threads", type=int, default=2)
+    add_validation_arguments(ap, "inference_selection.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -75,20 +106,13 @@ def main(argv=None) -> int:
     results = {}
     for flip in (False, True):
         pred = DepthPredictor.from_checkpoint(args.checkpoint, device="cpu", flip_average=flip)
-        per_seed, t0, n = {}, time.perf_counter(), 0
-        for seed, seqs in sets.items():
-            rep = evaluate_sequences(seqs, pred.predict_batch, align="median", progress=False,
-                                     cameras=[s.intrinsics for s in seqs])
-            m = rep.summary()["metrics"]["model"]
-            per_seed[seed] = {"abs_rel": m["abs_rel"], "delta1": m["delta1"]}
-            n += rep.summary()["num_frames"]
+        t0 = time.perf_counter()
+        per_seed = score_validation(pred.predict_batch, sets)
         elapsed = time.perf_counter() - t0
-        vals = np.array([[v["abs_rel"], v["delta1"]] for v in per_seed.values()])
         results["flip_average" if flip else "single"] = {
-            "per_seed": {str(k): v for k, v in per_seed.items()},
-            "abs_rel_mean": float(vals[:, 0].mean()), "abs_rel_sd": float(vals[:, 0].std(ddof=1)),
-            "delta1_mean": float(vals[:, 1].mean()), "delta1_sd": float(vals[:, 1].std(ddof=1)),
-            "seconds_incl_scoring": round(elapsed, 1), "frames": n,
+            "per_seed": {k: {"abs_rel": v["abs_rel"], "delta1": v["delta1"]} for k, v in per_seed.items()},
+            **spread(per_seed),
+            "seconds_incl_scoring": round(elapsed, 1), "frames": sum(v["frames"] for v in per_seed.values()),
         }
     diff = [results["flip_average"]["per_seed"][str(s)]["abs_rel"] - results["single"]["per_seed"][str(s)]["abs_rel"]
             for s in SEEDS]

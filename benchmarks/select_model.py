@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from select_inference import LEVELS, SEEDS, _display_path, validation_sets  # noqa: E402
+from select_inference import (LEVELS, SEEDS, _display_path, add_validation_arguments, score_validation,  # noqa: E402
+                              spread, validation_sets)
 
 
 def _candidate(spec: str) -> tuple[str, Path]:
@@ -52,22 +53,12 @@ def _sha256(path: Path) -> str:
 
 def score_candidate(path: Path, sets: dict) -> dict:
     """Median-scaled abs_rel / δ<1.25 of one checkpoint on every validation set: overall and per level."""
-    from colondepth.eval.evaluate import evaluate_sequences
     from colondepth.infer.predictor import DepthPredictor
 
     pred = DepthPredictor.from_checkpoint(path, device="cpu")
-    per_seed, t0 = {}, time.perf_counter()
-    for seed, seqs in sets.items():
-        rep = evaluate_sequences(seqs, pred.predict_batch, align="median", progress=False,
-                                 cameras=[s.intrinsics for s in seqs])
-        doc = rep.to_dict()
-        m = doc["overall"]["metrics"]["model"] if "overall" in doc else rep.summary()["metrics"]["model"]
-        per_seed[str(seed)] = {
-            "abs_rel": m["abs_rel"], "delta1": m["delta1"],
-            "levels": {lv: {"abs_rel": r["metrics"]["model"]["abs_rel"], "delta1": r["metrics"]["model"]["delta1"]}
-                       for lv, r in doc["levels"].items()},
-        }
-    vals = np.array([[v["abs_rel"], v["delta1"]] for v in per_seed.values()])
+    t0 = time.perf_counter()
+    per_seed = {k: {key: v[key] for key in ("abs_rel", "delta1", "levels")}
+                for k, v in score_validation(pred.predict_batch, sets).items()}
     levels = sorted(next(iter(per_seed.values()))["levels"])
     card = pred.card
     return {
@@ -77,8 +68,7 @@ def score_candidate(path: Path, sets: dict) -> dict:
         "card": {k: card.get(k) for k in ("description", "trained_with", "curriculum", "stage", "step",
                                            "input_size", "inference") if k in card},
         "per_seed": per_seed,
-        "abs_rel_mean": float(vals[:, 0].mean()), "abs_rel_sd": float(vals[:, 0].std(ddof=1)),
-        "delta1_mean": float(vals[:, 1].mean()), "delta1_sd": float(vals[:, 1].std(ddof=1)),
+        **spread(per_seed),
         "levels": {lv: {"abs_rel_mean": float(np.mean([v["levels"][lv]["abs_rel"] for v in per_seed.values()])),
                         "delta1_mean": float(np.mean([v["levels"][lv]["delta1"] for v in per_seed.values()]))}
                    for lv in levels},
@@ -106,11 +96,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--candidate", action="append", required=True, metavar="LABEL=CKPT",
                     help="a checkpoint to compare; the first one is the incumbent (give it 2+ times)")
-    ap.add_argument("--frames", type=int, default=12, help="frames per validation sequence")
-    ap.add_argument("--size", type=int, default=160)
-    ap.add_argument("--cache", type=Path, default=REPO / "benchmarks" / ".cache" / "validation")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "model_selection.json")
-    ap.add_argument("--threads", type=int, default=2)
+    add_validation_arguments(ap, "model_selection.json")
     args = ap.parse_args(argv)
     cands = [_candidate(c) for c in args.candidate]
     if len(cands) < 2:
