@@ -1,4 +1,4 @@
-"""Tests of the review app: ``colondepth.appdata`` (pure functions), every page through
+"""Tests of the review app: ``colondepth.app.data`` (pure functions), every page through
 ``streamlit.testing.v1.AppTest``, and ``colondepth app``.
 
 The fixture root holds one synthetic sequence of five 32x32 frames whose depth is exact in the uint16
@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from colondepth import appdata
+from colondepth.app import data as appdata
 from colondepth.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "apps" / "review.py"
+APP = REPO / "colondepth" / "app" / "review.py"
 H = W = 32
 N_FRAMES = 5
 DEPTH_SCALE_MM = 0.01
@@ -717,8 +717,9 @@ class TestCommand:
 
     def test_streamlit_command(self, tmp_path):
         from colondepth.commands import app as cmd
+        from colondepth.resources import app_script
 
-        argv = cmd.streamlit_command(cmd.app_script(), tmp_path, 8600, "127.0.0.1")
+        argv = cmd.streamlit_command(app_script(), tmp_path, 8600, "127.0.0.1")
         assert argv[1:5] == ["-m", "streamlit", "run", str(APP)]
         pairs = dict(zip(argv[5:-3:2], argv[6:-3:2]))
         assert pairs == {"--server.port": "8600", "--server.address": "127.0.0.1",

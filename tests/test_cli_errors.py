@@ -795,7 +795,7 @@ def test_demo_bad_values_fail_before_anything_is_written(tmp_path, capsys, no_pi
 def test_demo_bad_curriculum_fails_before_generating(fx, tmp_path, capsys, no_pipeline):
     out = tmp_path / "demo"
     fails_cleanly(capsys, ["demo", "--out", out, "--curriculum", tmp_path / "nope.yaml"], "nope.yaml",
-                  "curriculum not found", absent=[out])
+                  "curriculum file not found", absent=[out])
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: demo\nstages: [\n")
     fails_cleanly(capsys, ["demo", "--out", out, "--curriculum", bad], str(bad), "not valid YAML", absent=[out])

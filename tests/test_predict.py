@@ -66,8 +66,10 @@ def test_missing_default_model_says_how_to_pass_a_checkpoint(tmp_path, monkeypat
     assert "default model is not installed" in capsys.readouterr().err
 
 
-def test_default_model_path_is_in_repo_data():
-    assert predictor_mod.DEFAULT_MODEL_PATH == Path(__file__).resolve().parents[1] / "data" / "default_model.pt"
+def test_default_model_path_is_package_data_linked_to_repo_data():
+    path = predictor_mod.DEFAULT_MODEL_PATH
+    assert path.parent == Path(predictor_mod.__file__).resolve().parents[1] / "resources"
+    assert path.resolve() == Path(__file__).resolve().parents[1] / "data" / "default_model.pt"
 
 
 def _predict(args):

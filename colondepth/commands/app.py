@@ -21,19 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
 
 
-def app_script() -> Path:
-    """Path of the app's entry script ``apps/review.py`` next to the package."""
-    from colondepth.errors import UserError
-
-    script = Path(__file__).resolve().parents[2] / "apps" / "review.py"
-    if not script.is_file():
-        raise UserError(f"{script}: review app not found; run colondepth from a source checkout that has apps/")
-    return script
-
-
 def streamlit_command(script: Path, root: Path, port: int, host: str) -> list[str]:
     """The ``streamlit run`` command line (file watcher off: it overflows inotify over a virtualenv)."""
-    from colondepth.appdata import MAX_UPLOAD_MB
+    from colondepth.app.data import MAX_UPLOAD_MB
 
     return [sys.executable, "-m", "streamlit", "run", str(script),
             "--server.port", str(port), "--server.address", host,
@@ -44,7 +34,7 @@ def streamlit_command(script: Path, root: Path, port: int, host: str) -> list[st
 
 
 def run(args: argparse.Namespace) -> int:
-    from colondepth.appdata import ROOT_ENV, resolve_root
+    from colondepth.app.data import ROOT_ENV, resolve_root
     from colondepth.errors import UserError
 
     root = resolve_root(args.root)
@@ -52,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("streamlit is not installed; install it with 'pip install streamlit' to use the review app")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: must be between 1 and 65535")
+    from colondepth.resources import app_script
+
     script = app_script()
     env = dict(os.environ, **{ROOT_ENV: str(root)})
     print(f"ColonDepth review app on http://{args.host}:{args.port} (root {root}); Ctrl+C stops it", flush=True)

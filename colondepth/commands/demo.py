@@ -20,23 +20,25 @@ from pathlib import Path
 
 HELP = "run the whole pipeline on a small embedded default (generate, train, fine-tune, predict, reconstruct)"
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_VIDEO = Path("real_colon_video") / "colonoscopy_side_by_side.mp4"
 REAL_VIDEO_CROP = ("0", "0", "192", "192")  # the left half is the endoscope image
 
 #: (level, recipe) of the embedded default, in curriculum order.
 LEVELS = [
-    ("L1", "synth/L1_straight.yaml"),
-    ("L2", "synth/L2_curved.yaml"),
-    ("L3", "synth/L3_haustra.yaml"),
-    ("L4", "synth/L4_flexures.yaml"),
-    ("L5", "synth/L5_tortuous.yaml"),
+    ("L1", "L1_straight"),
+    ("L2", "L2_curved"),
+    ("L3", "L3_haustra"),
+    ("L4", "L4_flexures"),
+    ("L5", "L5_tortuous"),
 ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default out/demo)")
-    parser.add_argument("--shared-data", default=str(REPO_ROOT.parent / "shared" / "data"), metavar="DIR",
+    from colondepth.resources import default_shared_data
+
+    shared = default_shared_data()
+    parser.add_argument("--shared-data", default=None if shared is None else str(shared), metavar="DIR",
                         help="third-party sample data; the real video there is used for fine-tuning when present")
     parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
                         help="synthetic frame size (default 64 64)")
@@ -45,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=24, metavar="F", help="frames per sequence (default 24)")
     parser.add_argument("--finetune-steps", type=int, default=60, metavar="N",
                         help="self-supervised fine-tuning steps (default 60)")
-    parser.add_argument("--curriculum", default=str(REPO_ROOT / "curricula" / "demo.yaml"), metavar="FILE",
-                        help="training curriculum (default curricula/demo.yaml)")
+    parser.add_argument("--curriculum", default="demo", metavar="FILE",
+                        help="training curriculum: a YAML file or a shipped curriculum's name (default demo)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--fresh", action="store_true", help="delete DIR first instead of continuing")
 
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     from colondepth.errors import UserError
     from colondepth.io import ensure_output_dir
+    from colondepth.resources import curriculum_path, recipe_path
     from colondepth.train.config import load_curriculum
 
     # every argument is checked before anything is written or deleted, so a typo fails in seconds
@@ -115,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
                         ("--finetune-steps", args.finetune_steps)):
         if value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
-    curriculum = Path(args.curriculum).expanduser().resolve()
-    if not curriculum.is_file():
-        raise UserError(f"{curriculum}: curriculum not found; pass --curriculum with a YAML from curricula/")
+    curriculum = curriculum_path(Path(args.curriculum).expanduser()).resolve()
     load_curriculum(curriculum)  # syntax and keys, before any data is generated
     if out.exists() and not out.is_dir():  # before --fresh deletes anything
         raise UserError(f"--out {out}: exists and is not a folder; choose another --out")
@@ -131,12 +132,12 @@ def run(args: argparse.Namespace) -> int:
     for level, recipe in LEVELS:
         d = data / level
         step.run(f"generate synthetic level {level}",
-                 ["synth", "--recipe", str(REPO_ROOT / recipe), "--out", str(d), "--sequences",
+                 ["synth", "--recipe", str(recipe_path(recipe)), "--out", str(d), "--sequences",
                   str(args.sequences), "--frames", str(args.frames), "--size", str(h), str(w), "--seed", "0"],
                  done_marker=d / f"seq_{args.sequences - 1:05d}" / "meta.yaml")  # sequences appear in order
     test = out / "test_L5"
     step.run("generate held-out test set (L5, unseen seed)",
-             ["synth", "--recipe", str(REPO_ROOT / LEVELS[-1][1]), "--out", str(test), "--sequences", "1",
+             ["synth", "--recipe", str(recipe_path(LEVELS[-1][1])), "--out", str(test), "--sequences", "1",
               "--frames", str(2 * args.frames), "--size", str(h), str(w), "--seed", "1000"],
              done_marker=test / "seq_00000" / "meta.yaml")
 
@@ -150,10 +151,12 @@ def run(args: argparse.Namespace) -> int:
     step.run("train the depth network through the curriculum", train_argv, done_marker=final)
 
     # 3. self-supervised fine-tuning: real video when available, else the held-out synthetic frames.
-    video = Path(args.shared_data) / REAL_VIDEO
+    video = Path(args.shared_data) / REAL_VIDEO if args.shared_data else None
+    if video is not None and not video.is_file():
+        video = None
     ft_dir = out / "runs" / "finetune"
     ft_final = ft_dir / "checkpoints" / "final.pt"
-    if video.is_file():
+    if video is not None:
         ft_input = ["--video", str(video), "--crop", *REAL_VIDEO_CROP]
         ft_what = f"the real colonoscopy video ({video})"
     else:
@@ -174,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 5. depth prediction on the fine-tuning input.
     pred_dir = out / "predictions"
-    if video.is_file():
+    if video is not None:
         pred_argv = ["predict", "--checkpoint", str(ft_final), "--input", str(video), "--crop", *REAL_VIDEO_CROP,
                      "--out", str(pred_dir / "real_video")]
     else:

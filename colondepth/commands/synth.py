@@ -9,7 +9,8 @@ HELP = "render synthetic colonoscopy sequences (RGB, depth, poses, mesh) from a 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, metavar="YAML",
-                        help="level recipe, e.g. synth/L3_haustra.yaml")
+                        help="level recipe: a YAML file (e.g. synth/L3_haustra.yaml) or a shipped level's name "
+                             "(L1 ... L6, e.g. L3 or L3_haustra)")
     parser.add_argument("--out", required=True, metavar="DIR", help="dataset folder (created; reruns resume)")
     parser.add_argument("--sequences", type=int, default=1, metavar="N", help="sequences in the dataset (default 1)")
     parser.add_argument("--frames", type=int, default=100, metavar="F", help="frames per sequence (default 100)")
@@ -38,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         if h < 8 or w < 8:
             raise UserError(f"--size {h} {w}: images need at least 8x8 pixels")
         size = ImageSize(h, w)
-    out = generate_dataset(args.recipe, args.out, sequences=args.sequences, frames=args.frames, size=size,
+    from colondepth.resources import recipe_path
+
+    out = generate_dataset(recipe_path(args.recipe), args.out, sequences=args.sequences, frames=args.frames, size=size,
                            seed=args.seed, workers=args.workers, shard=args.shard, progress=not args.quiet,
                            video=not args.no_video, randomise=args.randomise)
     print(f"dataset ready: {out}")

@@ -9,7 +9,8 @@ HELP = "train the depth network through a curriculum of synthetic levels (checkp
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curriculum", required=True, metavar="FILE",
-                        help="curriculum YAML (e.g. curricula/sfs_curriculum.yaml)")
+                        help="curriculum: a YAML file (e.g. curricula/sfs_curriculum.yaml) or a shipped curriculum's "
+                             "name (e.g. default_model)")
     parser.add_argument("--out", required=True, metavar="RUN",
                         help="run folder: checkpoints/, metrics.jsonl, config.resolved.yaml")
     parser.add_argument("--data", action="append", default=[], metavar="DIR",
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         per_node = os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
         command = command.replace("colondepth ", f"torchrun --nproc_per_node {per_node} -m colondepth.cli ", 1)
-    opts = RunOptions(curriculum_path=Path(args.curriculum), out_dir=Path(args.out),
+    from colondepth.resources import curriculum_path
+
+    opts = RunOptions(curriculum_path=curriculum_path(args.curriculum), out_dir=Path(args.out),
                       data_dirs=[Path(d) for d in args.data], resume=args.resume, device=args.device,
                       command=command, stop_after_steps=args.stop_after_steps, progress=not args.no_progress)
     result = train_curriculum(opts)

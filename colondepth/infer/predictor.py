@@ -28,10 +28,10 @@ from colondepth.conventions import ImageSize
 from colondepth.errors import UserError
 from colondepth.geometry.camera import FisheyeIntrinsics, Intrinsics, PinholeIntrinsics, fisheye_to_pinhole_maps
 
-#: The repository root (``colondepth/infer/predictor.py`` -> two levels up from the package).
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Where the released default model lives; ``from_checkpoint()`` without a path loads it.
-DEFAULT_MODEL_PATH = REPO_ROOT / "data" / "default_model.pt"
+from colondepth.resources import default_model_path
+
+#: Where the released default model lives (package data); ``from_checkpoint()`` without a path loads it.
+DEFAULT_MODEL_PATH = default_model_path()
 
 
 #: A pixel is lit when its brightest channel exceeds this (uint8); endoscope borders are near 0.

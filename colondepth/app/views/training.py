@@ -5,8 +5,8 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-import app_common as common
-from colondepth import appdata
+from colondepth.app import common
+from colondepth.app import data as appdata
 from colondepth.errors import UserError
 
 st.title("Training")

@@ -13,7 +13,7 @@ from typing import Optional
 
 import streamlit as st
 
-from colondepth import appdata
+from colondepth.app import data as appdata
 from colondepth.errors import UserError
 
 

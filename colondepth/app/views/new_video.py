@@ -6,8 +6,8 @@ import re
 
 import streamlit as st
 
-import app_common as common
-from colondepth import appdata
+from colondepth.app import common
+from colondepth.app import data as appdata
 from colondepth.errors import UserError
 
 st.title("New video")

@@ -7,8 +7,8 @@ import json
 
 import streamlit as st
 
-import app_common as common
-from colondepth import appdata
+from colondepth.app import common
+from colondepth.app import data as appdata
 from colondepth.errors import UserError
 
 st.title("3D reconstruction")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-import app_common as common
+from colondepth.app import common
 
 st.title("ColonDepth review")
 st.write("Depth predictions, 3D reconstructions and training runs found under the root folder. "

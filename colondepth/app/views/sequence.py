@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-import app_common as common
-from colondepth import appdata
+from colondepth.app import common
+from colondepth.app import data as appdata
 from colondepth.errors import UserError
 
 st.title("Sequence")

@@ -6,14 +6,11 @@ script argument ``--root DIR`` or the ``COLONDEPTH_APP_ROOT`` environment variab
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from app_common import clear_caches, get_root  # noqa: E402
+from colondepth.app.common import clear_caches, get_root
 
 st.set_page_config(page_title="ColonDepth review", layout="wide")
 
