@@ -112,9 +112,9 @@ def pose_eval(pose_path: Path, dataset: Path, size: int, work: Path, snippet: in
     from colondepth.datasets.tum import write_tum
     from colondepth.eval.classical_vo import classical_vo
     from colondepth.eval.pose_metrics import chain_relative_poses, snippet_pose_errors, summarize
-    from colondepth.train.selfsup import load_pose_net
+    from colondepth.recon.poses import pose_network
 
-    pose_net, _ = load_pose_net(pose_path)
+    pose_net, _, _, _ = pose_network(pose_path)
     seqs = open_sequences(dataset, "colondepth")
     net_err, vo_err, still_err, vo_fail, wrote = [], [], [], 0, False
     sz = ImageSize(size, size)
@@ -200,9 +200,9 @@ def real_proxies(ckpts: dict, pose_path: Path, data) -> dict:
 
     from colondepth.losses.photometric import PhotometricOptions, normalize_translation, photometric_loss
     from colondepth.train.checkpoint import load_checkpoint
-    from colondepth.train.selfsup import load_pose_net
+    from colondepth.recon.poses import pose_network
 
-    pose_net, t_norm = load_pose_net(pose_path)
+    pose_net, t_norm, _, _ = pose_network(pose_path)
     nets = {k: load_checkpoint(p)[0].eval() for k, p in ckpts.items()}
     opts = PhotometricOptions(automask=False)
     out = {k: {"photometric": [], "rim_over_centre": [], "dark_far": [], "changed": []} for k in nets}
@@ -271,11 +271,11 @@ def real_figure(ckpts: dict, pose_path: Path, video: Path, out_png: Path, size: 
     from colondepth.losses.photometric import (PhotometricOptions, _per_source_errors, normalize_translation,
                                                photometric_loss)
     from colondepth.train.checkpoint import load_checkpoint
-    from colondepth.train.selfsup import load_pose_net
+    from colondepth.recon.poses import pose_network
 
     seq = read_video(video, crop=(0, 0, 192, 192), max_frames=max(frames) + 2)
     ds = SnippetDataset([seq], [Snippet(0, (f - 1, f, f + 1), 1) for f in frames], ImageSize(size, size))
-    pose_net, t_norm = load_pose_net(pose_path)
+    pose_net, t_norm, _, _ = pose_network(pose_path)
     nets = {k: load_checkpoint(p)[0].eval() for k, p in ckpts.items()}
     top = 1 if show_frames else 0
     rows = top + 2 * len(nets)
@@ -490,7 +490,7 @@ def main() -> int:
     before = depth_eval(sup, ev, 96)
     after = depth_eval(tuned, ev, 96)
     _log("pose evaluation (5-frame snippets)")
-    pose = pose_eval(work / f"run_ft_{tag}" / "checkpoints" / "pose_net_ft.pt", ev, size, work)
+    pose = pose_eval(work / f"run_ft_{tag}" / "checkpoints" / "final.pt", ev, size, work)
 
     results = {"mode": mode, "size": size, "sup_steps": sup_steps, "ft_steps": ft_steps, "variant": tag,
                "stage_options": extra, "shifted_recipe": args.shifted,
@@ -503,7 +503,7 @@ def main() -> int:
             _log(f"fine-tuning on the real video sample ({tag}): {ft_steps} steps")
             real_dir = work / f"run_real_{tag}"
             real = run_curriculum(ft_cur("bench_real", video, "video", crop=(0, 0, 192, 192)), real_dir, sup_data)
-            pose_path = real_dir / "checkpoints" / "pose_net_ft.pt"
+            pose_path = real_dir / "checkpoints" / "final.pt"  # the bundle holds the pose network
             ckpts = {"supervised": sup, "fine-tuned": real}
             _log("label-free checks on held-out real snippets")
             held = real_heldout(video, size)

@@ -9,8 +9,8 @@ For each level it renders one small synthetic sequence (``colondepth.synth.gener
 cached in ``--work``), reconstructs it with ground-truth depth and poses, and checks that the fused
 surface reproduces the observed part of the ground-truth mesh with a Chamfer distance below the voxel
 size.  With a depth model (``--checkpoint`` or the installed default) it also reports predicted depth
-with ground-truth poses, and with predicted poses when a pose network (``pose_net_*.pt``, written by
-``colondepth finetune``) sits beside the checkpoint; predicted trajectories are anchored at the first
+with ground-truth poses, and with predicted poses when the model has a pose network (inside the model
+bundle written by ``colondepth finetune``, or a version-1 ``pose_net_<stage>.pt`` beside the checkpoint); predicted trajectories are anchored at the first
 ground-truth camera without scale alignment, and their ATE is reported.  Finally it times
 ``TSDFVolume.integrate`` alone at 128x128 and 256x256 (frames/s, wall clock and CPU time).
 

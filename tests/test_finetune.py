@@ -89,9 +89,11 @@ def test_finetune_end_to_end_and_resume(tmp_path, video_dir, init_ckpt, capsys):
     changed = [k for k, v in net.state_dict().items() if v.dtype.is_floating_point
                and not torch.equal(v, init_net.state_dict()[k])]
     assert changed  # the depth network was trained after the pose warm-up step
-    from colondepth.train.selfsup import load_pose_net
+    from colondepth.models.bundle import load_bundle
 
-    pose_net, t_norm = load_pose_net(out / "checkpoints" / "pose_net_finetune.pt")
+    bundle = load_bundle(final)  # the pose network travels inside the model bundle
+    pose_net, t_norm = bundle.pose, bundle.translation_norm_mm
+    assert not list((out / "checkpoints").glob("pose_net_*.pt"))  # no second copy beside it
     # 2 warm-up steps are too few for the pose network to move: translation normalisation stays off
     assert pose_net.config.num_sources == 2 and t_norm is None
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -194,10 +196,12 @@ def test_stage_kind_validates_against_ground_truth(tmp_path):
     kind2 = SelfSupervisedKind(ctx)
     kind2.load_state_dict(state)
     assert kind2.steps_done == 1
-    from colondepth.train.selfsup import load_pose_net
+    from colondepth.models.bundle import build_pose
 
-    pose_net, t_norm = load_pose_net(tmp_path / "checkpoints" / "pose_net_ss.pt")
+    pose_net, t_norm = build_pose(kind.bundle_pose(), "test")
     assert t_norm is None  # still in the pose warm-up
+    for a, b in zip(kind.pose_net.parameters(), pose_net.parameters()):
+        assert torch.equal(a, b)
     for a, b in zip(kind.pose_net.parameters(), kind2.pose_net.parameters()):
         assert torch.equal(a, b)
 

@@ -349,7 +349,7 @@ def test_pose_network_is_the_depth_checkpoints_stage_never_the_newest_file(tmp_p
     from colondepth.models.pose_net import PoseNetConfig, build_pose_net
     from colondepth.recon.poses import find_pose_network
     from colondepth.train.checkpoint import make_card, save_checkpoint
-    from colondepth.train.selfsup import load_pose_net
+    from colondepth.models.bundle import load_pose_file as load_pose_net
 
     net = DepthNet(DepthNetConfig(input_height=32, input_width=32, encoder_channels=[4, 8], decoder_channels=[4, 4],
                                   num_scales=1, norm="none"))

@@ -105,15 +105,15 @@ class DepthPredictor:
     def from_checkpoint(cls, path: str | Path | None = None, device=None, batch_size: int = 8,
                         flip_average: Optional[bool] = None, crop_to_view: bool = True) -> "DepthPredictor":
         """Load ``path`` (default :data:`DEFAULT_MODEL_PATH`) with ``torch.load(weights_only=True)``."""
-        from colondepth.train.checkpoint import load_checkpoint
+        from colondepth.models.bundle import load_bundle
 
         if path is None:
             path = DEFAULT_MODEL_PATH
             if not path.is_file():
                 raise UserError(f"{path}: the default model is not installed; pass --checkpoint with a .pt file "
                                 f"from 'colondepth train' (RUN/checkpoints/final.pt)")
-        model, card, _ = load_checkpoint(path, map_location="cpu")
-        return cls(model, card, device=device, batch_size=batch_size, flip_average=flip_average,
+        bundle = load_bundle(path, map_location="cpu", with_pose=False)
+        return cls(bundle.depth, bundle.card, device=device, batch_size=batch_size, flip_average=flip_average,
                    crop_to_view=crop_to_view)
 
     @property

@@ -7,8 +7,9 @@ taking ``(H, W, 3) uint8`` RGB frames (``rgb_next`` is ``None`` at the last fram
 trajectory is chained as ``world_from_cam_k = world_from_cam_{k-1} @ prev_from_cur`` with the first
 camera as world.
 
-:func:`load_pose_estimator` loads the pose network written by ``colondepth finetune``
-(``RUN/checkpoints/pose_net_<stage>.pt``, read by :func:`colondepth.train.selfsup.load_pose_net`).
+:func:`load_pose_estimator` loads the pose network of a model bundle (:mod:`colondepth.models.bundle`):
+the default model's or a checkpoint's written by ``colondepth finetune``; for runs written before bundles held
+the pose network, the stand-alone ``RUN/checkpoints/pose_net_<stage>.pt`` of the checkpoint's stage.
 It runs on snippets ``(k-1, k, k+1)`` as in training (target ``k`` in the centre; at the last frame the
 previous frame stands in for the missing next one), on frames resized to the depth checkpoint's input
 size (a depth checkpoint that cannot be read is a :class:`UserError` naming it, not a silent guess), and
@@ -67,16 +68,16 @@ def find_pose_network(checkpoint: Optional[str | Path]) -> Path:
     card without a stage falls back to that one file; anything ambiguous is a one-line error listing the
     candidates (never a guess by modification time)."""
     if checkpoint is None:
-        raise UserError("--poses predicted needs --checkpoint from 'colondepth finetune' (its folder holds the pose "
-                        "network pose_net_<stage>.pt); use --poses gt with a dataset that has poses")
+        raise UserError("--poses predicted needs a model with a pose network: pass --checkpoint from 'colondepth "
+                        "finetune', or use --poses gt with a dataset that has poses")
     p = Path(checkpoint)
     if not p.is_file():
         raise UserError(f"{p}: checkpoint not found; pass --checkpoint with a .pt file")
     if p.name.startswith("pose_net"):
         return p
-    from colondepth.train.checkpoint import read_checkpoint
+    from colondepth.models.bundle import read_bundle
 
-    stage = (read_checkpoint(p).get("card") or {}).get("stage")
+    stage = (read_bundle(p).get("card") or {}).get("stage")
     if stage:
         same = p.parent / f"pose_net_{stage}.pt"
         if same.is_file():
@@ -103,9 +104,9 @@ def depth_input_size(checkpoint: Path) -> Optional[tuple[int, int]]:
     checkpoint = Path(checkpoint)
     if checkpoint.name.startswith("pose_net"):
         return None
-    from colondepth.train.checkpoint import read_checkpoint
+    from colondepth.models.bundle import read_bundle
 
-    card = read_checkpoint(checkpoint).get("card")  # a UserError naming the file when unreadable
+    card = read_bundle(checkpoint).get("card")  # a UserError naming the file when unreadable
     try:
         h, w = (int(x) for x in card["input_size"])
     except (KeyError, TypeError, ValueError):
@@ -126,8 +127,42 @@ def _input_size(depth_hw: Optional[tuple[int, int]], divisor: int, frame_hw: tup
     return max(divisor, h // divisor * divisor), max(divisor, w // divisor * divisor)
 
 
+def pose_network(checkpoint: Optional[str | Path]):
+    """``(PoseNet in eval mode, translation_norm_mm or None, depth input size (h, w) or None, source path)``.
+
+    ``checkpoint``: a model bundle with a pose network, a version-1 checkpoint with its stage's
+    ``pose_net_<stage>.pt`` beside it (see :func:`find_pose_network`), a ``pose_net_*.pt`` file itself, or
+    ``None`` for the shipped default model.  A one-line :class:`UserError` when there is no pose network.
+    """
+    from colondepth.models.bundle import load_bundle, load_pose_file
+
+    if checkpoint is None:
+        from colondepth.resources import default_model_path
+
+        checkpoint = default_model_path()
+        if not checkpoint.is_file():
+            raise UserError(f"{checkpoint}: the default model is not installed; pass --checkpoint with a model from "
+                            "'colondepth finetune', or use --poses gt")
+        bundle = load_bundle(checkpoint)
+        if bundle.pose is None:
+            raise UserError("--poses predicted: the default model has no pose network; pass --checkpoint from "
+                            "'colondepth finetune', or use --poses gt with a dataset that has poses")
+        return bundle.pose, bundle.translation_norm_mm, depth_input_size(checkpoint), checkpoint
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise UserError(f"{p}: checkpoint not found; pass --checkpoint with a .pt file")
+    if not p.name.startswith("pose_net"):
+        depth_hw = depth_input_size(p)  # read now: an unreadable checkpoint fails before any work
+        bundle = load_bundle(p)
+        if bundle.pose is not None:
+            return bundle.pose, bundle.translation_norm_mm, depth_hw, p
+    path = find_pose_network(p)
+    net, translation_norm_mm = load_pose_file(path)
+    return net, translation_norm_mm, depth_input_size(p), path
+
+
 def load_pose_estimator(checkpoint: Optional[str | Path], device=None) -> PoseEstimator:
-    """A :data:`PoseEstimator` from the pose network that belongs to ``checkpoint`` (see module doc).
+    """A :data:`PoseEstimator` from the pose network that belongs to ``checkpoint`` (see :func:`pose_network`).
 
     Raises :class:`UserError` when no pose network can be found or read.
     """
@@ -135,15 +170,8 @@ def load_pose_estimator(checkpoint: Optional[str | Path], device=None) -> PoseEs
     import torch.nn.functional as F
 
     from colondepth.device import default_device
-    from colondepth.train.selfsup import load_pose_net
 
-    path = find_pose_network(checkpoint)
-    depth_hw = depth_input_size(Path(checkpoint))  # read now: an unreadable checkpoint fails before any work
-    try:
-        net, translation_norm_mm = load_pose_net(path)
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise UserError(f"{path}: not a readable pose network ({type(exc).__name__}); "
-                        "pass another --checkpoint") from None
+    net, translation_norm_mm, depth_hw, path = pose_network(checkpoint)
     dev = default_device(str(device) if device is not None else None)
     net = net.to(dev).eval()
     n_src = int(net.config.num_sources)

@@ -1,32 +1,20 @@
-"""Checkpoints: weights + model card + resolved curriculum (+ training state for ``--resume``).
+"""Checkpoints of training runs: model bundles (:mod:`colondepth.models.bundle`) with training state.
 
-A checkpoint is a ``torch.save``'d dict of plain data only (tensors, dicts, lists, strings, numbers),
-so it loads with ``torch.load(path, weights_only=True)``::
-
-    {
-      "format": "colondepth-depth-checkpoint", "format_version": 1,
-      "card":   {...},            # model card, see make_card()
-      "config": {...},            # resolved curriculum (also RUN/config.resolved.yaml)
-      "model_state": {...},       # DepthNet state_dict
-      "training": {...} | None,   # optimizer state, stage position, plateau state, RNG (resume only)
-    }
-
-Files are written atomically (:func:`colondepth.io.atomic_path`): a killed run leaves the previous
-checkpoint intact.
+A checkpoint is a model bundle (depth network, model card, resolved curriculum, the pose network of a
+self-supervised stage) plus, for ``--resume``, the training state (optimizer, stage position, plateau
+state, RNG).  The file format, its version and every reader live in :mod:`colondepth.models.bundle`; this
+module adds what only training needs: the model card (:func:`make_card`) and the RNG state.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import warnings
 from pathlib import Path
 
 import torch
 
-from colondepth.errors import UserError
-
-FORMAT = "colondepth-depth-checkpoint"
-FORMAT_VERSION = 1
+from colondepth.models.bundle import load_bundle, save_bundle
+from colondepth.models.bundle import read_bundle as read_checkpoint  # noqa: F401  (the one reader)
 
 
 def camera_card(cfg) -> dict:
@@ -77,65 +65,17 @@ def make_card(net, curriculum_name: str, stage_name: str, stage_index: int, glob
     }
 
 
-def save_checkpoint(path: str | Path, net, card: dict, config: dict, training: dict | None = None) -> Path:
-    """Write a checkpoint atomically; ``net`` is the bare DepthNet (not a DDP wrapper)."""
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "card": card,
-        "config": config,
-        "model_state": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "training": training,
-    }
-    from colondepth.io import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
-
-
-def read_checkpoint(path: str | Path, map_location=None) -> dict:
-    """The raw checkpoint dict (``weights_only=True``); one-line UserError for a missing or foreign file."""
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{p}: is a folder, not a checkpoint; pass a .pt file such as RUN/checkpoints/final.pt")
-    if not p.is_file():
-        raise UserError(f"{p}: checkpoint not found; pass --checkpoint with a .pt file from RUN/checkpoints/")
-    try:
-        with warnings.catch_warnings():  # a foreign file can make the unpickler warn before it fails
-            warnings.simplefilter("ignore")
-            payload = torch.load(p, map_location=map_location or "cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with objects, not a torch file
-        raise UserError(f"{p}: not a readable ColonDepth checkpoint ({type(exc).__name__}); "
-                        f"pass a .pt file written by 'colondepth train'") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{p}: not a ColonDepth depth checkpoint (no '{FORMAT}' marker); "
-                        f"pass a .pt file written by 'colondepth train'")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{p}: checkpoint format {payload['format_version']} is newer than this ColonDepth "
-                        f"reads ({FORMAT_VERSION}); upgrade colondepth")
-    return payload
+def save_checkpoint(path: str | Path, net, card: dict, config: dict, training: dict | None = None,
+                    pose: dict | None = None) -> Path:
+    """Write a checkpoint atomically; ``net`` is the bare depth network (not a DDP wrapper), ``pose`` a
+    :func:`colondepth.models.bundle.pose_entry` or ``None``."""
+    return save_bundle(path, net, card, config, pose=pose, training=training)
 
 
 def load_checkpoint(path: str | Path, map_location=None):
-    """Load a checkpoint for inference: ``(model in eval mode, card: dict, config: dict)``.
-
-    The model is a :class:`colondepth.models.depth_net.DepthNet` rebuilt from the card and moved to
-    ``map_location`` (default CPU).
-    """
-    from colondepth.models.depth_net import build_depth_net
-
-    payload = read_checkpoint(path, map_location)
-    card = payload["card"]
-    try:
-        net = build_depth_net(card["model"])
-        net.load_state_dict(payload["model_state"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{path}: checkpoint weights do not match its model card ({type(exc).__name__}); "
-                        f"the file is damaged, retrain or pass another --checkpoint") from None
-    net.to(map_location or "cpu").eval()
-    return net, card, payload.get("config") or {}
+    """Load a checkpoint's depth network for inference: ``(model in eval mode, card: dict, config: dict)``."""
+    b = load_bundle(path, map_location, with_pose=False)
+    return b.depth, b.card, b.config
 
 
 def rng_state() -> dict:

@@ -293,11 +293,14 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
         if not main:
             return
         card = make_card(net, curriculum.name, name, si, global_step, opts.command)
+        pose = kind.bundle_pose() if hasattr(kind, "bundle_pose") else None  # a self-supervised stage's pose net
         save_checkpoint(path, net, card, config,
-                        training_state(si, s_step, optimizer, best, bad, kind, total) if with_training else None)
+                        training_state(si, s_step, optimizer, best, bad, kind, total) if with_training else None,
+                        pose=pose)
         if Path(path) == last_path:
             last_saved_step = global_step
 
+    kind = None  # the last stage's kind: its pose network (if any) goes into final.pt
     for si in range(pos["stage_index"], n_stages):
         stage = curriculum.stages[si]
         stage_name = stage.name
@@ -420,7 +423,7 @@ def _run(opts: RunOptions, dist_info: _Dist, device: torch.device) -> dict:
                   file=sys.stderr)
 
     final = ckpt_dir / "final.pt"
-    save(final, n_stages - 1, 0, None, float("inf"), 0, None, 0, stage_name, with_training=False)
+    save(final, n_stages - 1, 0, None, float("inf"), 0, kind, 0, stage_name, with_training=False)
     logger.log({"type": "run_end", "global_step": global_step, "checkpoint": str(final)})
     logger.close()
     return {"global_step": global_step, "checkpoint": str(final), "stopped": False}

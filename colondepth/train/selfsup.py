@@ -47,8 +47,6 @@ import torch.nn.functional as F
 from colondepth.errors import UserError
 from colondepth.train.stage import load_init_weights, resolve_stage_path
 
-#: Version of the pose-network file written by :meth:`SelfSupervisedKind.save_pose_net`.
-POSE_NET_FORMAT_VERSION = 1
 #: Steps at the start of a stage during which only the pose network learns (see module doc).
 POSE_WARMUP_STEPS = 100
 #: Held-out share of snippets: every VAL_EVERY-th snippet goes to validation.
@@ -346,8 +344,6 @@ class SelfSupervisedKind:
                 total = total + self.rehearsal_weight * sup
                 parts["rehearsal"] = float(sup.detach())
         self.steps_done += 1
-        if self.steps_done == getattr(self, "total_steps", -1):
-            self.save_pose_net()
         parts["translation_mm"] = t_norm
         parts["pose_warmup"] = 1.0 if warm else 0.0
         return total, parts
@@ -389,25 +385,13 @@ class SelfSupervisedKind:
             out["val_abs_rel_median_scaled"] = float(np.mean(abs_rel_med))
         return out
 
-    def pose_net_path(self) -> Path:
-        """``RUN/checkpoints/pose_net_<stage>.pt``: the pose network, written with every checkpoint and at the
-        end of the stage's budget (``{"format": "colondepth-pose-net", "config": ..., "state": ...}``)."""
-        return Path(self.ctx.run_dir) / "checkpoints" / f"pose_net_{self.ctx.stage.name}.pt"
+    def bundle_pose(self) -> dict:
+        """The pose network as the ``pose`` entry of the model bundle saved with every checkpoint."""
+        from colondepth.models.bundle import pose_entry
 
-    def save_pose_net(self) -> None:
-        if self.ctx.rank != 0:
-            return
-        from colondepth.io import atomic_path
-
-        payload = {"format": "colondepth-pose-net", "format_version": POSE_NET_FORMAT_VERSION,
-                   "config": self.pose_config.to_dict(),
-                   "state": {k: v.detach().cpu() for k, v in self.pose_net.state_dict().items()},
-                   "translation_norm_mm": -1.0 if self.translation_norm_mm is None else float(self.translation_norm_mm)}
-        with atomic_path(self.pose_net_path()) as tmp:
-            torch.save(payload, tmp)
+        return pose_entry(self.pose_net, self.translation_norm_mm)
 
     def state_dict(self) -> dict:
-        self.save_pose_net()
         return {
             "pose_net": {k: v.detach().cpu() for k, v in self.pose_net.state_dict().items()},
             "pose_config": self.pose_config.to_dict(),
@@ -434,23 +418,3 @@ class SelfSupervisedKind:
     def pose_network(self):
         """A copy of the trained :class:`~colondepth.models.pose_net.PoseNet` in eval mode."""
         return copy.deepcopy(self.pose_net).eval()
-
-
-def load_pose_net(path, map_location=None):
-    """``(PoseNet in eval mode, translation_norm_mm or None)`` from :meth:`SelfSupervisedKind.save_pose_net`."""
-    from colondepth.models.pose_net import build_pose_net
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: pose network not found; it is written to RUN/checkpoints/ by 'colondepth finetune'")
-    payload = torch.load(p, map_location=map_location or "cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != "colondepth-pose-net":
-        raise UserError(f"{p}: not a ColonDepth pose network file")
-    version = int(payload.get("format_version", 1))  # files written before the version key are version 1
-    if version > POSE_NET_FORMAT_VERSION:
-        raise UserError(f"{p}: pose network format version {version} is newer than this ColonDepth reads "
-                        f"({POSE_NET_FORMAT_VERSION}); upgrade colondepth")
-    net = build_pose_net(payload["config"])
-    net.load_state_dict(payload["state"])
-    t = float(payload.get("translation_norm_mm", -1.0))
-    return net.eval(), (None if t < 0 else t)
