@@ -329,3 +329,46 @@ def test_freeze_batchnorm_keeps_the_initial_statistics(tmp_path, freeze):
     after = net.state_dict()
     same = all(torch.equal(v, after[k]) for k, v in before.items())
     assert same == freeze
+
+
+def test_pose_only_stage_leaves_the_depth_network_exactly_as_loaded(tmp_path):
+    """``train_depth: false``: every step is a warm-up step (frozen depth, BatchNorm statistics included),
+    the optimizer sees only the pose network, and no translation normalisation is ever set."""
+    kind, net, batch = _kind(tmp_path, {"train_depth": False, "translation_normalisation": True}, norm="batch")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    params = kind.parameters()
+    assert {id(p) for p in params} == {id(p) for p in kind.pose_net.parameters()}
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    pose_before = [p.detach().clone() for p in kind.pose_net.parameters()]
+    for _ in range(kind.warmup_steps + 3):  # well past the normal warm-up
+        loss, parts = kind.step(batch)
+        assert parts["pose_warmup"] == 1.0
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert any(not torch.equal(a, b) for a, b in zip(pose_before, kind.pose_net.parameters()))
+    assert kind.translation_norm_mm is None and kind.bundle_pose()["translation_norm_mm"] == -1.0
+
+
+def test_stage_starts_from_the_pose_network_of_its_init_bundle(tmp_path):
+    from colondepth.models.bundle import pose_entry
+    from colondepth.train.checkpoint import make_card, save_checkpoint
+    from colondepth.train.selfsup import SelfSupervisedKind
+
+    kind, net, _ = _kind(tmp_path, {})
+    with torch.no_grad():
+        for p in kind.pose_net.parameters():
+            p.add_(torch.randn_like(p))
+    ckpt = save_checkpoint(tmp_path / "bundle.pt", net, make_card(net, "t", "ss", 0, 1, "cmd"), {},
+                           pose=pose_entry(kind.pose_net, None))
+    ctx = kind.ctx
+    ctx.stage = ctx.stage.model_copy(update={"init_from": str(ckpt)})
+    kind2 = SelfSupervisedKind(ctx)
+    for a, b in zip(kind.pose_net.parameters(), kind2.pose_net.parameters()):
+        assert torch.equal(a, b)
+    # another pose configuration (explainability masks on): a fresh pose network, with a warning
+    ctx.stage = ctx.stage.model_copy(update={"loss": ctx.stage.loss.model_copy(update={"explainability_weight": 0.1})})
+    with pytest.warns(UserWarning, match="another configuration"):
+        kind3 = SelfSupervisedKind(ctx)
+    assert not all(torch.equal(a, b) for a, b in zip(kind.pose_net.parameters(), kind3.pose_net.parameters()))

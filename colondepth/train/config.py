@@ -283,6 +283,9 @@ class SelfSupervisedStage(_StageCommon):
     anchor_decay_steps: int = Field(0, ge=0)  # linear decay to 0 over this many joint steps (0: constant)
     freeze_encoder_steps: int = Field(0, ge=0)  # joint steps after the pose warm-up with the depth encoder frozen
     freeze_batchnorm: bool = False  # keep the depth net's BatchNorm statistics (eval mode) while fine-tuning
+    # false: only the pose network learns (the depth network stays exactly as loaded); translations keep the
+    # scale of that depth network (no translation normalisation): a pose network for a finished depth model
+    train_depth: bool = True
     rehearsal: SelfSupervisedRehearsal = SelfSupervisedRehearsal()
 
     @model_validator(mode="after")

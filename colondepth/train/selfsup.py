@@ -32,7 +32,9 @@ Scale
     translation scale (see docs/finetune.md for the measured warm-up).  With ``translation_normalisation``
     (Pinard et al. 2018) every later step rescales the predicted translations to that norm, which pins the
     depth scale against drift.  A warm-up mean below :data:`MIN_TRANSLATION_NORM_MM` turns normalisation off
-    for the stage, with a warning.
+    for the stage, with a warning.  ``train_depth: false`` makes the whole stage a warm-up: only the pose
+    network learns, its translations take the frozen depth network's (metric) scale, and no normalisation is
+    applied: how a pose network is trained for a finished depth model.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ class SelfSupervisedKind:
             num_mask_scales=min(n_scales, len(pose_channels)) if self.explain_weight > 0 else 0,
         )
         self.pose_net = PoseNet(self.pose_config).to(ctx.device)
+        if stage.init_from != "previous":  # a model bundle with a pose network: start from it as well
+            self._init_pose_from(resolve_stage_path(stage.init_from, ctx.curriculum_dir))
         self.pose_model = self.pose_net
         if ctx.world_size > 1:  # average pose gradients across processes, like the runner does for depth
             from torch.nn.parallel import DistributedDataParallel
@@ -239,6 +243,8 @@ class SelfSupervisedKind:
             p.requires_grad_(flag)
 
     def parameters(self) -> list:
+        if not self.ctx.stage.train_depth:
+            return list(self.pose_net.parameters())
         return list(self.ctx.net.parameters()) + list(self.pose_net.parameters())
 
     def _forward(self, batch, train_depth: bool):
@@ -248,7 +254,7 @@ class SelfSupervisedKind:
         K = batch["K"].to(dev)
         fov = batch["fov_mask"].to(dev)
         net = self.ctx.net
-        x = net.normalise(tgt)
+        x = net.normalise(tgt, K)  # the frames' own camera (ray channels of models that take them)
         if train_depth:
             if self.ctx.stage.freeze_batchnorm:
                 set_batchnorm_eval(net)
@@ -291,18 +297,19 @@ class SelfSupervisedKind:
             parts["explainability"] = float(reg.detach())
         return total, parts
 
-    def _anchor_loss(self, tgt: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    def _anchor_loss(self, tgt: torch.Tensor, K: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         """Scale-invariant log-depth distance of ``depth`` (B, 1, H, W) mm to the initial model's prediction."""
         from colondepth.losses.photometric import log_depth_anchor_loss
 
         with torch.no_grad():
-            init = self.anchor_net(self.ctx.net.normalise(tgt))[0]
+            init = self.anchor_net(self.ctx.net.normalise(tgt, K))[0]
         return log_depth_anchor_loss(depth, init, fov)
 
     def step(self, batch) -> tuple[torch.Tensor, dict]:
         from colondepth.losses.photometric import normalize_translation
 
-        warm = self.steps_done < self.warmup_steps
+        # a pose-only stage (train_depth: false) stays in the warm-up: frozen depth, no normalisation
+        warm = self.steps_done < self.warmup_steps or not self.ctx.stage.train_depth
         if self.freeze_encoder_steps > 0:
             self._set_encoder_trainable(
                 not warm and self.steps_done - self.warmup_steps >= self.freeze_encoder_steps)
@@ -332,7 +339,7 @@ class SelfSupervisedKind:
             joint = self.steps_done - self.warmup_steps
             w_anchor = self.anchor_weight_at(joint)
             if w_anchor > 0:
-                anchor = self._anchor_loss(tgt, fov, depths[0])
+                anchor = self._anchor_loss(tgt, K, fov, depths[0])
                 total = total + w_anchor * anchor
                 parts["anchor"] = float(anchor.detach())
                 parts["anchor_weight"] = w_anchor
@@ -384,6 +391,23 @@ class SelfSupervisedKind:
             out["val_abs_rel"] = float(np.mean(abs_rel))
             out["val_abs_rel_median_scaled"] = float(np.mean(abs_rel_med))
         return out
+
+    def _init_pose_from(self, path) -> None:
+        """Load the pose network of the ``init_from`` bundle when it has one of this stage's configuration."""
+        from colondepth.models.bundle import read_bundle
+        from colondepth.models.pose_net import PoseNetConfig
+
+        entry = read_bundle(path).get("pose")
+        if entry is None:
+            return
+        if PoseNetConfig(**entry["config"]).to_dict() != self.pose_config.to_dict():
+            import warnings
+
+            warnings.warn(f"{path}: its pose network has another configuration than stage "
+                          f"{self.ctx.stage.name!r} needs (explainability masks on/off?); a new one is trained",
+                          stacklevel=2)
+            return
+        self.pose_net.load_state_dict(entry["state"])
 
     def bundle_pose(self) -> dict:
         """The pose network as the ``pose`` entry of the model bundle saved with every checkpoint."""
