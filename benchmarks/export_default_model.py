@@ -1,10 +1,13 @@
-"""Export a trained checkpoint as the shipped default model (``data/default_model.pt``).
+"""Export a trained checkpoint as the shipped default model (``data/default_model.pt``): a model bundle.
 
-Keeps the weights, the model card and the resolved curriculum; drops the optimizer/RNG state (only
-``--resume`` needs it). The card gets a ``default_model`` entry recording how the model was made: the
-training command from the card, this export command, and the source checkpoint.
+Keeps the depth weights, the model card and the resolved curriculum; drops the optimizer/RNG state (only
+``--resume`` needs it).  ``--pose RUN/checkpoints/final.pt`` adds the pose network of a pose-only run
+(``train_depth: false``) trained against exactly these depth weights (checked).  The card gets a
+``default_model`` entry recording how the model was made (the training command from the card, this export
+command, the source checkpoints) and, with ``--pose``, a ``pose_network`` entry with that run's provenance.
 
-    python benchmarks/export_default_model.py runs/default_model/checkpoints/final.pt data/default_model.pt
+    python benchmarks/export_default_model.py runs/default_model/checkpoints/final.pt data/default_model.pt \
+        [--pose runs/default_pose/checkpoints/final.pt]
 """
 
 from __future__ import annotations
@@ -22,29 +25,46 @@ MAX_MB = 30.0
 def main(argv=None) -> int:
     import torch
 
-    from colondepth.io import atomic_path
-    from colondepth.train.checkpoint import load_checkpoint, read_checkpoint
+    from colondepth.models.bundle import load_bundle, read_bundle, save_bundle
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", help="final.pt of a training run")
     ap.add_argument("out", nargs="?", default=str(REPO / "data" / "default_model.pt"))
+    ap.add_argument("--pose", default=None, help="final.pt of a pose-only run on these depth weights")
     args = ap.parse_args(argv)
 
-    payload = read_checkpoint(args.checkpoint)
+    payload = read_bundle(args.checkpoint)
     card = dict(payload["card"])
+    shown = [str(Path(args.checkpoint)), str(Path(args.out))] + (["--pose", str(Path(args.pose))] if args.pose else [])
     card["default_model"] = {
         "trained_with": card.get("command", ""),
-        "exported_with": "python benchmarks/export_default_model.py " + " ".join(
-            [str(Path(args.checkpoint)), str(Path(args.out))]),
+        "exported_with": "python benchmarks/export_default_model.py " + " ".join(shown),
         "source_checkpoint": str(Path(args.checkpoint)),
     }
-    payload = dict(payload, card=card, training=None)
+    pose = payload.get("pose")
+    if args.pose:
+        pose_payload = read_bundle(args.pose)
+        if pose_payload.get("pose") is None:
+            print(f"error: {args.pose}: has no pose network; pass the final.pt of a pose-only run", file=sys.stderr)
+            return 2
+        mine, theirs = payload["model_state"], pose_payload["model_state"]
+        if mine.keys() != theirs.keys() or not all(torch.equal(mine[k], theirs[k]) for k in mine):
+            print(f"error: {args.pose}: its depth weights differ from {args.checkpoint}'s, so its pose network was "
+                  "not trained against this depth model; train it with init_from this checkpoint and "
+                  "train_depth: false", file=sys.stderr)
+            return 2
+        pose = pose_payload["pose"]
+        pcard = pose_payload["card"]
+        card["pose_network"] = {"trained_with": pcard.get("command", ""), "curriculum": pcard.get("curriculum"),
+                                "stage": pcard.get("stage"), "step": pcard.get("step"),
+                                "source_checkpoint": str(Path(args.pose))}
     out = Path(args.out)
-    with atomic_path(out) as tmp:
-        torch.save(payload, tmp)
-    load_checkpoint(out)  # proves it loads with weights_only=True and matches its card
+    bundle = load_bundle(args.checkpoint, with_pose=False)
+    save_bundle(out, bundle.depth, card, payload.get("config"), pose=pose)
+    loaded = load_bundle(out)  # proves it loads with weights_only=True and matches its card
     mb = out.stat().st_size / 2**20
-    print(f"wrote {out} ({mb:.2f} MB), step {card.get('step')}, curriculum {card.get('curriculum')}")
+    print(f"wrote {out} ({mb:.2f} MB), step {card.get('step')}, curriculum {card.get('curriculum')}, "
+          f"pose network: {'yes' if loaded.pose is not None else 'no'}")
     if mb > MAX_MB:
         print(f"error: {out} is {mb:.1f} MB, over the {MAX_MB:.0f} MB budget for shipped files", file=sys.stderr)
         return 1

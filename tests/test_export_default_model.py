@@ -1,0 +1,55 @@
+"""benchmarks/export_default_model.py: a model bundle without training state, with the pose network of a
+pose-only run on exactly the same depth weights (and a clear refusal otherwise)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from colondepth.models.bundle import load_bundle, pose_entry, read_bundle
+from colondepth.models.depth_net import DepthNet, DepthNetConfig
+from colondepth.models.pose_net import PoseNet, PoseNetConfig
+from colondepth.train.checkpoint import make_card, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def export(repo_root):
+    spec = importlib.util.spec_from_file_location("export_default_model",
+                                                  repo_root / "benchmarks" / "export_default_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def _depth(seed):
+    torch.manual_seed(seed)
+    return DepthNet(DepthNetConfig(input_height=32, input_width=32, encoder_channels=[4, 8], decoder_channels=[4, 4],
+                                   num_scales=1, norm="none"))
+
+
+def test_export_with_pose_network(tmp_path, export, capsys):
+    net = _depth(0)
+    depth_ckpt = save_checkpoint(tmp_path / "depth.pt", net, make_card(net, "d", "all", 1, 9, "train d"), {"name": "d"},
+                                 training={"optimizer": None})
+    pose = PoseNet(PoseNetConfig(channels=(8, 8, 8, 8, 8), num_mask_scales=0)).eval()
+    pose_ckpt = save_checkpoint(tmp_path / "pose.pt", net, make_card(net, "p", "pose", 0, 5, "train p"), {},
+                                pose=pose_entry(pose, None))
+    out = tmp_path / "default_model.pt"
+    assert export([str(depth_ckpt), str(out), "--pose", str(pose_ckpt)]) == 0
+    raw = read_bundle(out)
+    assert raw["training"] is None and raw["config"] == {"name": "d"}
+    assert raw["card"]["curriculum"] == "d" and raw["card"]["pose_network"]["curriculum"] == "p"
+    assert "--pose" in raw["card"]["default_model"]["exported_with"]
+    b = load_bundle(out)
+    x, src = torch.rand(1, 3, 32, 32), torch.rand(1, 2, 3, 32, 32)
+    assert torch.equal(b.pose(x, src).src_from_tgt, pose(x, src).src_from_tgt)
+    assert torch.equal(b.depth.predict_depth(x), net.eval().predict_depth(x))
+
+    other = _depth(1)
+    wrong = save_checkpoint(tmp_path / "wrong.pt", other, make_card(other, "p", "pose", 0, 5, "x"), {},
+                            pose=pose_entry(pose, None))
+    assert export([str(depth_ckpt), str(tmp_path / "x.pt"), "--pose", str(wrong)]) == 2
+    assert "depth weights differ" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
