@@ -31,13 +31,17 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint", help="final.pt of a training run")
     ap.add_argument("out", nargs="?", default=str(REPO / "data" / "default_model.pt"))
     ap.add_argument("--pose", default=None, help="final.pt of a pose-only run on these depth weights")
+    ap.add_argument("--trained-with", action="append", default=None, metavar="COMMAND",
+                    help="the commands that reproduce the model, in order (default: the command in the card); "
+                         "give them with repository-relative paths")
     args = ap.parse_args(argv)
 
     payload = read_bundle(args.checkpoint)
     card = dict(payload["card"])
     shown = [str(Path(args.checkpoint)), str(Path(args.out))] + (["--pose", str(Path(args.pose))] if args.pose else [])
+    shown += [f"--trained-with '{c}'" for c in args.trained_with or []]
     card["default_model"] = {
-        "trained_with": card.get("command", ""),
+        "trained_with": " && ".join(args.trained_with) if args.trained_with else card.get("command", ""),
         "exported_with": "python benchmarks/export_default_model.py " + " ".join(shown),
         "source_checkpoint": str(Path(args.checkpoint)),
     }

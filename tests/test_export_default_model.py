@@ -53,3 +53,19 @@ def test_export_with_pose_network(tmp_path, export, capsys):
     assert export([str(depth_ckpt), str(tmp_path / "x.pt"), "--pose", str(wrong)]) == 2
     assert "depth weights differ" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_average_checkpoints(tmp_path, repo_root):
+    spec = importlib.util.spec_from_file_location("average_checkpoints",
+                                                  repo_root / "benchmarks" / "average_checkpoints.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, b = _depth(0), _depth(1)
+    pa = save_checkpoint(tmp_path / "a.pt", a, make_card(a, "d", "s", 0, 10, "x"), {})
+    pb = save_checkpoint(tmp_path / "b.pt", b, make_card(b, "d", "s", 0, 20, "x"), {})
+    out = mod.average([pa, pb], tmp_path / "avg.pt")
+    got = load_bundle(out).depth.state_dict()
+    for k, v in a.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(got[k], (v + b.state_dict()[k]) / 2, atol=1e-7)
+    assert read_bundle(out)["card"]["averaged_from"] == [{"file": "a.pt", "step": 10}, {"file": "b.pt", "step": 20}]
