@@ -22,6 +22,12 @@ sys.path.insert(0, str(REPO))
 MAX_MB = 30.0
 
 
+def _shown(path) -> str:
+    """``path`` relative to the repository when inside it, else its file name (no machine-specific paths)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else p.name
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -38,13 +44,15 @@ def main(argv=None) -> int:
 
     payload = read_bundle(args.checkpoint)
     card = dict(payload["card"])
-    shown = [str(Path(args.checkpoint)), str(Path(args.out))] + (["--pose", str(Path(args.pose))] if args.pose else [])
+    shown = [_shown(args.checkpoint), _shown(args.out)] + (["--pose", _shown(args.pose)] if args.pose else [])
     shown += [f"--trained-with '{c}'" for c in args.trained_with or []]
     card["default_model"] = {
         "trained_with": " && ".join(args.trained_with) if args.trained_with else card.get("command", ""),
         "exported_with": "python benchmarks/export_default_model.py " + " ".join(shown),
-        "source_checkpoint": str(Path(args.checkpoint)),
+        "source_checkpoint": _shown(args.checkpoint),
     }
+    if args.trained_with:  # the run's own command line may name machine-specific folders
+        card["command"] = args.trained_with[-1]
     pose = payload.get("pose")
     if args.pose:
         pose_payload = read_bundle(args.pose)
@@ -61,7 +69,7 @@ def main(argv=None) -> int:
         pcard = pose_payload["card"]
         card["pose_network"] = {"trained_with": pcard.get("command", ""), "curriculum": pcard.get("curriculum"),
                                 "stage": pcard.get("stage"), "step": pcard.get("step"),
-                                "source_checkpoint": str(Path(args.pose))}
+                                "source_checkpoint": _shown(args.pose)}
     out = Path(args.out)
     bundle = load_bundle(args.checkpoint, with_pose=False)
     save_bundle(out, bundle.depth, card, payload.get("config"), pose=pose)

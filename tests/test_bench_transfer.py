@@ -58,7 +58,8 @@ def _plane_sinus(root):
     return write_sequence(root, rgbs, pts, k)
 
 
-def test_quick_run_end_to_end(bench, tmp_path, capsys):
+def test_quick_run_end_to_end(bench, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "SINUS_TEST_FIRST_FRAME", 1)  # the tiny video's test frames: 1 and 2
     shared = tmp_path / "shared"
     _plane_sinus(shared / "sinus_sfm_sample")
     ckpt = _tiny_checkpoint(tmp_path / "tiny.pt")
@@ -73,7 +74,8 @@ def test_quick_run_end_to_end(bench, tmp_path, capsys):
     assert bench.render_table(doc) in printed
     assert doc["quick"] and list(doc["skipped"]) == ["simcol3d_sample"]
 
-    sinus = doc["sets"]["sinus_sfm_sample"]
+    assert doc["sets"]["sinus_sfm_sample"]["frames"] == [1, 2] and doc["sets"]["sinus_sfm_sample"]["num_points"] == 80
+    sinus = doc["sets"]["sinus_sfm_sample_all_frames"]
     assert sinus["sampling"] == "bilinear" and sinus["scored_frames"] == 3 and sinus["num_points"] == 120
     # The physics baseline inverts the rendering: at the points it is right up to the per-frame scale.
     assert sinus["physics"]["pooled"]["abs_rel"] < 0.02 and sinus["physics"]["scale"]["cv"] < 0.02

@@ -67,19 +67,21 @@ def test_per_level_table_matches_heldout_json():
 
 def test_candidate_table_matches_model_selection_json():
     doc = json.loads((RESULTS / "model_selection.json").read_text())
-    rows = _table_after("**Candidates that did not replace it.**")
-    labels = {"shipped default": "previous", "candidate_small_l6": "small_l6", "candidate_wide_l6`": "wide_l6",
-              "candidate_wide_l6_anneal": "wide_l6_annealed"}
+    rows = _table_after("**How it was chosen.**")
+    labels = {"the model it replaced": "previous", "`candidate_wide_l6`": "wide_l6",
+              "`candidate_wide_l6_diverse`, step 1,000": "diverse_1000", "step 2,000": "diverse_2000",
+              "step 2,500": "diverse_final", "mean of its weights": "diverse_swa"}
     assert len(rows) - 1 == len(doc["results"])
     for cells in rows[1:]:
         label = next(v for k, v in labels.items() if k in cells[0])
         r = doc["results"][label]
-        mean, sd = cells[1].split("±")
+        mean, sd = cells[1].strip("*").split("±")
         assert _close(mean.strip(), r["abs_rel_mean"]) and _close(sd.strip(), r["abs_rel_sd"]), (label, cells[1])
         assert _close(cells[2], r["delta1_mean"]), (label, cells[2])
         assert _close(cells[3], r["levels"]["L5"]["abs_rel_mean"]), (label, cells[3])
         assert _close(cells[4], r["levels"]["L6"]["abs_rel_mean"]), (label, cells[4])
-        assert (cells[5] == "yes") == (doc["choice"]["chosen"] == label), (label, cells[5])
+        assert _close(cells[5].strip("*"), r["real"]["abs_rel_mean"]), (label, cells[5])
+        assert (cells[6] == "yes") == (doc["choice"]["chosen"] == label), (label, cells[6])
 
 
 @pytest.mark.parametrize("key, text", [("sinus_abs_rel", "abs_rel 0.160 against 0.185"),

@@ -42,6 +42,33 @@ def test_best_mean_is_the_only_challenger(sel):
     assert sel.choose(res)["chosen"] == "old"
 
 
+def _with_real(res, *blocks):
+    assert len(blocks) == 3
+    res["real"] = {"abs_rel_mean": sum(blocks) / 3, "blocks": [{"model": b} for b in blocks]}
+    return res
+
+
+def test_real_video_decides_when_present(sel):
+    assert [(b[0], b[-1]) for b in sel.real_blocks()] == [(0, 33), (34, 66), (67, 99)]
+    old = _with_real(_res(sel, 0.10, 0.10, 0.10), 0.20, 0.20, 0.20)
+    # Worse on the synthetic split (within the tolerance) but better on every real block: it replaces the old one.
+    new = _with_real(_res(sel, 0.105, 0.11, 0.10), 0.15, 0.16, 0.19)
+    c = sel.choose({"old": old, "new": new})
+    assert c["chosen"] == "new" and c["decided_by"] == "real"
+    assert c["real_abs_rel_difference_to_incumbent"]["new"] == pytest.approx([-0.05, -0.04, -0.01])
+    # Better on average on the real video but worse on one block: the incumbent stays.
+    new = _with_real(_res(sel, 0.10, 0.10, 0.10), 0.10, 0.10, 0.21)
+    assert sel.choose({"old": old, "new": new})["chosen"] == "old"
+    # Better on every real block but worse on the synthetic split than the tolerance allows: not qualified.
+    new = _with_real(_res(sel, 0.12, 0.12, 0.12), 0.10, 0.10, 0.10)
+    c = sel.choose({"old": old, "new": new})
+    assert c["chosen"] == "old" and c["qualified_on_synthetic"] == []
+    # Of two qualified challengers the one with the lower real mean is the only challenger.
+    a = _with_real(_res(sel, 0.10, 0.10, 0.10), 0.19, 0.19, 0.19)
+    b = _with_real(_res(sel, 0.10, 0.10, 0.10), 0.05, 0.05, 0.25)
+    assert sel.choose({"old": old, "a": a, "b": b})["chosen"] == "old"
+
+
 def test_committed_selection_names_the_shipped_model(sel, repo_root):
     path = repo_root / "benchmarks" / "results" / "model_selection.json"
     if not path.is_file():
