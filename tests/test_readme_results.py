@@ -142,3 +142,18 @@ def test_synth_speed_row_matches_its_json():
     counts = [float(x.strip().rstrip("k")) for x in tri.group(2).split(",")]
     per_level = {r["level"]: r["triangles"] for r in doc["rows"]}
     assert all(_close(f"{c:.1f}", per_level[lv] / 1000) for c, lv in zip(counts, levels))
+
+
+def test_selfsup_real_table_matches_its_json():
+    doc = json.loads((RESULTS / "selfsup_real.json").read_text())
+    rows = _table_after("**On real video with ground truth**")
+    by = {cells[0]: cells for cells in rows[1:]}
+    depth = next(c for k, c in by.items() if k.startswith("depth abs_rel"))
+    assert _close(depth[1], doc["before"]["depth"]["model"]["abs_rel"])
+    assert _close(depth[2].strip("*").split()[0], doc["after"]["depth"]["model"]["abs_rel"])
+    for key, label in (("pose_network", "our pose network"), ("opencv_vo", "OpenCV VO"), ("zero_motion", "zero motion")):
+        cells = next(c for k, c in by.items() if k.endswith(label))
+        for col, when in ((1, "before"), (2, "after")):
+            mean, sd = cells[col].strip("*").split("±")
+            assert _close(mean.strip(), doc[when]["pose"][key]["ate_mm"]), (label, when)
+            assert _close(sd.strip(), doc[when]["pose"][key]["ate_mm_std"]), (label, when)
