@@ -372,3 +372,26 @@ def test_pose_network_is_the_depth_checkpoints_stage_never_the_newest_file(tmp_p
     with pytest.raises(UserError, match="format version 99 is newer"):
         load_pose_net(newer)
     assert load_pose_net(tmp_path / "pose_net_ft_a.pt")[1] is None  # no version key: read as version 1
+
+
+def test_video_to_surface_with_the_default_model_alone(tmp_path, capsys):
+    """No training step: the shipped bundle's depth and pose networks turn a frame folder into a surface."""
+    from colondepth.models.bundle import load_bundle
+    from colondepth.resources import default_model_path
+
+    if load_bundle(default_model_path()).pose is None:
+        pytest.skip("the installed default model has no pose network")
+    seq = write_tiny_dataset(tmp_path / "ds")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for f in sorted((seq / "rgb").glob("*.png"))[:6]:
+        (frames / f.name).write_bytes(f.read_bytes())
+    code = cli.main(["reconstruct", "--video", str(frames), "--intrinsics", str(seq / "meta.yaml"),
+                     "--out", str(tmp_path / "o"), "--depth", "predicted", "--poses", "predicted",
+                     "--no-progress", "--metric-samples-per-mm2", "1"])
+    assert code == 0, capsys.readouterr().err
+    traj = np.loadtxt(tmp_path / "o" / "trajectory.txt")
+    assert traj.shape == (6, 8) and np.isfinite(traj).all()
+    assert np.linalg.norm(traj[-1, 1:4]) > 0  # the predicted camera moved
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["config"]["poses"] == "predicted" and report["complete"] is not False

@@ -6,6 +6,8 @@ Examples::
     colondepth reconstruct --sequence data/synth_L1/seq_00000 --out runs/recon_pred --depth predicted \\
         --checkpoint runs/sfs/checkpoints/final.pt --frames 0:200:2
     colondepth reconstruct --video clip.mp4 --out runs/recon_video --depth predicted --poses predicted \\
+        --intrinsics scope.yaml            # the default model's depth and pose networks
+    colondepth reconstruct --video clip.mp4 --out runs/recon_ft --depth predicted --poses predicted \\
         --checkpoint runs/finetune/checkpoints/final.pt --intrinsics scope.yaml
 
 A fisheye ``--intrinsics`` file (``model: fisheye``) makes the frames be undistorted to a pinhole camera
