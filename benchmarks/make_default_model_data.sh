@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training data of the shipped default model and its candidates: every level L1-L6, 16 sequences as the level
 # is written and 48 with the randomisation block on, 64 frames each, 160x160 (6 x 64 x 64 = 24,576 frames;
-# curricula/default_model.yaml uses L1-L5, 20,480 frames; the candidate curricula also use L6).
+# curricula/default_model.yaml (the previous default) uses L1-L5, 20,480 frames; the wide curricula of the shipped model use L1-L6).
 # Resumable (rerun skips finished sequences) and shardable: SHARD=I/N runs the I-th of N shards
 # (e.g. a SLURM array: SHARD=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).
 #   bash benchmarks/make_default_model_data.sh data_train
