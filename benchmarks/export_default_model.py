@@ -31,7 +31,7 @@ def _shown(path) -> str:
 def main(argv=None) -> int:
     import torch
 
-    from colondepth.models.bundle import load_bundle, read_bundle, save_bundle
+    from colondepth.models.bundle import build_depth, load_bundle, read_bundle, save_bundle
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", help="final.pt of a training run")
@@ -71,8 +71,7 @@ def main(argv=None) -> int:
                                 "stage": pcard.get("stage"), "step": pcard.get("step"),
                                 "source_checkpoint": _shown(args.pose)}
     out = Path(args.out)
-    bundle = load_bundle(args.checkpoint, with_pose=False)
-    save_bundle(out, bundle.depth, card, payload.get("config"), pose=pose)
+    save_bundle(out, build_depth(payload, args.checkpoint), card, payload.get("config"), pose=pose)
     loaded = load_bundle(out)  # proves it loads with weights_only=True and matches its card
     mb = out.stat().st_size / 2**20
     print(f"wrote {out} ({mb:.2f} MB), step {card.get('step')}, curriculum {card.get('curriculum')}, "

@@ -176,6 +176,17 @@ def build_depth(payload: dict, where: str | Path) -> torch.nn.Module:
     return net.eval()
 
 
+def pose_entry_of(payload: dict, path: str | Path, map_location=None) -> tuple[Optional[dict], Path]:
+    """``(pose entry or None, file it came from)`` of a raw bundle read from ``path``: its own ``pose``, or for
+    a version-1 checkpoint the ``pose_net_<stage>.pt`` of its stage beside it."""
+    entry, where = payload.get("pose"), Path(path)
+    if entry is None and payload.get("format") == LEGACY_FORMAT:
+        side = sidecar_pose_file(where, payload["card"])
+        if side is not None:
+            entry, where = read_pose_file(side, map_location), side
+    return entry, where
+
+
 def load_bundle(path: str | Path, map_location=None, with_pose: bool = True) -> ModelBundle:
     """Load a model for inference: depth network and, when the bundle (or, for a version-1 checkpoint, the
     ``pose_net_<stage>.pt`` of its stage beside it) has one, the pose network; both in eval mode on
@@ -185,11 +196,7 @@ def load_bundle(path: str | Path, map_location=None, with_pose: bool = True) -> 
     depth = build_depth(payload, p).to(map_location or "cpu")
     pose, t_norm = None, None
     if with_pose:
-        entry, where = payload.get("pose"), p
-        if entry is None and payload.get("format") == LEGACY_FORMAT:
-            side = sidecar_pose_file(p, payload["card"])
-            if side is not None:
-                entry, where = read_pose_file(side, map_location), side
+        entry, where = pose_entry_of(payload, p, map_location)
         if entry is not None:
             pose, t_norm = build_pose(entry, where)
             pose = pose.to(map_location or "cpu")

@@ -61,12 +61,13 @@ def _orthonormalised(T: np.ndarray) -> np.ndarray:
     return out
 
 
-def find_pose_network(checkpoint: Optional[str | Path]) -> Path:
+def find_pose_network(checkpoint: Optional[str | Path], card: Optional[dict] = None) -> Path:
     """The pose-network file for ``checkpoint``: the file itself when it is one, else the pose network of the
     same stage beside it: ``pose_net_<stage>.pt`` with ``<stage>`` from the depth checkpoint's model card
     (``colondepth finetune`` writes both into ``RUN/checkpoints/``).  A folder with a single pose network and a
     card without a stage falls back to that one file; anything ambiguous is a one-line error listing the
-    candidates (never a guess by modification time)."""
+    candidates (never a guess by modification time).  ``card``: the checkpoint's model card when the caller
+    has read it already."""
     if checkpoint is None:
         raise UserError("--poses predicted needs a model with a pose network: pass --checkpoint from 'colondepth "
                         "finetune', or use --poses gt with a dataset that has poses")
@@ -75,9 +76,11 @@ def find_pose_network(checkpoint: Optional[str | Path]) -> Path:
         raise UserError(f"{p}: checkpoint not found; pass --checkpoint with a .pt file")
     if p.name.startswith("pose_net"):
         return p
-    from colondepth.models.bundle import read_bundle
+    if card is None:
+        from colondepth.models.bundle import read_bundle
 
-    stage = (read_bundle(p).get("card") or {}).get("stage")
+        card = read_bundle(p).get("card")
+    stage = (card or {}).get("stage")
     if stage:
         same = p.parent / f"pose_net_{stage}.pt"
         if same.is_file():
@@ -106,7 +109,11 @@ def depth_input_size(checkpoint: Path) -> Optional[tuple[int, int]]:
         return None
     from colondepth.models.bundle import read_bundle
 
-    card = read_bundle(checkpoint).get("card")  # a UserError naming the file when unreadable
+    return _card_input_size(read_bundle(checkpoint).get("card"), checkpoint)  # UserError naming an unreadable file
+
+
+def _card_input_size(card: Optional[dict], checkpoint: Path) -> tuple[int, int]:
+    """``(h, w)`` from a model card's ``input_size``; the one-line errors of :func:`depth_input_size`."""
     try:
         h, w = (int(x) for x in card["input_size"])
     except (KeyError, TypeError, ValueError):
@@ -134,31 +141,34 @@ def pose_network(checkpoint: Optional[str | Path]):
     ``pose_net_<stage>.pt`` beside it (see :func:`find_pose_network`), a ``pose_net_*.pt`` file itself, or
     ``None`` for the shipped default model.  A one-line :class:`UserError` when there is no pose network.
     """
-    from colondepth.models.bundle import load_bundle, load_pose_file
+    from colondepth.models.bundle import build_pose, load_pose_file, pose_entry_of, read_bundle
 
-    if checkpoint is None:
+    default = checkpoint is None
+    if default:
         from colondepth.resources import default_model_path
 
         checkpoint = default_model_path()
         if not checkpoint.is_file():
             raise UserError(f"{checkpoint}: the default model is not installed; pass --checkpoint with a model from "
                             "'colondepth finetune', or use --poses gt")
-        bundle = load_bundle(checkpoint)
-        if bundle.pose is None:
-            raise UserError("--poses predicted: the default model has no pose network; pass --checkpoint from "
-                            "'colondepth finetune', or use --poses gt with a dataset that has poses")
-        return bundle.pose, bundle.translation_norm_mm, depth_input_size(checkpoint), checkpoint
     p = Path(checkpoint)
     if not p.is_file():
         raise UserError(f"{p}: checkpoint not found; pass --checkpoint with a .pt file")
-    if not p.name.startswith("pose_net"):
-        depth_hw = depth_input_size(p)  # read now: an unreadable checkpoint fails before any work
-        bundle = load_bundle(p)
-        if bundle.pose is not None:
-            return bundle.pose, bundle.translation_norm_mm, depth_hw, p
-    path = find_pose_network(p)
+    if p.name.startswith("pose_net"):
+        net, translation_norm_mm = load_pose_file(p)
+        return net, translation_norm_mm, None, p
+    payload = read_bundle(p)  # read once: an unreadable checkpoint fails before any work
+    depth_hw = _card_input_size(payload.get("card"), p)
+    entry, where = pose_entry_of(payload, p)
+    if entry is not None:
+        net, translation_norm_mm = build_pose(entry, where)
+        return net, translation_norm_mm, depth_hw, where
+    if default:
+        raise UserError("--poses predicted: the default model has no pose network; pass --checkpoint from "
+                        "'colondepth finetune', or use --poses gt with a dataset that has poses")
+    path = find_pose_network(p, card=payload.get("card"))
     net, translation_norm_mm = load_pose_file(path)
-    return net, translation_norm_mm, depth_input_size(p), path
+    return net, translation_norm_mm, depth_hw, path
 
 
 def load_pose_estimator(checkpoint: Optional[str | Path], device=None) -> PoseEstimator:

@@ -122,8 +122,10 @@ class SelfSupervisedKind:
         # Weights the net holds now: the previous stage's, or the interrupted run's on --resume (restored
         # in load_state_dict, which the runner calls only when resuming).
         self._held_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        init_path = init_payload = None
         if stage.init_from != "previous":
-            load_init_weights(net, resolve_stage_path(stage.init_from, ctx.curriculum_dir))
+            init_path = resolve_stage_path(stage.init_from, ctx.curriculum_dir)
+            init_payload = load_init_weights(net, init_path)
 
         n_scales = int(net.config.num_scales)
         n_levels = min(5, len(net.config.encoder_channels))
@@ -136,8 +138,8 @@ class SelfSupervisedKind:
             num_mask_scales=min(n_scales, len(pose_channels)) if self.explain_weight > 0 else 0,
         )
         self.pose_net = PoseNet(self.pose_config).to(ctx.device)
-        if stage.init_from != "previous":  # a model bundle with a pose network: start from it as well
-            self._init_pose_from(resolve_stage_path(stage.init_from, ctx.curriculum_dir))
+        if init_payload is not None:  # a model bundle with a pose network: start from it as well
+            self._init_pose_from(init_payload.get("pose"), init_path)
         self.pose_model = self.pose_net
         if ctx.world_size > 1:  # average pose gradients across processes, like the runner does for depth
             from torch.nn.parallel import DistributedDataParallel
@@ -392,12 +394,11 @@ class SelfSupervisedKind:
             out["val_abs_rel_median_scaled"] = float(np.mean(abs_rel_med))
         return out
 
-    def _init_pose_from(self, path) -> None:
-        """Load the pose network of the ``init_from`` bundle when it has one of this stage's configuration."""
-        from colondepth.models.bundle import read_bundle
+    def _init_pose_from(self, entry, path) -> None:
+        """Load the pose network ``entry`` of the ``init_from`` bundle ``path`` when it has this stage's
+        configuration."""
         from colondepth.models.pose_net import PoseNetConfig
 
-        entry = read_bundle(path).get("pose")
         if entry is None:
             return
         if PoseNetConfig(**entry["config"]).to_dict() != self.pose_config.to_dict():

@@ -113,8 +113,9 @@ def resolve_stage_path(path: str, base: Path) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-def load_init_weights(net: torch.nn.Module, path: Path) -> None:
-    """Load the depth weights of checkpoint ``path`` into ``net`` (a stage's ``init_from``).
+def load_init_weights(net: torch.nn.Module, path: Path) -> dict:
+    """Load the depth weights of checkpoint ``path`` into ``net`` (a stage's ``init_from``); returns the raw
+    checkpoint (its model card, its pose network) so that the caller need not read the file again.
 
     Raises :class:`UserError` naming the file when it is not a checkpoint, when its architecture differs from
     the curriculum's (the differing keys are listed) or when the weights do not fit.
@@ -136,6 +137,7 @@ def load_init_weights(net: torch.nn.Module, path: Path) -> None:
         net.load_state_dict(payload["model_state"])
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit the depth network ({type(exc).__name__})") from None
+    return payload
 
 
 class SupervisedKind:
