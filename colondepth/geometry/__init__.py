@@ -5,6 +5,8 @@
 - :mod:`colondepth.geometry.projection`: back-projection and projection of depth (torch), range <-> z-depth
   (torch), and the numpy projection and pixel-rounding helpers used by fusion and coverage.
 - :mod:`colondepth.geometry.warp`: image sampling and view synthesis, the only ``grid_sample`` user.
+- :mod:`colondepth.geometry.letterbox`: image resizing and letterboxing (aspect kept, zero padding) with the
+  matching intrinsics: the one frame -> network grid transform of training and inference.
 
 Names are re-exported lazily, so ``import colondepth.geometry.camera`` does not import torch:
 ``from colondepth.geometry import invert_pose`` works and imports torch only then.
@@ -27,6 +29,8 @@ _EXPORTS = {
         "range_to_depth", "depth_to_disp", "disp_to_depth", "pixel_index", "project_points_np",
     ),
     "warp": ("sample_image", "warp_source_to_target", "pixel_to_grid_sample_coords"),
+    "letterbox": ("Letterbox", "InputGrid", "letterbox_layout", "resize_image", "resize_image_np",
+                  "pad_to_multiple"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

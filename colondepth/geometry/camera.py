@@ -96,6 +96,13 @@ class _PixelCamera:
             )
         return replace(self, cx=self.cx - x0, cy=self.cy - y0, size=size)
 
+    def padded(self, left: int, top: int, size: ImageSize):
+        """Intrinsics after placing the image at column ``left``, row ``top`` of a larger ``size`` grid
+        (zero padding around it): ``cx' = cx + left``, ``cy' = cy + top``."""
+        if left < 0 or top < 0 or left + self.size.width > size.width or top + self.size.height > size.height:
+            raise ValueError(f"a {self.size} image at left={left} top={top} does not fit a {size} grid")
+        return replace(self, cx=self.cx + left, cy=self.cy + top, size=size)
+
 
 @dataclass(frozen=True)
 class PinholeIntrinsics(_PixelCamera):

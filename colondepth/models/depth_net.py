@@ -116,6 +116,16 @@ class DepthNetConfig:
         return ImageSize(int(self.input_height), int(self.input_width))
 
     @property
+    def input_grid(self):
+        """The :class:`~colondepth.geometry.letterbox.InputGrid` frames are letterboxed onto: ``dispnet``
+        fits inside ``input_size``; ``basic_unet`` scales the short side to ``input_size``'s short side and pads
+        to multiples of :attr:`size_multiple`."""
+        from colondepth.geometry.letterbox import InputGrid
+
+        fit = "inside" if self.arch == "dispnet" else "short_side"
+        return InputGrid(self.input_size, fit, self.size_multiple)
+
+    @property
     def in_channels(self) -> int:
         """Network input channels: RGB plus the optional :data:`INPUT_CHANNELS`."""
         return 3 + sum(INPUT_CHANNELS[i] for i in self.inputs)
@@ -285,14 +295,10 @@ def pinhole_ray_channels(K: torch.Tensor, height: int, width: int) -> torch.Tens
     >>> round(float(r[0, 0, 0, 2]), 4), round(float(r[0, 0, 0, 1]), 4)
     (0.4472, 0.0)
     """
-    if K.ndim == 2:
-        K = K[None]
-    K = K.to(torch.float32)
-    u = torch.arange(width, dtype=torch.float32, device=K.device).view(1, 1, width)
-    v = torch.arange(height, dtype=torch.float32, device=K.device).view(1, height, 1)
-    x = (u - K[:, 0, 2].view(-1, 1, 1)) / K[:, 0, 0].view(-1, 1, 1)
-    y = (v - K[:, 1, 2].view(-1, 1, 1)) / K[:, 1, 1].view(-1, 1, 1)
-    x, y = torch.broadcast_tensors(x, y)
+    from colondepth.geometry.projection import pixel_rays
+
+    rays = pixel_rays(K.to(torch.float32), ImageSize(int(height), int(width)))  # (B, 3, H, W), unit z
+    x, y = rays[:, 0], rays[:, 1]
     norm = torch.sqrt(1.0 + x * x + y * y)
     return torch.stack([x / norm, y / norm], dim=1)
 
@@ -354,6 +360,56 @@ def network_input(net: nn.Module, rgb01: torch.Tensor, K: torch.Tensor | None = 
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
+def frame_intrinsics(config: "DepthNetConfig", frame: ImageSize, intrinsics=None):
+    """The camera of ``frame``-sized frames: ``intrinsics`` (checked against ``frame``) or, for None, the
+    model's field-of-view guess (``config.default_fov_deg`` across the width, principal point centred)."""
+    from colondepth.geometry.camera import PinholeIntrinsics
+
+    if intrinsics is None:
+        return PinholeIntrinsics.from_fov(frame, float(config.default_fov_deg))
+    if intrinsics.size != frame:
+        raise ValueError(f"intrinsics are for {intrinsics.size} but the frames are {frame}")
+    return intrinsics
+
+
+@dataclass(frozen=True)
+class PreparedFrames:
+    """Frames on a network's grid (:func:`prepare_frames`).
+
+    Attributes
+    ----------
+    rgb01 : (B, 3, Hp, Wp) float RGB in [0, 1], letterboxed (zeros on the padding).
+    K : (3, 3) float32 pinhole intrinsics (px) of the ``(Hp, Wp)`` grid.
+    inside : (1, 1, Hp, Wp) bool, True on the frame, False on the padding.
+    layout : the :class:`~colondepth.geometry.letterbox.Letterbox` used.
+    """
+
+    rgb01: torch.Tensor
+    K: torch.Tensor
+    inside: torch.Tensor
+    layout: object
+
+
+def prepare_frames(config: "DepthNetConfig", rgb01: torch.Tensor, intrinsics=None, layout=None) -> PreparedFrames:
+    """The one frame -> network-grid transform of training and inference (depth and pose networks).
+
+    ``rgb01`` ``(B, 3, h, w)`` float RGB in [0, 1]; ``intrinsics`` a PinholeIntrinsics of the ``(h, w)``
+    frames or None (:func:`frame_intrinsics`); ``layout`` a
+    :class:`~colondepth.geometry.letterbox.Letterbox` for ``(h, w)`` frames (default
+    ``config.input_grid.layout``).  The frames are resized with the ``"image"`` resampling (bilinear,
+    anti-aliased) keeping their aspect ratio and zero-padded; the intrinsics follow.  The network input
+    is then :func:`network_input` ``(rgb01, K)``.
+    """
+    if rgb01.ndim != 4 or rgb01.shape[1] != 3:
+        raise ValueError(f"frames must have shape (B, 3, H, W), got {tuple(rgb01.shape)}")
+    frame = ImageSize(int(rgb01.shape[-2]), int(rgb01.shape[-1]))
+    box = config.input_grid.layout(frame) if layout is None else layout
+    k = box.intrinsics(frame_intrinsics(config, frame, intrinsics))
+    K = torch.tensor([[k.fx, 0.0, k.cx], [0.0, k.fy, k.cy], [0.0, 0.0, 1.0]], dtype=torch.float32,
+                     device=rgb01.device)
+    return PreparedFrames(box.apply(rgb01, "image"), K, box.inside(rgb01.device), box)
+
+
 def letterbox(net: nn.Module, rgb01: torch.Tensor, intrinsics=None):
     """Resize ``(B, 3, h, w)`` RGB to the network's grid *without changing its aspect ratio*, and pad.
 
@@ -364,52 +420,22 @@ def letterbox(net: nn.Module, rgb01: torch.Tensor, intrinsics=None):
 
     Returns ``(network input (B, C, Hp, Wp), (top, left, nh, nw))`` where the frame occupies rows
     ``top:top+nh`` and columns ``left:left+nw``.  Ray channels use ``intrinsics`` (a PinholeIntrinsics of
-    the ``(h, w)`` frame, or None for the field-of-view guess) moved to the padded grid.
+    the ``(h, w)`` frame, or None for the field-of-view guess) moved to the padded grid.  The layout and
+    resampling are :func:`prepare_frames`'s.
     """
-    from colondepth.conventions import ImageSize
-    from colondepth.geometry.camera import PinholeIntrinsics
-
-    cfg = net.config
-    b, _, h, w = rgb01.shape
-    H, W = cfg.input_size.as_hw()
-    m = cfg.size_multiple
-    if cfg.arch == "dispnet":
-        scale = min(H / h, W / w)
-        nh, nw = max(1, min(H, round(h * scale))), max(1, min(W, round(w * scale)))
-        Hp, Wp = H, W
-    else:
-        scale = min(H, W) / min(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        Hp, Wp = -(-nh // m) * m, -(-nw // m) * m
-    top, left = (Hp - nh) // 2, (Wp - nw) // 2
-    x = rgb01
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    if (Hp, Wp) != (nh, nw):
-        x = F.pad(x, (left, Wp - nw - left, top, Hp - nh - top))
-    K = None
-    if "rays" in cfg.inputs:
-        if intrinsics is None:
-            k = PinholeIntrinsics.from_fov(ImageSize(h, w), float(cfg.default_fov_deg))
-        else:
-            k = intrinsics
-        k = k.resized(ImageSize(nh, nw))
-        K = torch.tensor([[k.fx, 0.0, k.cx + left], [0.0, k.fy, k.cy + top], [0.0, 0.0, 1.0]],
-                         dtype=torch.float32, device=rgb01.device)
-    return network_input(net, x, K), (top, left, nh, nw)
+    p = prepare_frames(net.config, rgb01, intrinsics)
+    box = p.layout
+    return network_input(net, p.rgb01, p.K), (box.top, box.left, box.resized.height, box.resized.width)
 
 
 def predict_depth_letterboxed(net: nn.Module, rgb01: torch.Tensor, intrinsics=None) -> torch.Tensor:
-    """``(B, 3, h, w)`` RGB in [0, 1] -> ``(B, 1, h, w)`` depth in mm via :func:`letterbox`."""
+    """``(B, 3, h, w)`` RGB in [0, 1] -> ``(B, 1, h, w)`` depth in mm via :func:`prepare_frames`; the finest
+    output is cropped to the frame and resized back (``Letterbox.restore``)."""
     if rgb01.ndim != 4 or rgb01.shape[1] != 3:
         raise ValueError(f"predict_depth expects (B, 3, H, W) RGB, got shape {tuple(rgb01.shape)}")
-    h, w = rgb01.shape[-2:]
-    x, (top, left, nh, nw) = letterbox(net, rgb01.to(net.mean.device, torch.float32), intrinsics)
-    depth = net.forward(x, num_outputs=1)[0]
-    depth = depth[..., top:top + nh, left:left + nw]
-    if tuple(depth.shape[-2:]) != (h, w):
-        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
-    return depth
+    p = prepare_frames(net.config, rgb01.to(net.mean.device, torch.float32), intrinsics)
+    depth = net.forward(network_input(net, p.rgb01, p.K), num_outputs=1)[0]
+    return p.layout.restore(depth)
 
 
 class UNetDepthNet(nn.Module):
