@@ -157,9 +157,11 @@ def test_holdout_is_last_sequence_and_single_sequence_split(tmp_path):
 
 
 def test_generate_fills_only_missing_levels(tmp_path, monkeypatch):
-    """`generate:` calls colondepth.synth.generate_dataset for levels absent from --data, into RUN/data."""
+    """`generate:` calls colondepth.synth.generate_dataset for levels absent from --data, into RUN/data
+    (the command layer does it, before training)."""
     import colondepth.synth as synth
-    from colondepth.train.curriculum import _Dist, _generate_missing_levels
+    from colondepth.commands.train import generate_missing_levels
+    from colondepth.train.distributed import DistContext
 
     calls = []
 
@@ -175,14 +177,14 @@ def test_generate_fills_only_missing_levels(tmp_path, monkeypatch):
     cur = parse_curriculum(data)
     have = tmp_path / "have"
     sfs_scenes.write_dataset(have / "l1", "L1", sequences=2, frames=2, size=16)
-    dirs = _generate_missing_levels(cur, tmp_path, tmp_path / "run", [have], _Dist(), progress=False)
+    dirs = generate_missing_levels(cur, tmp_path, tmp_path / "run", [have], DistContext(), progress=False)
     assert calls == [("L2_x.yaml", "L2", 2, 3, (16, 16))]
     assert dirs == [have, tmp_path / "run" / "data"]
     assert yaml.safe_load((tmp_path / "run" / "data" / "L2" / "dataset.yaml").read_text())["level"] == "L2"
 
 
 def test_epoch_budget_counts_batches_per_process():
-    from colondepth.train.curriculum import _stage_steps
+    from colondepth.train.runner import stage_steps as _stage_steps
 
     cur = parse_curriculum(_base())
     assert _stage_steps(cur.stages[0], steps_per_epoch=7) == 2  # steps: 2
