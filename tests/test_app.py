@@ -198,21 +198,36 @@ class TestLoading:
         assert seq.rgb(1)[0, 0, 0] == 100
         np.testing.assert_allclose(seq.depth_mm(3), gt_depth_mm(3), atol=1e-4)
         np.testing.assert_allclose(seq.world_from_cam[4, :3, 3], [0, 0, 8.0])
-        assert seq.extra["fps"] == 10.0
+        assert appdata.sequence_fps(seq) == 10.0
         assert appdata.frame_stem(seq, 4) == "000004"
 
-    def test_fallback_reader_matches_package_reader(self, app_root):
-        from colondepth.datasets.synthetic import read_sequences
+    def test_sequences_come_from_the_package_reader(self, app_root):
+        """The app reads sequences with the reader 'colondepth evaluate' uses: same names, frames, camera."""
+        from colondepth.datasets.synthetic import SequenceMeta, read_sequences
 
-        seq_dir = app_root / "synthetic" / "seq_00000"
-        mine = appdata._read_sequence_dir(seq_dir)
-        (ref,) = read_sequences(seq_dir)
-        assert mine.num_frames == ref.num_frames == N_FRAMES
+        (mine,) = appdata.load_sequences(appdata.find_datasets(app_root)[0])
+        (ref,) = read_sequences(app_root / "synthetic")
+        assert mine.name == ref.name == "synthetic/seq_00000"
         assert mine.intrinsics == ref.intrinsics
-        for k in (0, 2, 4):
-            np.testing.assert_array_equal(mine.rgb(k), ref.rgb(k))
-            np.testing.assert_array_equal(mine.depth_mm(k), ref.depth_mm(k))
-        np.testing.assert_allclose(mine.world_from_cam, ref.world_from_cam, atol=1e-12)
+        assert isinstance(mine.extra["meta"], SequenceMeta)
+        assert mine.extra["frame_stems"] == [f"{k:06d}" for k in range(N_FRAMES)]
+        np.testing.assert_array_equal(mine.depth_mm(2), ref.depth_mm(2))
+
+    def test_incomplete_sequence_is_one_line(self, app_root, tmp_path):
+        import shutil
+
+        shutil.copytree(app_root / "synthetic", tmp_path / "synthetic")
+        (tmp_path / "synthetic" / "seq_00000" / "poses.txt").write_text("0 0 0 0 0 0 0 1\n")
+        with pytest.raises(UserError, match=r"poses\.txt: 1 poses for 5 frames"):
+            appdata.load_sequences(appdata.find_datasets(tmp_path)[0])
+
+    def test_frame_stem_without_file_names(self):
+        from colondepth.datasets.base import Sequence
+        from colondepth.geometry.camera import PinholeIntrinsics
+        from colondepth.conventions import ImageSize
+
+        seq = Sequence("v", PinholeIntrinsics(10, 10, 3.5, 3.5, ImageSize(8, 8)), 3, lambda i: None)
+        assert appdata.frame_stem(seq, 2) == "000002" and appdata.sequence_fps(seq) == 10.0
 
     def test_bad_trajectory(self, app_root, tmp_path):
         import shutil
@@ -325,12 +340,14 @@ class TestPictures:
 
     def test_error_map_and_metrics(self):
         gt, pred = gt_depth_mm(2), pred_depth_mm(2)
-        err, valid, scale = appdata.depth_error_mm(pred, gt)
-        assert scale == pytest.approx(0.5) and valid.all()
-        np.testing.assert_allclose(err[:24], 0.0, atol=1e-5)
-        np.testing.assert_allclose(err[24:], 10.0, atol=1e-4)  # 0.5 * 120 - 50
+        score = appdata.score_prediction(pred, gt)
+        assert score.metrics["scale"] == pytest.approx(0.5) and score.valid.all()
+        np.testing.assert_allclose(score.error_mm[:24], 0.0, atol=1e-5)
+        np.testing.assert_allclose(score.error_mm[24:], 10.0, atol=1e-4)  # 0.5 * 120 - 50
         m = appdata.frame_metrics(pred, gt)
+        assert m == score.metrics
         assert m["abs_rel"] == pytest.approx(0.05) and m["rmse"] == pytest.approx(5.0)
+        assert m["rmse"] == pytest.approx(float(np.sqrt(np.nanmean(score.error_mm.astype(np.float64) ** 2))))
         assert m["delta1"] == 1.0 and m["num_valid"] == H * W
         m0 = appdata.frame_metrics(pred_depth_mm(0), gt_depth_mm(0))
         assert m0["abs_rel"] == pytest.approx(0.0, abs=1e-7) and m0["num_valid"] == H * W - 4
@@ -338,9 +355,25 @@ class TestPictures:
         assert seq["frames"] == N_FRAMES and seq["abs_rel"] == pytest.approx(0.01)
         assert seq["rmse"] == pytest.approx(1.0)
 
-    def test_resize_depth_nearest(self):
-        d = np.arange(4.0).reshape(2, 2)
-        np.testing.assert_array_equal(appdata.resize_depth(d, (4, 4))[::2, ::2], d)
+    def test_field_of_view_is_scored_only_inside(self):
+        gt, pred = gt_depth_mm(2), pred_depth_mm(2)
+        fov = np.zeros((H, W), bool)
+        fov[:24] = True  # only the rows where the prediction is exact
+        score = appdata.score_prediction(pred, gt, fov_mask=fov)
+        assert score.metrics["num_valid"] == 24 * W and score.metrics["abs_rel"] == pytest.approx(0.0, abs=1e-7)
+        assert np.isnan(score.error_mm[24:]).all() and not score.valid[24:].any()
+
+    def test_low_resolution_prediction_is_resized_as_evaluate_resizes(self):
+        """With 'colondepth evaluate''s resize (bilinear), not the nearest-neighbour one the app once had."""
+        from colondepth.conventions import ImageSize
+        from colondepth.eval.evaluate import resize_depth
+
+        assert appdata.resize_depth is resize_depth
+        low = pred_depth_mm(1)[::2, ::2]
+        score = appdata.score_prediction(low, gt_depth_mm(1))
+        np.testing.assert_array_equal(score.pred_mm, resize_depth(low, ImageSize(H, W)))
+        nearest = np.repeat(np.repeat(low, 2, axis=0), 2, axis=1)
+        assert np.abs(score.pred_mm - nearest)[4:-4, 4:-4].min() > 0.1  # a ramp: every inner pixel differs
 
     def test_decimate(self):
         sphere = trimesh.creation.icosphere(subdivisions=4)  # 5120 faces
@@ -383,6 +416,106 @@ class TestPictures:
         assert len(fig.data[0].i) == 94 and len(fig.data[1].i) == 2  # shared faces drawn once, in blue
         assert fig.data[0].color != fig.data[1].color
         assert fig.data[2].mode == "lines"
+
+
+# ----------------------------------------------------------------------------------------------
+# The app's depth scores are 'colondepth evaluate's
+# ----------------------------------------------------------------------------------------------
+def _masked_low_res_root(app_root: Path, root: Path) -> tuple[Path, Path]:
+    """A copy of the fixture root whose sequence has a circular field-of-view mask and whose predictions are
+    16x16 with a bumpy error: nearest and bilinear resizing, and scoring with or without the mask, all differ."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(app_root / "synthetic", root / "synthetic")
+    seq_dir = root / "synthetic" / "seq_00000"
+    meta = yaml.safe_load((seq_dir / "meta.yaml").read_text())
+    (seq_dir / "meta.yaml").write_text(yaml.safe_dump({**meta, "fov_mask": "circle"}))
+    v, u = np.mgrid[:H, :W]
+    fov = (u - 15.5) ** 2 + (v - 15.5) ** 2 <= 14.0 ** 2
+    iio.imwrite(seq_dir / "fov_mask.png", (fov * 255).astype(np.uint8))
+    pred_dir = root / "predictions" / "seq_00000"
+    pred_dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(N_FRAMES):
+        low = pred_depth_mm(k)[::2, ::2] * rng.uniform(0.8, 1.25, (H // 2, W // 2))
+        np.save(pred_dir / f"{k:06d}_depth.npy", low.astype(np.float32))
+    return seq_dir, pred_dir
+
+
+class TestSameNumbersAsEvaluate:
+    def test_prediction_folder(self, app_root, tmp_path):
+        """Per frame and over the sequence, the app's metrics of a prediction folder equal those of
+        colondepth.eval.evaluate.evaluate_sequences fed the same predictions."""
+        from colondepth.eval.depth_metrics import frame_depth_metrics
+        from colondepth.eval.evaluate import evaluate_sequences
+
+        _, pred_dir = _masked_low_res_root(app_root, tmp_path)
+        (seq,) = appdata.load_sequences(appdata.find_datasets(tmp_path)[0])
+        assert seq.fov_mask is not None and not seq.fov_mask.all()
+        index = appdata.prediction_index(pred_dir)
+        preds = {seq.rgb(k).tobytes(): appdata.load_prediction(index[appdata.frame_stem(seq, k)])
+                 for k in range(N_FRAMES)}  # every fixture frame has its own colour
+
+        def predict_batch(rgbs):
+            return np.stack([preds[rgb.tobytes()] for rgb in rgbs])
+
+        report = evaluate_sequences([seq], predict_batch, progress=False)
+        assert [f["frame"] for f in report.frames] == list(range(N_FRAMES))
+        for f in report.frames:
+            k = f["frame"]
+            app = appdata.frame_metrics(preds[seq.rgb(k).tobytes()], seq.depth_mm(k), fov_mask=seq.fov_mask)
+            assert {m: app[m] for m in f["metrics"]["model"]} == f["metrics"]["model"]
+            assert app["scale"] == f["scale"]["model"] and app["num_valid"] == f["num_valid"]
+        expected = report.summary()
+        app_seq = appdata.prediction_sequence_metrics(seq, pred_dir)
+        assert app_seq == {**expected["metrics"]["model"], "frames": expected["num_frames"]}
+
+        # what the app computed before (nearest resize, no field-of-view mask) is measurably different
+        def nearest(d):
+            return np.repeat(np.repeat(d, 2, axis=0), 2, axis=1)
+
+        old = frame_depth_metrics(nearest(preds[seq.rgb(1).tobytes()]), seq.depth_mm(1)).metrics
+        assert abs(old["abs_rel"] - report.frames[1]["metrics"]["model"]["abs_rel"]) > 1e-4
+
+    def test_sequence_page_matches_the_evaluate_command(self, app_root, monkeypatch, tmp_path, capsys):
+        """An (untrained) checkpoint under the root: the Sequence page's whole-sequence score equals the JSON
+        of 'colondepth evaluate --checkpoint CKPT --data SEQ' to the 4 digits the page shows."""
+        import shutil
+
+        from colondepth.cli import main
+        from colondepth.models.depth_net import build_depth_net
+        from colondepth.train.checkpoint import make_card, save_checkpoint
+
+        root = tmp_path / "root"
+        seq_dir, _ = _masked_low_res_root(app_root, root)
+        shutil.copytree(app_root / "runs", root / "runs")
+        net = build_depth_net({"input_height": 32, "input_width": 32, "encoder_channels": [4, 8],
+                               "decoder_channels": [4, 8], "num_scales": 1, "min_depth_mm": 5.0,
+                               "max_depth_mm": 80.0})
+        ckpt = root / "runs" / "run1" / "checkpoints" / "tiny.pt"
+        save_checkpoint(ckpt, net, make_card(net, "test", "s0", 0, 0, "test"), {})
+        out = tmp_path / "eval.json"
+        assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(seq_dir), "--json", str(out)]) == 0
+        expected = json.loads(out.read_text())["overall"]
+        capsys.readouterr()
+
+        from colondepth.infer.predictor import DepthPredictor
+
+        seq = appdata.load_sequences(appdata.find_datasets(root)[0])[0]
+        direct = appdata.score_sequence_with_model(seq, DepthPredictor.from_checkpoint(ckpt).predict_batch)
+        assert direct == {**expected["metrics"]["model"], "frames": expected["num_frames"]}
+
+        at = _app(root, monkeypatch)
+        at.switch_page("views/sequence.py").run()
+        _by_label(at.selectbox, "Predicted depth").set_value("Model: runs/run1/checkpoints/tiny.pt").run()
+        at.button(key="score_model").click().run()
+        assert not at.exception and not at.error
+        assert f"Sequence ({expected['num_frames']} frames)" in [md.value for md in at.markdown]
+        table = at.dataframe[0].value
+        for name, value in expected["metrics"]["model"].items():
+            assert table[name][0] == round(value, 4), name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -445,22 +578,50 @@ class TestNewVideo:
         with pytest.raises(UserError, match="expected four integers"):
             appdata.reconstruct_command(root, "clip.mp4", crop="0 0 40")
 
-    def test_parse_progress(self):
-        assert appdata.parse_progress("a:  10%|#  | 1/10 [00:00<?]\rb:  30%|### | 3/10 [00:01<00:02]") == \
-            pytest.approx(0.3)
-        assert appdata.parse_progress("fusing: 7%|") == pytest.approx(0.07)
-        assert appdata.parse_progress("no bar here") is None
+    def test_error_line(self):
+        out = "reconstruct: 10%\rwarning: x\nerror: --frames 9:9: selects no frame of s (5 frames)\n"
+        assert appdata.error_line(out) == "error: --frames 9:9: selects no frame of s (5 frames)"
+        assert appdata.error_line("fine\n") is None
 
-    def test_run_with_progress(self):
-        code = ("import sys, time\n"
-                "for k in range(1, 5):\n"
-                "    sys.stderr.write(f'\\rfusing: {25*k}%|##| {k}/4 [00:00<00:00]'); sys.stderr.flush()\n"
-                "    time.sleep(0.02)\n"
-                "print('\\nwrote out'); sys.exit(3)\n")
+    def test_reconstruct_fraction(self):
+        from colondepth.progress import ProgressEvent
+        from colondepth.recon.pipeline import RECONSTRUCT_STAGES
+
+        assert set(appdata.RECONSTRUCT_STAGE_WEIGHTS) == set(RECONSTRUCT_STAGES)
+        run = [ProgressEvent(st_, d, t) for st_, t in zip(RECONSTRUCT_STAGES, (4, 2, 4, 2, 8))
+               for d in range(t + 1)]
+        fractions = [appdata.reconstruct_fraction(e) for e in run]
+        assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+        assert appdata.reconstruct_fraction(ProgressEvent("fusion", 4, 4)) == pytest.approx(0.7)
+        with pytest.raises(ValueError, match="unknown reconstruct stage 'training'"):
+            appdata.reconstruct_fraction(ProgressEvent("training", 1, 2))
+
+    def test_run_reconstruct_follows_events(self, tmp_path):
+        """A stand-in command writes events to the --progress-events file slowly, each line in two halves;
+        the runner passes whole events on while it runs and returns the merged output and the exit status."""
+        code = ("import json, sys, time\n"
+                "path = sys.argv[sys.argv.index('--progress-events') + 1]\n"
+                "assert '--no-progress' in sys.argv\n"
+                "with open(path, 'w') as f:\n"
+                "    for k in range(4):\n"
+                "        line = json.dumps({'stage': 'fusion', 'done': k, 'total': 3, 'message': f'frame {k}'})\n"
+                "        f.write(line[:10]); f.flush(); time.sleep(0.03)\n"
+                "        f.write(line[10:] + '\\n'); f.flush(); time.sleep(0.03)\n"
+                "print('wrote out'); sys.stderr.write('error: stand-in failure\\n'); sys.exit(3)\n")
+        (tmp_path / "cmd.py").write_text(code)
         seen = []
-        rc, out = appdata.run_with_progress([sys.executable, "-c", code], lambda f, line: seen.append(f))
-        assert rc == 3 and "wrote out" in out
-        assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+        run = appdata.run_reconstruct([sys.executable, str(tmp_path / "cmd.py")], seen.append, poll_s=0.01)
+        assert run.return_code == 3 and "wrote out" in run.output
+        assert appdata.error_line(run.output) == "error: stand-in failure"
+        assert [(e.stage, e.done, e.total, e.message) for e in seen] == [("fusion", k, 3, f"frame {k}")
+                                                                         for k in range(4)]
+        assert run.events == seen
+
+    def test_run_reconstruct_rejects_garbage_events(self, tmp_path):
+        (tmp_path / "cmd.py").write_text(
+            "import sys\nopen(sys.argv[sys.argv.index('--progress-events') + 1], 'w').write('50%|##\\n')\n")
+        with pytest.raises(ValueError, match="not JSON"):
+            appdata.run_reconstruct([sys.executable, str(tmp_path / "cmd.py")], poll_s=0.01)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -685,9 +846,11 @@ class TestPages:
         assert not at.error and not at.button(key="go").disabled
 
     def test_new_video_runs_reconstruct(self, app_root, monkeypatch, tmp_path):
-        """The button runs the reconstruct command; a stand-in command reports progress and an error."""
+        """The button runs the reconstruct command; a stand-in command reports progress events and an error."""
         fake = tmp_path / "fake_cli.py"
-        fake.write_text("import sys\nsys.stderr.write('\\rfusing: 50%|##| 1/2 [00:00<00:00]\\n')\n"
+        fake.write_text("import json, sys\n"
+                        "path = sys.argv[sys.argv.index('--progress-events') + 1]\n"
+                        "open(path, 'w').write(json.dumps({'stage': 'fusion', 'done': 1, 'total': 2}) + '\\n')\n"
                         "print('error: default model not found; train one')\nsys.exit(2)\n")
         real = appdata.reconstruct_command
 
@@ -702,6 +865,24 @@ class TestPages:
         at.button(key="go").click().run()
         assert not at.exception
         assert at.error[0].value == "error: default model not found; train one"
+        assert "fusion: 1/2" in [t.value for t in at.text]
+
+    def test_new_video_reconstructs_a_sequence(self, tmp_path, monkeypatch):
+        """The real command on a tiny tube sequence: the page follows its events to the end."""
+        from test_recon_pipeline import write_tiny_dataset
+
+        root = tmp_path / "root"
+        write_tiny_dataset(root / "synthetic")
+        at = _app(root, monkeypatch)
+        at.switch_page("views/new_video.py").run()
+        at.text_input(key="source_path").set_value("synthetic/seq_00000").run()
+        at.selectbox(key="depth").set_value("gt").run()
+        at.selectbox(key="poses").set_value("gt").run()
+        at.button(key="go").click().run(timeout=240)
+        assert not at.exception and not at.error
+        assert at.success[-1].value.startswith("Reconstruction written to reconstructions/seq_00000")
+        assert (root / "reconstructions" / "seq_00000" / "report.json").is_file()
+        assert at.text[-1].value == "write: 8/8 (report.json)"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
-"""Shared helpers of the review app's pages: the root folder, cached loaders and error display.
+"""Shared helpers of the review app's pages: the page preamble, the root folder, cached loaders and
+error display.
 
-Everything here is thin Streamlit glue over :mod:`colondepth.appdata`.
+Everything here is thin Streamlit glue over :mod:`colondepth.app.data`.  A page starts with
+:func:`start_page` (title and root folder), picks what to show with :func:`choose` (which stops the page
+with a hint when there is nothing), and loads through :func:`or_stop` (a one-line error instead of a
+traceback).
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import streamlit as st
 
@@ -43,6 +47,43 @@ def require_root() -> Path:
     if root is None:
         st.stop()
     return root
+
+
+T = TypeVar("T")
+
+
+def start_page(title: str) -> Path:
+    """Show the page title and return the root folder; stops the page when the root is missing."""
+    st.title(title)
+    return require_root()
+
+
+def choose(label: str, options: dict[str, T], *, key: str, empty: str, container=None) -> T:
+    """A select box over ``options`` (shown name -> item) returning the chosen item.
+
+    With no options, ``empty`` (what to do to get some) is shown and the page stops.  ``container`` is
+    where the box goes (a column; default the page).
+    """
+    if not options:
+        st.info(empty)
+        st.stop()
+    names = list(options)
+    name = (container or st).selectbox(label, names, key=key)
+    return options[name]
+
+
+def or_stop(load: Callable[..., T], *args, **kwargs) -> T:
+    """``load(*args, **kwargs)``; a :class:`UserError` is shown as one line and stops the page."""
+    try:
+        return load(*args, **kwargs)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def choose_folder(root: Path, label: str, folders: list[Path], *, key: str, empty: str) -> Path:
+    """:func:`choose` over folders under ``root``, shown by their path relative to it."""
+    return choose(label, {rel(root, p): p for p in folders}, key=key, empty=empty)
 
 
 def clear_caches() -> None:

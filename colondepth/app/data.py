@@ -6,12 +6,17 @@ never reads outside it.  This module holds the pure, testable parts:
 - path safety: :func:`resolve_root`, :func:`safe_path` (symlinks are resolved before the check);
 - discovery: :func:`find_datasets`, :func:`find_runs`, :func:`find_prediction_dirs`,
   :func:`find_reconstructions`;
-- loading: :func:`load_sequences`, :func:`read_metrics`, :func:`read_curriculum`,
-  :func:`load_prediction`, :func:`load_reconstruction`;
-- pictures: :func:`colorize`, :func:`colorbar_image`, :func:`depth_display_range`,
-  :func:`depth_error_mm`, :func:`mesh_figure`, :func:`decimate_mesh`, :func:`export_mesh_bytes`;
+- loading: :func:`load_sequences` (the package reader :func:`colondepth.datasets.synthetic.read_sequences`),
+  :func:`read_metrics`, :func:`read_curriculum`, :func:`load_prediction`, :func:`load_reconstruction`;
+- depth scores: :func:`score_prediction`, :func:`frame_metrics`, :func:`sequence_metrics`,
+  :func:`score_sequence_with_model`, all through :mod:`colondepth.eval` (the bilinear resize of
+  ``colondepth evaluate``, :func:`colondepth.eval.depth_metrics.frame_depth_metrics`,
+  :func:`colondepth.eval.evaluate.evaluate_sequences`), so the app's numbers are ``colondepth evaluate``'s;
+- pictures: :func:`colorize`, :func:`colorbar_image`, :func:`depth_display_range`, :func:`mesh_figure`,
+  :func:`decimate_mesh`, :func:`export_mesh_bytes`;
 - the New-video page: :func:`check_upload`, :func:`save_upload`, :func:`probe_video`,
-  :func:`reconstruct_command`, :func:`parse_progress`, :func:`run_with_progress`.
+  :func:`reconstruct_command`, :func:`run_reconstruct` (follows the command's progress events),
+  :func:`reconstruct_fraction`, :func:`error_line`.
 
 Units: depth in millimetres (z-depth, 0 = invalid), meshes and trajectories in the world frame in
 millimetres, trajectories ``world_from_cam`` in TUM format (see :mod:`colondepth.conventions`).
@@ -25,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -32,6 +38,8 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from colondepth.errors import UserError
+from colondepth.eval.evaluate import resize_depth  # noqa: F401  (re-exported: the evaluate command's resize)
+from colondepth.progress import ProgressEvent
 
 #: Environment variable that passes the root folder to the Streamlit script.
 ROOT_ENV = "COLONDEPTH_APP_ROOT"
@@ -163,101 +171,35 @@ def find_datasets(root: str | os.PathLike, max_depth: int = 4) -> list[DatasetIn
     return sorted(found, key=lambda x: x.name)
 
 
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: cannot read YAML ({type(exc).__name__}); rewrite or regenerate the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a YAML mapping at the top level; regenerate the file")
-    return data
-
-
-def _read_sequence_dir(seq_dir: Path):
-    """Read one sequence folder of the dataset layout (DESIGN §3) without the package reader."""
-    import imageio.v3 as iio
-
-    from colondepth.conventions import ImageSize
-    from colondepth.datasets.base import Sequence
-    from colondepth.geometry.camera import PinholeIntrinsics
-
-    meta_path = seq_dir / "meta.yaml"
-    meta = _read_yaml(meta_path)
-    try:
-        size = ImageSize(int(meta["height"]), int(meta["width"]))
-        k = PinholeIntrinsics(float(meta["fx"]), float(meta["fy"]), float(meta["cx"]), float(meta["cy"]), size)
-        scale = float(meta.get("depth_scale_mm", 1.0))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{meta_path}: missing or bad key ({exc}); "
-                        "regenerate the dataset with 'colondepth synth'") from None
-    rgb_paths = sorted((seq_dir / "rgb").glob("*.png"))
-    depth_dir = seq_dir / "depth"
-    depth_paths = [depth_dir / p.name for p in rgb_paths]
-    has_depth = bool(rgb_paths) and all(p.is_file() for p in depth_paths)
-
-    def load_rgb(i: int) -> np.ndarray:
-        img = iio.imread(rgb_paths[i])
-        return np.ascontiguousarray(img[..., :3]).astype(np.uint8)
-
-    def load_depth(i: int) -> np.ndarray:
-        return iio.imread(depth_paths[i]).astype(np.float32) * np.float32(scale)
-
-    world_from_cam = timestamps = None
-    if (seq_dir / "poses.txt").is_file():
-        from colondepth.datasets.tum import read_tum
-
-        timestamps, world_from_cam = read_tum(seq_dir / "poses.txt")
-        if len(world_from_cam) != len(rgb_paths):
-            world_from_cam = timestamps = None
-    mesh = seq_dir / "mesh.ply"
-    return Sequence(
-        name=seq_dir.name,
-        intrinsics=k,
-        num_frames=len(rgb_paths),
-        load_rgb=load_rgb,
-        load_depth_mm=load_depth if has_depth else None,
-        world_from_cam=world_from_cam,
-        timestamps=timestamps,
-        level=meta.get("level"),
-        mesh_path=mesh if mesh.is_file() else None,
-        extra={"fps": float(meta.get("fps", 10.0)), "path": seq_dir, "frame_stems": [p.stem for p in rgb_paths]},
-    )
-
-
 def load_sequences(dataset: DatasetInfo) -> list:
-    """The sequences of ``dataset`` as :class:`colondepth.datasets.base.Sequence` objects.
+    """The sequences of ``dataset`` as :class:`colondepth.datasets.base.Sequence` objects, sorted by name.
 
-    Uses the package reader ``colondepth.datasets.synthetic.read_sequences`` when it is installed,
-    and reads the folders directly otherwise.  ``extra["path"]`` is the sequence folder and
-    ``extra["fps"]`` its frame rate (from ``meta.yaml``, default 10).
+    Read by the package reader :func:`colondepth.datasets.synthetic.read_sequences` (the one
+    ``colondepth evaluate`` and ``colondepth reconstruct`` use); ``extra["path"]`` is the sequence
+    folder, ``extra["meta"]`` its validated ``meta.yaml`` and ``extra["frame_stems"]`` its frame names.
+
+    Raises
+    ------
+    UserError
+        A sequence folder is incomplete or its ``meta.yaml`` invalid (one line from the reader).
     """
-    try:
-        from colondepth.datasets.synthetic import read_sequences
-    except ModuleNotFoundError:
-        read_sequences = None
-    if read_sequences is not None:
-        seqs = list(read_sequences(dataset.path))
-        by_name = {d.name: d for d in dataset.sequence_dirs}
-        for seq in seqs:
-            d = seq.extra.get("path") or by_name.get(seq.name)
-            if d is None and len(dataset.sequence_dirs) == 1:
-                d = dataset.sequence_dirs[0]
-            seq.extra["path"] = d
-            if d is not None and "frame_stems" not in seq.extra:
-                seq.extra["frame_stems"] = [f.stem for f in sorted((Path(d) / "rgb").glob("*.png"))]
-            if "fps" not in seq.extra:
-                meta = Path(d) / "meta.yaml" if d is not None else None
-                seq.extra["fps"] = float(_read_yaml(meta).get("fps", 10.0)) if meta and meta.is_file() else 10.0
-        return sorted(seqs, key=lambda s: s.name)
-    return [_read_sequence_dir(d) for d in dataset.sequence_dirs]
+    from colondepth.datasets.synthetic import read_sequences
+
+    return sorted(read_sequences(dataset.path), key=lambda s: s.name)
+
+
+def sequence_fps(seq, default: float = 10.0) -> float:
+    """Frame rate of ``seq`` in frames/s (``meta.yaml``'s ``fps``), ``default`` when the reader has none."""
+    meta = seq.extra.get("meta")
+    fps = getattr(meta, "fps", None)
+    return float(fps) if fps else float(default)
 
 
 def frame_stem(seq, i: int) -> str:
-    """File stem of frame ``i`` (``000012``), as prediction files are named ``<stem>_depth.npy``."""
+    """File stem of frame ``i`` (``000012``), as prediction files are named ``<stem>_depth.npy``.
+
+    From the reader's ``extra["frame_stems"]``; ``f"{i:06d}"`` for readers without file names.
+    """
     stems = seq.extra.get("frame_stems")
     if stems and 0 <= i < len(stems):
         return stems[i]
@@ -380,67 +322,144 @@ def depth_display_range(*depths_mm: Optional[np.ndarray], lo_pct: float = 2.0,
     return float(lo), float(hi)
 
 
-def resize_depth(depth_mm: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a depth map to ``(height, width)`` (keeps 0 = invalid intact)."""
-    d = np.asarray(depth_mm)
-    if d.shape == tuple(size_hw):
-        return d
-    h, w = size_hw
-    rows = np.minimum(((np.arange(h) + 0.5) * d.shape[0] / h).astype(int), d.shape[0] - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * d.shape[1] / w).astype(int), d.shape[1] - 1)
-    return d[rows][:, cols]
+@dataclass(frozen=True)
+class FrameScore:
+    """A prediction scored against one ground-truth frame (see :func:`score_prediction`).
 
-
-def depth_error_mm(pred_mm: np.ndarray, gt_mm: np.ndarray,
-                   align: str = "median") -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-pixel absolute error ``|s * pred - gt|`` in mm after alignment.
-
-    Returns
-    -------
-    error_mm : (H, W) float32, NaN where the ground truth is invalid
-    valid : (H, W) bool
-    scale : float, the alignment scale ``s`` (1.0 for ``align="none"`` or no valid pixel)
+    Attributes
+    ----------
+    pred_mm : (H, W) float32, the prediction resized to the ground truth's grid (mm, as predicted).
+    error_mm : (H, W) float32, ``|s * pred - gt|`` in mm at the scored pixels, NaN elsewhere.
+    valid : (H, W) bool, the scored pixels.
+    metrics : dict or None, :data:`colondepth.eval.depth_metrics.DEPTH_METRICS` plus ``scale`` (the
+        alignment factor ``s``) and ``num_valid``; None when no pixel can be scored.
     """
-    from colondepth.eval.alignment import align_depth
-    from colondepth.eval.depth_metrics import valid_depth_mask
 
-    gt = np.asarray(gt_mm, np.float64)
-    pred = np.asarray(pred_mm, np.float64)
-    valid = valid_depth_mask(gt) & np.isfinite(pred) & (pred > 0)
-    err = np.full(gt.shape, np.nan, np.float32)
-    if not valid.any():
-        return err, valid, 1.0
-    aligned, scale = align_depth(pred[valid], gt[valid], align)
-    err[valid] = np.abs(aligned - gt[valid]).astype(np.float32)
-    return err, valid, float(scale)
+    pred_mm: np.ndarray
+    error_mm: np.ndarray
+    valid: np.ndarray
+    metrics: Optional[dict]
 
 
-def frame_metrics(pred_mm: np.ndarray, gt_mm: np.ndarray, align: str = "median") -> Optional[dict]:
-    """Depth metrics of one frame (:mod:`colondepth.eval.depth_metrics`), ``None`` without valid pixels.
+def score_prediction(pred_mm: np.ndarray, gt_mm: np.ndarray, *, fov_mask: Optional[np.ndarray] = None,
+                     align: str = "median") -> FrameScore:
+    """Score a predicted depth map exactly as ``colondepth evaluate`` scores the model on that frame.
 
-    The prediction is resized (nearest) to the ground truth's size first.  Adds ``scale`` (the
-    alignment factor) and ``num_valid``.
+    The prediction is resized bilinearly to the ground truth's size
+    (:func:`colondepth.eval.evaluate.resize_depth`), then selected, aligned, clamped and scored by
+    :func:`colondepth.eval.depth_metrics.frame_depth_metrics` (the error map by
+    :func:`~colondepth.eval.depth_metrics.depth_error_map`, from the same steps).
+
+    Parameters
+    ----------
+    pred_mm : (h, w) float, predicted z-depth (mm; any positive unit with median alignment).
+    gt_mm : (H, W) float, ground-truth z-depth in mm, 0 = invalid.
+    fov_mask : (H, W) bool, optional; True inside the field of view (``Sequence.fov_mask``).
+    align : ``"median"`` or ``"none"``.
+
+    Raises
+    ------
+    ValueError
+        The prediction is not finite, or (median alignment) its median is not positive, at valid pixels;
+        ``fov_mask`` does not match the ground truth's shape.
     """
-    from colondepth.eval.depth_metrics import frame_depth_metrics
+    from colondepth.conventions import ImageSize
+    from colondepth.eval.depth_metrics import depth_error_map, frame_depth_metrics
 
-    pred = resize_depth(pred_mm, np.asarray(gt_mm).shape)
-    res = frame_depth_metrics(pred, gt_mm, align=align)
-    if res is None:
-        return None
-    return {**res.metrics, "scale": res.scale, "num_valid": res.num_valid}
+    gt = np.asarray(gt_mm, np.float32)
+    if gt.ndim != 2:
+        raise ValueError(f"ground-truth depth must be (H, W), got shape {gt.shape}")
+    pred = resize_depth(np.asarray(pred_mm, np.float32), ImageSize(*gt.shape))
+    res = frame_depth_metrics(pred, gt, align=align, fov_mask=fov_mask)
+    err, valid, _ = depth_error_map(pred, gt, align=align, fov_mask=fov_mask)
+    metrics = None if res is None else {**res.metrics, "scale": res.scale, "num_valid": res.num_valid}
+    return FrameScore(pred_mm=pred, error_mm=err, valid=valid, metrics=metrics)
 
 
-def sequence_metrics(pairs: Iterable[tuple[np.ndarray, np.ndarray]], align: str = "median") -> Optional[dict]:
+def frame_metrics(pred_mm: np.ndarray, gt_mm: np.ndarray, *, fov_mask: Optional[np.ndarray] = None,
+                  align: str = "median") -> Optional[dict]:
+    """Depth metrics of one frame, ``None`` without valid pixels (:func:`score_prediction`'s ``metrics``)."""
+    return score_prediction(pred_mm, gt_mm, fov_mask=fov_mask, align=align).metrics
+
+
+def sequence_metrics(pairs: Iterable[tuple[np.ndarray, np.ndarray]], *, fov_mask: Optional[np.ndarray] = None,
+                     align: str = "median") -> Optional[dict]:
     """Frame-averaged metrics over ``(pred_mm, gt_mm)`` pairs; ``None`` when no frame had valid pixels.
 
-    Adds ``frames``: the number of frames averaged.
+    Frames without a valid pixel are left out, and the others averaged with
+    :func:`colondepth.eval.depth_metrics.mean_metrics`, as ``colondepth evaluate`` does.  Adds
+    ``frames``: the number of frames averaged.
     """
     from colondepth.eval.depth_metrics import mean_metrics
 
-    rows = [m for m in (frame_metrics(p, g, align) for p, g in pairs) if m is not None]
+    rows = [m for m in (frame_metrics(p, g, fov_mask=fov_mask, align=align) for p, g in pairs) if m is not None]
     if not rows:
         return None
     return {**mean_metrics(rows), "frames": len(rows)}
+
+
+#: Frames scored per sequence at most (evenly spaced, as ``colondepth evaluate --max-frames``).
+MAX_SCORED_FRAMES = 300
+
+
+def scored_frames(seq, max_frames: int = MAX_SCORED_FRAMES) -> list[int]:
+    """Indices of the frames of ``seq`` that whole-sequence scores use: those of
+    ``colondepth evaluate --max-frames max_frames`` on this one sequence."""
+    from colondepth.eval.evaluate import select_frames
+
+    return [f for _, f in select_frames([seq.num_frames], max_frames)]
+
+
+def prediction_sequence_metrics(seq, pred_dir: str | os.PathLike, max_frames: int = MAX_SCORED_FRAMES,
+                                align: str = "median") -> Optional[dict]:
+    """Frame-averaged metrics of the ``<stem>_depth.npy`` files of ``pred_dir`` against ``seq``'s ground truth.
+
+    Scores the frames of :func:`scored_frames` that have a prediction file; ``None`` when none has
+    a prediction or a valid pixel.
+    """
+    index = prediction_index(pred_dir)
+    pairs = ((load_prediction(index[frame_stem(seq, k)]), seq.depth_mm(k))
+             for k in scored_frames(seq, max_frames) if frame_stem(seq, k) in index)
+    return sequence_metrics(pairs, fov_mask=seq.fov_mask, align=align)
+
+
+def score_sequence_with_model(seq, predict_batch: Callable, max_frames: int = MAX_SCORED_FRAMES,
+                              align: str = "median", batch_size: int = 8,
+                              on_frames: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Score a depth model on ``seq`` by running :func:`colondepth.eval.evaluate.evaluate_sequences`.
+
+    The numbers are those of ``colondepth evaluate --data SEQ --max-frames max_frames --align align``
+    (the model gets the sequence's camera and frames in batches of ``batch_size``, as there).
+
+    Parameters
+    ----------
+    seq : Sequence with ground-truth depth.
+    predict_batch : ``(B, H, W, 3) uint8 RGB, intrinsics= -> (B, h, w) float32`` depth in mm, e.g.
+        :meth:`colondepth.infer.predictor.DepthPredictor.predict_batch`.
+    on_frames : optional ``(frames_predicted, frames_total)`` callback, called after each batch.
+
+    Returns
+    -------
+    dict
+        The model's frame-averaged metrics plus ``frames`` (frames averaged).
+    """
+    frames_total = len(scored_frames(seq, max_frames))
+    done = 0
+
+    def counted(rgbs, **kw):
+        nonlocal done
+        out = predict_batch(rgbs, **kw)
+        done += len(rgbs)
+        if on_frames is not None:
+            on_frames(done, frames_total)
+        return out
+
+    from colondepth.eval.evaluate import evaluate_sequences
+
+    report = evaluate_sequences([seq], counted, align=align, max_frames=max_frames, batch_size=batch_size,
+                                progress=False, cameras=[seq.intrinsics])
+    summary = report.summary()
+    return {**summary["metrics"]["model"], "frames": summary["num_frames"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,10 +574,14 @@ def read_curriculum(run_dir: str | os.PathLike) -> list[dict]:
     ``levels`` and ``budget`` are shown as text (``L0, L1``; ``steps=200``).  Returns ``[]`` when the
     run has no resolved config.
     """
+    from colondepth.io import load_yaml
+
     path = Path(run_dir) / "config.resolved.yaml"
     if not path.is_file():
         return []
-    cfg = _read_yaml(path)
+    cfg = load_yaml(path, fix="rerun 'colondepth train' or restore the file") or {}
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: expected a YAML mapping at the top level; rerun 'colondepth train'")
     stages = cfg.get("stages") or []
     rows = []
     for i, st in enumerate(stages):
@@ -929,59 +952,113 @@ def reconstruct_command(root: str | os.PathLike, source: str | os.PathLike, out_
     return argv + extra, out_dir
 
 
-_PCT = re.compile(r"(\d{1,3})%\|")
-_FRAC = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
+#: Share of the whole run each stage of ``colondepth reconstruct`` takes in the New-video page's bar
+#: (rough timings: predicting and fusing the frames dominates).
+RECONSTRUCT_STAGE_WEIGHTS = {"fusion": 0.70, "mesh": 0.10, "coverage": 0.12, "metrics": 0.03, "write": 0.05}
 
 
-def parse_progress(text: str) -> Optional[float]:
-    """Fraction done (0..1) from the last tqdm progress line in ``text``, or ``None``.
+def reconstruct_fraction(event: ProgressEvent) -> float:
+    """Fraction (0..1) of a whole ``colondepth reconstruct`` run done when ``event`` arrives.
 
-    >>> parse_progress("fusing:  42%|####      | 21/50 [00:01<00:02]")
-    0.42
-    >>> parse_progress("hello") is None
+    The stages of :data:`colondepth.recon.pipeline.RECONSTRUCT_STAGES` follow each other, each weighted
+    by :data:`RECONSTRUCT_STAGE_WEIGHTS`; the fraction grows with every event of a run and is 1.0 at its
+    last event.
+
+    Raises
+    ------
+    ValueError
+        ``event.stage`` is not a stage of ``colondepth reconstruct``.
+
+    >>> reconstruct_fraction(ProgressEvent("fusion", 5, 10))
+    0.35
+    >>> reconstruct_fraction(ProgressEvent("write", 8, 8))
+    1.0
+    """
+    from colondepth.recon.pipeline import RECONSTRUCT_STAGES
+
+    if event.stage not in RECONSTRUCT_STAGES:
+        raise ValueError(f"progress event: unknown reconstruct stage {event.stage!r}; expected one of "
+                         f"{', '.join(RECONSTRUCT_STAGES)}")
+    k = RECONSTRUCT_STAGES.index(event.stage)
+    before = sum(RECONSTRUCT_STAGE_WEIGHTS[s] for s in RECONSTRUCT_STAGES[:k])
+    total = sum(RECONSTRUCT_STAGE_WEIGHTS[s] for s in RECONSTRUCT_STAGES)
+    return round(min((before + RECONSTRUCT_STAGE_WEIGHTS[event.stage] * event.fraction) / total, 1.0), 6)
+
+
+def error_line(output: str) -> Optional[str]:
+    """The last ``error: ...`` line of a command's output (the CLI's one-line failure message), or None.
+
+    >>> error_line("step 1\\nerror: --frames 9:9: selects no frame\\n")
+    'error: --frames 9:9: selects no frame'
+    >>> error_line("all good") is None
     True
     """
-    last = None
-    for chunk in re.split(r"[\r\n]", text):
-        m = _FRAC.search(chunk)
-        if m and int(m.group(2)) > 0:
-            last = min(int(m.group(1)) / int(m.group(2)), 1.0)
-            continue
-        m = _PCT.search(chunk)
-        if m:
-            last = min(int(m.group(1)) / 100.0, 1.0)
-    return last
+    lines = [ln[ln.index("error:"):].strip() for ln in re.split(r"[\r\n]", output) if "error:" in ln]
+    return lines[-1] if lines else None
 
 
-def run_with_progress(argv: list[str], on_progress: Callable[[float, str], None],
-                      env: Optional[dict] = None, cwd: Optional[str | os.PathLike] = None) -> tuple[int, str]:
-    """Run ``argv``, calling ``on_progress(fraction, last_line)`` as its tqdm output advances.
+@dataclass
+class CommandRun:
+    """The outcome of :func:`run_reconstruct`.
 
-    stdout and stderr are merged.  Returns ``(return_code, output)`` with the whole output text.
+    Attributes
+    ----------
+    return_code : int, the command's exit status (0 = success).
+    output : str, its standard output and standard error, merged.
+    events : list of :class:`colondepth.progress.ProgressEvent`, every progress event it wrote, in order.
     """
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    assert proc.stdout is not None
-    buf = bytearray()
-    pending = ""
-    fraction = 0.0
-    try:
-        while True:
-            chunk = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
-            if not chunk:
-                break
-            buf += chunk
-            pending += chunk.decode("utf-8", "replace")
-            parts = re.split(r"[\r\n]", pending)
-            pending = parts[-1]
-            done = [p for p in parts[:-1] if p.strip()]
-            if done:
-                f = parse_progress("\n".join(done))
-                if f is not None:
-                    fraction = f
-                on_progress(fraction, done[-1].strip())
-        code = proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return code, buf.decode("utf-8", "replace")
+
+    return_code: int
+    output: str
+    events: list = field(default_factory=list)
+
+
+def run_reconstruct(argv: list[str], on_event: Optional[Callable[[ProgressEvent], None]] = None,
+                    env: Optional[dict] = None, cwd: Optional[str | os.PathLike] = None,
+                    poll_s: float = 0.1) -> CommandRun:
+    """Run a ``colondepth reconstruct`` command line and follow its structured progress.
+
+    ``--progress-events FILE`` (a temporary file) and ``--no-progress`` are appended to ``argv``; the
+    events the command writes there are passed to ``on_event`` as they appear (checked every
+    ``poll_s`` seconds and once more after the command ends).  Standard output and standard error go
+    to a temporary file, returned as text, so nothing blocks however much the command prints.
+
+    Raises
+    ------
+    ValueError
+        The command wrote a line that is not a progress event (see
+        :func:`colondepth.progress.read_progress_events`).
+    """
+    import tempfile
+
+    from colondepth.progress import read_progress_events
+
+    with tempfile.TemporaryDirectory(prefix="colondepth-run-") as tmp:
+        events_path = Path(tmp) / "progress.jsonl"
+        log_path = Path(tmp) / "output.txt"
+        run = CommandRun(return_code=-1, output="")
+        offset = 0
+
+        def drain() -> None:
+            nonlocal offset
+            new, offset = read_progress_events(events_path, offset)
+            for ev in new:
+                run.events.append(ev)
+                if on_event is not None:
+                    on_event(ev)
+
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(list(argv) + ["--progress-events", str(events_path), "--no-progress"],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            try:
+                while proc.poll() is None:
+                    drain()
+                    time.sleep(poll_s)
+                drain()
+            finally:
+                if proc.poll() is None:  # a callback raised (e.g. the page was left): stop the command
+                    proc.kill()
+                    proc.wait()
+        run.return_code = proc.returncode
+        run.output = log_path.read_text(encoding="utf-8", errors="replace")
+    return run

@@ -12,6 +12,11 @@ Examples::
 
 A fisheye ``--intrinsics`` file (``model: fisheye``) makes the frames be undistorted to a pinhole camera
 first (:func:`colondepth.datasets.video.read_video`); everything after works on that pinhole.
+
+``--progress-events FILE`` (or ``-`` for standard output) writes the run's progress as JSON lines
+``{"stage": ..., "done": n, "total": m, "message": ...}`` for programs (stages:
+:data:`colondepth.recon.pipeline.RECONSTRUCT_STAGES`; format: :mod:`colondepth.progress`).  With ``-``
+standard output carries only those lines and the closing summary goes to standard error.
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="colondepth", help="dataset layout of --sequence (default colondepth)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N for the networks (default: CUDA when available)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--progress-events", metavar="FILE", default=None,
+                        help="also write progress as JSON lines {stage, done, total, message} to FILE (- for "
+                             "standard output, which then carries nothing else); stages: fusion, mesh, coverage, "
+                             "metrics, write")
 
 
 def _open_input(args):
@@ -74,7 +83,10 @@ def _open_input(args):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from colondepth.errors import UserError
+    from colondepth.progress import progress_event_writer
     from colondepth.recon.pipeline import ReconstructionConfig, parse_frames, reconstruct_sequence
 
     frames = parse_frames(args.frames)
@@ -84,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"{flag} gt: a video has no ground truth; use {flag} predicted (or --sequence)")
     elif args.intrinsics is not None or args.crop is not None:
         raise UserError("--intrinsics and --crop apply to --video only; a sequence carries its own intrinsics")
+    events = args.progress_events
+    if events is not None and events != "-":
+        from colondepth.io import check_output_file
+
+        check_output_file(events, "--progress-events")
     seq = _open_input(args)
     from colondepth.io import check_output_dir
 
@@ -94,18 +111,26 @@ def run(args: argparse.Namespace) -> int:
                                frames=frames, min_depth_mm=args.min_depth_mm, max_depth_mm=args.max_depth_mm,
                                depth_tol_mm=args.depth_tol_mm, checkpoint=args.checkpoint,
                                metric_samples_per_mm2=args.metric_samples_per_mm2, device=args.device)
-    report = reconstruct_sequence(seq, args.out, cfg, progress=not args.no_progress)
+    if events is None:
+        report = reconstruct_sequence(seq, args.out, cfg, progress=not args.no_progress)
+    else:
+        with progress_event_writer(events) as on_progress:
+            report = reconstruct_sequence(seq, args.out, cfg, progress=not args.no_progress,
+                                          on_progress=on_progress)
+    # with --progress-events - standard output holds only the events, so the summary goes to stderr
+    summary = sys.stderr if events == "-" else sys.stdout
     cov = report["coverage"]
     print(f"{seq.name}: {report['frames']['integrated']} frames fused at {cfg.voxel_mm} mm -> "
           f"{report['mesh']['faces']} faces; observed {100 * cov['observed_fraction']:.1f}% of the "
-          f"{cov['surface'].replace('_', ' ')} ({cov['unobserved_area_mm2']:.0f} mm^2 unseen)")
+          f"{cov['surface'].replace('_', ' ')} ({cov['unobserved_area_mm2']:.0f} mm^2 unseen)", file=summary)
     m = report.get("metrics") or {}
     for key in ("observed_ground_truth", "full_ground_truth"):
         r = m.get(key)
         if r:
             print(f"vs {key.replace('_', ' ')}: accuracy {r['accuracy_mm']:.3f} mm, completeness "
-                  f"{r['completeness_mm']:.3f} mm, Chamfer {r['chamfer_mm']:.3f} mm, F@1mm {r['fscore@1mm']:.3f}")
-    print(f"wrote {args.out}/: " + ", ".join(report["outputs"]))
+                  f"{r['completeness_mm']:.3f} mm, Chamfer {r['chamfer_mm']:.3f} mm, F@1mm {r['fscore@1mm']:.3f}",
+                  file=summary)
+    print(f"wrote {args.out}/: " + ", ".join(report["outputs"]), file=summary)
     if not report["complete"]:
         from colondepth.errors import IncompleteOutput
 

@@ -92,7 +92,12 @@ def read_meta(seq_dir: str | Path) -> SequenceMeta:
 
 
 def open_sequence(seq_dir: str | Path) -> Sequence:
-    """Open one sequence folder (``meta.yaml``, ``rgb/``, ``depth/``, ``poses.txt``, ``mesh.ply``)."""
+    """Open one sequence folder (``meta.yaml``, ``rgb/``, ``depth/``, ``poses.txt``, ``mesh.ply``).
+
+    ``extra`` holds ``meta`` (the validated :class:`SequenceMeta`), ``path`` (the folder) and
+    ``frame_stems`` (file stems of the frames in order, e.g. ``"000012"``, as ``colondepth predict`` names
+    its ``<stem>_depth.npy`` outputs).
+    """
     from colondepth.datasets.tum import read_tum
 
     d = Path(seq_dir)
@@ -139,7 +144,7 @@ def open_sequence(seq_dir: str | Path) -> Sequence:
         level=meta.level,
         mesh_path=mesh if mesh.is_file() else None,
         fov_mask=mask,
-        extra={"meta": meta, "path": d},
+        extra={"meta": meta, "path": d, "frame_stems": [f.stem for f in rgb_files]},
     )
 
 

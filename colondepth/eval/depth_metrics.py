@@ -24,7 +24,8 @@ Order of operations (as monodepth2): select valid pixels by the ground truth, al
 prediction (:mod:`colondepth.eval.alignment`), clamp the aligned prediction to
 ``[min_mm, max_mm]`` (to ``[PRED_FLOOR_MM, inf)`` when no range is given, so logs and ratios stay
 finite), then compute the errors.  Dataset numbers are the mean of the per-frame numbers
-(:func:`mean_metrics`), again as monodepth2 reports them.
+(:func:`mean_metrics`), again as monodepth2 reports them.  :func:`depth_error_map` gives the per-pixel
+errors of the same pixels after the same steps (for pictures, e.g. the review app's error map).
 """
 
 from __future__ import annotations
@@ -220,6 +221,62 @@ def frame_depth_metrics(
     >>> frame_depth_metrics(2 * gt, gt, align="median").metrics["abs_rel"]
     0.0
     """
+    scored = _aligned_valid_pixels(pred_mm, gt_mm, align=align, min_mm=min_mm, max_mm=max_mm, fov_mask=fov_mask)
+    if scored is None:
+        return None
+    valid, gt_v, aligned, scale = scored
+    return FrameDepthMetrics(metrics=depth_errors(gt_mm=gt_v, pred_mm=aligned), scale=scale,
+                             num_valid=int(valid.sum()))
+
+
+def depth_error_map(
+    pred_mm: np.ndarray,
+    gt_mm: np.ndarray,
+    *,
+    align: str = "median",
+    min_mm: Optional[float] = None,
+    max_mm: Optional[float] = None,
+    fov_mask: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-pixel absolute error of the aligned prediction: the pixels and values :func:`frame_depth_metrics` scores.
+
+    Same parameters, selection, alignment and clamping as :func:`frame_depth_metrics`, so a picture of
+    this map shows exactly what its metrics average (e.g. ``rmse == sqrt(nanmean(error_mm ** 2))``).
+
+    Returns
+    -------
+    error_mm : (H, W) float32
+        ``|clamp(s * pred) - gt|`` in mm at the valid pixels, NaN elsewhere.
+    valid : (H, W) bool
+        The scored pixels (:func:`valid_depth_mask`).
+    scale : float
+        The alignment scale ``s`` (1.0 for ``align="none"`` or a frame without valid pixels).
+
+    Raises
+    ------
+    ValueError
+        As :func:`frame_depth_metrics`.
+
+    >>> gt = np.array([[10.0, 20.0], [0.0, 40.0]])
+    >>> err, valid, s = depth_error_map(np.array([[20.0, 40.0], [5.0, 100.0]]), gt)
+    >>> s, valid.tolist(), err[1].tolist()
+    (0.5, [[True, True], [False, True]], [nan, 10.0])
+    """
+    gt = np.asarray(gt_mm)
+    err = np.full(gt.shape, np.nan, np.float32)
+    scored = _aligned_valid_pixels(pred_mm, gt_mm, align=align, min_mm=min_mm, max_mm=max_mm, fov_mask=fov_mask)
+    if scored is None:
+        return err, np.zeros(gt.shape, bool), 1.0
+    valid, gt_v, aligned, scale = scored
+    err[valid] = np.abs(aligned - gt_v).astype(np.float32)
+    return err, valid, scale
+
+
+def _aligned_valid_pixels(pred_mm, gt_mm, *, align, min_mm, max_mm, fov_mask):
+    """``(valid (H, W) bool, gt (n,), clamped aligned prediction (n,), scale)`` or None without valid pixels.
+
+    The one place that selects, aligns and clamps (see the module docstring for the order).
+    """
     pred = np.asarray(pred_mm)
     gt = np.asarray(gt_mm)
     if pred.shape != gt.shape:
@@ -227,8 +284,7 @@ def frame_depth_metrics(
     if min_mm is not None and max_mm is not None and float(min_mm) >= float(max_mm):
         raise ValueError(f"depth range must have min < max, got [{min_mm}, {max_mm}] mm")
     valid = valid_depth_mask(gt, min_mm=min_mm, max_mm=max_mm, fov_mask=fov_mask)
-    n = int(valid.sum())
-    if n == 0:
+    if not valid.any():
         return None
     gt_v = gt[valid].astype(np.float64)
     pred_v = pred[valid].astype(np.float64)
@@ -237,8 +293,7 @@ def frame_depth_metrics(
     aligned, scale = align_depth(pred_v, gt_v, align)
     lo = float(min_mm) if min_mm is not None else PRED_FLOOR_MM
     hi = float(max_mm) if max_mm is not None else np.inf
-    aligned = np.clip(aligned, lo, hi)
-    return FrameDepthMetrics(metrics=depth_errors(gt_mm=gt_v, pred_mm=aligned), scale=float(scale), num_valid=n)
+    return valid, gt_v, np.clip(aligned, lo, hi), float(scale)
 
 
 def mean_metrics(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:

@@ -21,6 +21,23 @@ on stderr), and ``complete``: ``false`` when marching cubes failed on part of th
 then exits non-zero after writing everything (:class:`colondepth.errors.IncompleteOutput`), so scripts
 and ``colondepth demo`` do not take the reconstruction for finished.  A skipped ``tsdf.nii.gz`` (the
 ``max_dense_voxels`` cap) is a warning only: the cap is a setting, and the report says so.
+
+Progress: besides the tqdm bars for people (``progress=True``), :func:`reconstruct_sequence` calls an optional
+``on_progress(event)`` with :class:`colondepth.progress.ProgressEvent` objects, stage by stage in the order of
+:data:`RECONSTRUCT_STAGES`:
+
+============  ==========================================  ===========================================
+stage         one unit of ``done`` / ``total``            notes
+============  ==========================================  ===========================================
+``fusion``    a selected frame predicted/read and fused   starts at 0 before the networks are loaded
+``mesh``      marching cubes, then the dense TSDF copy    ``total`` = 2
+``coverage``  a frame projected onto the coverage surface
+``metrics``   a surface compared with the ground truth    ``total`` = 2; 1 ("skipped") without one
+``write``     an output file written                      ends with ``report.json``: the run is done
+============  ==========================================  ===========================================
+
+Every stage emits ``done = 0`` first and ends with ``done == total``; ``done`` never decreases within a
+stage.  ``colondepth reconstruct --progress-events FILE|-`` writes these events as JSON lines.
 """
 
 from __future__ import annotations
@@ -31,15 +48,19 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
 from colondepth.errors import UserError
 from colondepth.io import atomic_write_text
+from colondepth.progress import ProgressCallback, emit
 
 DEPTH_SOURCES = ("gt", "predicted")
 POSE_SOURCES = ("gt", "predicted")
+
+#: Stages of :func:`reconstruct_sequence`'s progress events, in the order they run.
+RECONSTRUCT_STAGES = ("fusion", "mesh", "coverage", "metrics", "write")
 
 
 @dataclass
@@ -177,12 +198,23 @@ class _FrameSource:
             yield i, rgb, depth, pose
 
 
+def _counted(items: Iterable, on_progress: Optional[ProgressCallback], stage: str, total: int,
+             message: Callable[[int], str]) -> Iterator:
+    """Yield ``items`` and emit ``stage`` events: ``k/total`` after the consumer has handled item ``k``."""
+    for k, item in enumerate(items):
+        yield item
+        emit(on_progress, stage, min(k + 1, total), total, message(k))
+
+
 def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predictor=None, pose_estimator=None,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, on_progress: Optional[ProgressCallback] = None) -> dict:
     """Reconstruct ``seq`` (a :class:`colondepth.datasets.base.Sequence`) into ``out_dir``; return the report.
 
     ``depth_predictor`` (``.predict(rgb) -> depth_mm``) and ``pose_estimator`` (see
-    :mod:`colondepth.recon.poses`) override the networks loaded from ``cfg.checkpoint``.
+    :mod:`colondepth.recon.poses`) override the networks loaded from ``cfg.checkpoint``.  ``progress``
+    shows tqdm bars on stderr; ``on_progress`` (optional) is called with a
+    :class:`colondepth.progress.ProgressEvent` per step of each stage of :data:`RECONSTRUCT_STAGES`
+    (see the module docstring).
     """
     from tqdm import tqdm
 
@@ -201,6 +233,9 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
                         "undistort the frames first (read_video and --intrinsics do this for a fisheye video)")
     out = Path(out_dir)
     indices = select_frames(seq.num_frames, cfg.frames, seq.name)
+    n_sel = len(indices)
+    emit(on_progress, "fusion", 0, n_sel, "loading networks" if "predicted" in (cfg.depth, cfg.poses)
+         else "reading frames")
     source = _FrameSource(seq, cfg, indices, depth_predictor, pose_estimator)
     intr = seq.intrinsics
     valid = seq.fov_mask
@@ -230,14 +265,17 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
             c = depth_to_pointcloud(depth, intr, rgb=rgb, world_from_cam=pose, valid=valid, stride=cfg.point_stride,
                                     min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm)
             clouds.append(c.subsample(per_frame_points, seed=k))
+        emit(on_progress, "fusion", k + 1, n_sel, f"frame {i}")
     if vol.frames_integrated == 0:
         raise UserError(f"{seq.name}: no selected frame has valid depth within "
                         f"{cfg.min_depth_mm}-{cfg.max_depth_mm} mm; "
                         "check the depth source and the working range")
     poses = np.stack(poses)
+    emit(on_progress, "mesh", 0, 2, "marching cubes")
     t_mesh = time.perf_counter()
     mesh = vol.extract_mesh(progress=progress)  # warns (IncompleteMeshWarning) when a chunk fails
     t_mesh = time.perf_counter() - t_mesh
+    emit(on_progress, "mesh", 1, 2, f"{len(mesh.faces)} faces; dense TSDF volume")
     report_warnings = []
     if vol.failed_chunks:
         report_warnings.append(f"mesh.ply incomplete: {vol.incomplete_message()}")
@@ -247,6 +285,7 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         dense, nifti_note = None, f"tsdf.nii.gz not written: {exc}"
         print(f"warning: {nifti_note}", file=sys.stderr)
         report_warnings.append(nifti_note)
+    emit(on_progress, "mesh", 2, 2, "dense TSDF volume skipped" if dense is None else "dense TSDF volume")
 
     # coverage: the ground-truth surface with ground-truth depth and poses when the sequence has them
     gt_mesh = _load_gt_mesh(Path(seq.mesh_path)) if seq.mesh_path is not None else None
@@ -261,13 +300,19 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         cov_frames = ((seq.depth_mm(i) if d is None else d.astype(np.float32), p, valid)
                       for i, d, p in zip(indices, depths, poses))
         surface_name = "fused_mesh"
+    emit(on_progress, "coverage", 0, n_sel, f"{surface_name.replace('_', ' ')}, {len(surface.faces)} faces")
+    cov_frames = _counted(cov_frames, on_progress, "coverage", n_sel, lambda k: f"frame {indices[k]}")
     coverage = compute_coverage(surface, cov_frames, intr, min_depth_mm=cfg.min_depth_mm,
                                 max_depth_mm=cfg.max_depth_mm, depth_tol_mm=cfg.depth_tol_mm,
                                 depth_tol_rel=cfg.depth_tol_rel, progress=progress)
     cov_dict = {"surface": surface_name, "sequence": seq.name, "frames": len(indices), **coverage.to_dict()}
 
     metrics = None
-    if gt_mesh is not None and (cfg.poses == "gt" or seq.has_poses):
+    if not (gt_mesh is not None and (cfg.poses == "gt" or seq.has_poses)):
+        emit(on_progress, "metrics", 0, 1, "no ground-truth surface")
+        emit(on_progress, "metrics", 1, 1, "skipped: no ground-truth surface")
+    else:
+        emit(on_progress, "metrics", 0, 2, "observed part of the ground truth")
         eval_mesh = mesh
         metrics = {"frame": "ground-truth world"}
         if cfg.poses == "predicted":
@@ -286,20 +331,39 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         metrics["observed_ground_truth"] = (
             surface_metrics(eval_mesh, coverage.observed_mesh(surface), samples_per_mm2=cfg.metric_samples_per_mm2)
             if use_gt_surface and coverage.face_observed.any() else None)
+        emit(on_progress, "metrics", 1, 2, "whole ground truth")
         metrics["full_ground_truth"] = surface_metrics(eval_mesh, gt_mesh, samples_per_mm2=cfg.metric_samples_per_mm2)
+        emit(on_progress, "metrics", 2, 2, "surface metrics done")
 
     # files
     out.mkdir(parents=True, exist_ok=True)
+    outputs = ["mesh.ply", "mesh.glb", "points.ply", "coverage.json", "unobserved.ply"] \
+        + ([] if dense is None else ["tsdf.nii.gz"]) + ["trajectory.txt", "report.json"]
+    written = 0
+
+    def wrote(name: str) -> None:
+        nonlocal written
+        written += 1
+        emit(on_progress, "write", written, len(outputs), name)
+
+    emit(on_progress, "write", 0, len(outputs), f"writing {out}")
     export_mesh(mesh, out / "mesh.ply")
+    wrote("mesh.ply")
     export_mesh(mesh, out / "mesh.glb", world_from_ref_cam=poses[0])
+    wrote("mesh.glb")
     cloud = PointCloud.concatenate(clouds).subsample(cfg.max_points)
     export_point_cloud(cloud, out / "points.ply")
+    wrote("points.ply")
     export_mesh(coverage.unobserved_mesh(surface), out / "unobserved.ply")
+    wrote("unobserved.ply")
     if dense is not None:
         write_tsdf_nifti(dense, out / "tsdf.nii.gz")
+        wrote("tsdf.nii.gz")
     ts = seq.timestamps if seq.timestamps is not None else np.arange(seq.num_frames, dtype=np.float64)
     write_tum(out / "trajectory.txt", np.asarray(ts)[indices], poses)
+    wrote("trajectory.txt")
     atomic_write_text(out / "coverage.json", json.dumps(cov_dict, indent=2) + "\n")
+    wrote("coverage.json")
     total = time.perf_counter() - t0
     report = {
         "sequence": seq.name,
@@ -325,10 +389,10 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         "metrics": metrics,
         "timing_s": {"total": round(total, 3), "fusion": round(t_fuse, 3), "marching_cubes": round(t_mesh, 3),
                      "fusion_fps": round(vol.frames_integrated / t_fuse, 3) if t_fuse > 0 else None},
-        "outputs": ["mesh.ply", "mesh.glb", "points.ply", "coverage.json", "unobserved.ply"]
-        + ([] if dense is None else ["tsdf.nii.gz"]) + ["trajectory.txt", "report.json"],
+        "outputs": outputs,
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+    wrote("report.json")
     return report
 
 

@@ -6,10 +6,9 @@ import streamlit as st
 
 from colondepth.app import common
 
-st.title("ColonDepth review")
+root = common.start_page("ColonDepth review")
 st.write("Depth predictions, 3D reconstructions and training runs found under the root folder. "
          "Pick a page in the sidebar.")
-root = common.require_root()
 r = str(root)
 ds = common.datasets(r)
 runs = common.runs(r)

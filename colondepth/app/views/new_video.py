@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 from colondepth.app import common
 from colondepth.app import data as appdata
 from colondepth.errors import UserError
 
-st.title("New video")
-root = common.require_root()
+root = common.start_page("New video")
 st.write("Depth is predicted with the default model (or a checkpoint you pick) and fused into a 3D surface by "
          "`colondepth reconstruct`. Results are written under "
          f"`{root / 'reconstructions'}` and appear on the 3D reconstruction page.")
@@ -86,21 +83,21 @@ if st.button("Predict and reconstruct", type="primary", disabled=source is None,
     with st.status(f"Reconstructing into {common.rel(root, out_dir)}", expanded=True) as status:
         line_box = st.empty()
 
-        def on_progress(fraction: float, line: str) -> None:
-            bar.progress(fraction, text=line[-120:] or "working…")
-            line_box.text(line[-200:])
+        def on_event(event) -> None:
+            text = f"{event.stage}: {event.done}/{event.total}" + (f" ({event.message})" if event.message else "")
+            bar.progress(appdata.reconstruct_fraction(event), text=text[-120:])
+            line_box.text(text[-200:])
 
-        code, output = appdata.run_with_progress(argv, on_progress)
-        if code == 0:
+        run = appdata.run_reconstruct(argv, on_event)
+        if run.return_code == 0:
             bar.progress(1.0, text="done")
             status.update(label=f"Done: {common.rel(root, out_dir)}", state="complete")
             common.clear_caches()
         else:
             status.update(label="Reconstruction failed", state="error")
-    if code == 0:
+    if run.return_code == 0:
         st.success(f"Reconstruction written to {common.rel(root, out_dir)}; open the 3D reconstruction page.")
     else:
-        errors = [ln[ln.index("error:"):] for ln in re.split(r"[\r\n]", output) if "error:" in ln]
-        st.error(errors[-1] if errors else f"colondepth reconstruct exited with status {code}")
+        st.error(appdata.error_line(run.output) or f"colondepth reconstruct exited with status {run.return_code}")
         with st.expander("Output"):
-            st.code(output[-5000:] or "(no output)", language=None)
+            st.code(run.output[-5000:] or "(no output)", language=None)

@@ -9,25 +9,12 @@ import streamlit as st
 
 from colondepth.app import common
 from colondepth.app import data as appdata
-from colondepth.errors import UserError
 
-st.title("3D reconstruction")
-root = common.require_root()
-r = str(root)
-recons = common.reconstructions(r)
-if not recons:
-    st.info(f"No reconstruction under {root}. Make one with "
-            f"'colondepth reconstruct --sequence SEQ --out {root}/reconstructions/NAME' or the New video page.")
-    st.stop()
-
-names = [common.rel(root, p) for p in recons]
-name = st.selectbox("Reconstruction", names, key="recon")
-path = recons[names.index(name)]
-try:
-    rec = common.reconstruction(str(path))
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
+root = common.start_page("3D reconstruction")
+path = common.choose_folder(root, "Reconstruction", common.reconstructions(str(root)), key="recon",
+                            empty=f"No reconstruction under {root}. Make one with 'colondepth reconstruct "
+                                  f"--sequence SEQ --out {root}/reconstructions/NAME' or the New video page.")
+rec = common.or_stop(common.reconstruction, str(path))
 
 cov = appdata.coverage_summary(rec.coverage)
 cols = st.columns(4)

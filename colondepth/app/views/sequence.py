@@ -12,32 +12,17 @@ from colondepth.app import common
 from colondepth.app import data as appdata
 from colondepth.errors import UserError
 
-st.title("Sequence")
-root = common.require_root()
+root = common.start_page("Sequence")
 r = str(root)
 
-datasets = common.datasets(r)
-if not datasets:
-    st.info(f"No dataset under {root}. Make one with 'colondepth synth --out {root}/synthetic'.")
-    st.stop()
-
 c_ds, c_seq, c_src = st.columns([2, 2, 3])
-ds_name = c_ds.selectbox("Dataset", [d.name for d in datasets], key="dataset")
-try:
-    seqs = common.sequences(r, ds_name)
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
-if not seqs:
-    st.warning(f"{ds_name}: no sequences found.")
-    st.stop()
-seq_names = [s.name for s in seqs]
-seq_name = c_seq.selectbox("Sequence", seq_names, key=f"seq::{ds_name}")
-seq = seqs[seq_names.index(seq_name)]
+ds_name = common.choose("Dataset", {d.name: d.name for d in common.datasets(r)}, key="dataset", container=c_ds,
+                        empty=f"No dataset under {root}. Make one with 'colondepth synth --out {root}/synthetic'.")
+seqs = common.or_stop(common.sequences, r, ds_name)
+seq = common.choose("Sequence", {s.name: s for s in seqs}, key=f"seq::{ds_name}", container=c_seq,
+                    empty=f"{ds_name}: no sequences found.")
+seq_name = seq.name
 n = seq.num_frames
-if n == 0:
-    st.warning(f"{seq.name}: the sequence has no frames.")
-    st.stop()
 
 # Sources of predicted depth: prediction folders matching this sequence's frame names, then models.
 stem0 = appdata.frame_stem(seq, 0)
@@ -55,7 +40,7 @@ src_kind, src_path = sources[src_label]
 
 # Frame selection and playback.  The frame advances before the slider is drawn.
 frame_key = f"frame::{ds_name}::{seq_name}"
-fps = float(seq.extra.get("fps") or 10.0)
+fps = appdata.sequence_fps(seq)
 if frame_key not in st.session_state and "frame" in st.query_params:  # link to a frame: ?frame=N
     try:
         st.session_state[frame_key] = min(max(int(st.query_params["frame"]), 0), n - 1)
@@ -84,9 +69,9 @@ def predicted_depth(idx: int):
         if stem not in index:
             return None, f"{common.rel(root, src_path)}: no {stem}_depth.npy"
         return appdata.load_prediction(index[stem]), None
-    if src_kind == "model":
+    if src_kind == "model":  # given the sequence's camera, as 'colondepth evaluate' gives it
         model = common.predictor(str(src_path) if src_path is not None else None)
-        return np.asarray(model.predict(seq.rgb(idx)), np.float32), None
+        return np.asarray(model.predict(seq.rgb(idx), intrinsics=seq.intrinsics), np.float32), None
     return None, None
 
 
@@ -96,17 +81,18 @@ try:
     pred, pred_msg = predicted_depth(i)
 except (UserError, OSError, RuntimeError, ValueError, KeyError) as exc:  # bad or missing checkpoint
     pred, pred_msg = None, " ".join(str(exc).split()) or type(exc).__name__
-if pred is not None:
-    pred = appdata.resize_depth(pred, rgb.shape[:2])
 
-metrics = None
+score = metrics = None
 if pred is not None and gt is not None:
     try:
-        err, valid, scale = appdata.depth_error_mm(pred, gt)
-        metrics = appdata.frame_metrics(pred, gt)
+        score = appdata.score_prediction(pred, gt, fov_mask=seq.fov_mask)
+        metrics = score.metrics
+        pred = score.pred_mm
     except ValueError as exc:  # e.g. a prediction that is not finite or not positive where gt is valid
         st.error(f"frame {i}: cannot score the prediction ({exc})")
         pred_msg, pred = f"frame {i}: unusable prediction ({exc})", None
+elif pred is not None:
+    pred = appdata.resize_depth(pred, seq.intrinsics.size)
 scaled = st.session_state.get("scale_display", True) and metrics is not None
 vmin, vmax = appdata.depth_display_range(gt if gt is not None else pred)
 cols = st.columns(4)
@@ -127,10 +113,13 @@ if gt is not None:
 else:
     cols[2].info("This sequence has no ground-truth depth.")
 
-if pred is not None and gt is not None:
-    emax = float(np.nanpercentile(err, 98)) if valid.any() else 1.0
-    cols[3].image(appdata.depth_panel(err, 0.0, max(emax, 1e-3), cmap=appdata.ERROR_CMAP, valid=valid),
-                  caption=f"|error| after median scaling ×{scale:.3g} (mm)")
+if pred is not None and score is not None and score.valid.any():
+    emax = float(np.nanpercentile(score.error_mm, 98))
+    cols[3].image(appdata.depth_panel(score.error_mm, 0.0, max(emax, 1e-3), cmap=appdata.ERROR_CMAP,
+                                      valid=score.valid),
+                  caption=f"|error| after median scaling ×{metrics['scale']:.3g} (mm)")
+elif score is not None:
+    cols[3].info("No valid ground-truth pixel in this frame.")
 else:
     cols[3].info("The error map needs predicted and ground-truth depth.")
 
@@ -152,13 +141,14 @@ else:
 
 
 @st.cache_data(ttl=300, show_spinner="Scoring the sequence…", max_entries=16)
-def _sequence_metrics(root_s: str, ds: str, seq_s: str, pred_dir: str, max_frames: int = 300):
+def _sequence_metrics(root_s: str, ds: str, seq_s: str, pred_dir: str):
     seq_ = {s.name: s for s in common.sequences(root_s, ds)}[seq_s]
-    index = appdata.prediction_index(pred_dir)
-    idxs = np.unique(np.linspace(0, seq_.num_frames - 1, min(seq_.num_frames, max_frames)).astype(int))
-    pairs = ((appdata.load_prediction(index[appdata.frame_stem(seq_, k)]), seq_.depth_mm(int(k)))
-             for k in idxs if appdata.frame_stem(seq_, k) in index)
-    return appdata.sequence_metrics(pairs)
+    return appdata.prediction_sequence_metrics(seq_, pred_dir)
+
+
+def _show_sequence_metrics(seq_m) -> None:
+    st.write(f"Sequence ({seq_m['frames']} frames)")
+    st.dataframe({k: [round(v, 4)] for k, v in seq_m.items() if k != "frames"}, hide_index=True)
 
 
 if src_kind == "dir" and seq.has_depth:
@@ -168,22 +158,22 @@ if src_kind == "dir" and seq.has_depth:
         seq_m = None
         st.error(str(exc))
     if seq_m is not None:
-        st.write(f"Sequence ({seq_m['frames']} frames)")
-        table = {k: [round(v, 4)] for k, v in seq_m.items() if k != "frames"}
-        st.dataframe(table, hide_index=True)
+        _show_sequence_metrics(seq_m)
 elif src_kind == "model" and seq.has_depth and pred is not None:
-    if st.button("Score the whole sequence with this model", key="score_model"):
-        idxs = np.unique(np.linspace(0, n - 1, min(n, 300)).astype(int))
+    if st.button("Score the whole sequence with this model", key="score_model",
+                 help=f"the numbers of 'colondepth evaluate' on this sequence (at most "
+                      f"{appdata.MAX_SCORED_FRAMES} evenly spaced frames)"):
         bar = st.progress(0.0, text="predicting…")
         model = common.predictor(str(src_path) if src_path is not None else None)
-        rows = []
-        for k, idx in enumerate(idxs):
-            rows.append((np.asarray(model.predict(seq.rgb(int(idx))), np.float32), seq.depth_mm(int(idx))))
-            bar.progress((k + 1) / len(idxs), text=f"frame {idx} ({k + 1}/{len(idxs)})")
-        seq_m = appdata.sequence_metrics(rows)
+        try:
+            seq_m = appdata.score_sequence_with_model(
+                seq, model.predict_batch,
+                on_frames=lambda k, total: bar.progress(k / total, text=f"{k}/{total} frames"))
+        except (UserError, ValueError) as exc:
+            seq_m = None
+            st.error(str(exc))
         if seq_m is not None:
-            st.write(f"Sequence ({seq_m['frames']} frames)")
-            st.dataframe({k: [round(v, 4)] for k, v in seq_m.items() if k != "frames"}, hide_index=True)
+            _show_sequence_metrics(seq_m)
 if metrics is not None:
     with st.expander("All metrics of this frame"):
         st.dataframe({k: [round(float(v), 4)] for k, v in metrics.items()}, hide_index=True)

@@ -7,25 +7,14 @@ import streamlit as st
 
 from colondepth.app import common
 from colondepth.app import data as appdata
-from colondepth.errors import UserError
 
-st.title("Training")
-root = common.require_root()
-r = str(root)
-runs = common.runs(r)
-if not runs:
-    st.info(f"No training run under {root}. Train one with 'colondepth train ... --out {root}/runs/NAME'.")
-    st.stop()
-names = [common.rel(root, p) for p in runs]
-name = st.selectbox("Run", names, key="run")
-run = runs[names.index(name)]
-
-try:
-    stages = appdata.read_curriculum(run)
-    records = appdata.read_metrics(run)
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
+root = common.start_page("Training")
+run = common.choose_folder(root, "Run", common.runs(str(root)), key="run",
+                           empty=f"No training run under {root}. Train one with "
+                                 f"'colondepth train ... --out {root}/runs/NAME'.")
+name = common.rel(root, run)
+stages = common.or_stop(appdata.read_curriculum, run)
+records = common.or_stop(appdata.read_metrics, run)
 
 st.subheader("Curriculum")
 if stages:
