@@ -39,10 +39,28 @@ def test_shapes_and_identity_init(num_sources, mask_scales):
         assert out.masks is None
 
 
+def test_pads_sizes_off_its_divisor_with_black():
+    """A 30x40 frame (divisor 16) runs as the same frame zero-padded at the bottom/right to 32x48; the masks
+    come back on the 30x40 grid (and 15x20 at the next scale), the padding cropped off."""
+    torch.manual_seed(0)
+    net = PoseNet(PoseNetConfig(num_sources=2, **SMALL)).eval()
+    for p in net.mask_heads.parameters():  # masks that vary over the image
+        torch.nn.init.normal_(p, std=0.5)
+    tgt, src = torch.rand(1, 3, 30, 40), torch.rand(1, 2, 3, 30, 40)
+    padded = torch.zeros(1, 3, 32, 48), torch.zeros(1, 2, 3, 32, 48)
+    padded[0][..., :30, :40], padded[1][..., :30, :40] = tgt, src
+    with torch.no_grad():
+        out, ref = net(tgt, src), net(*padded)
+    torch.testing.assert_close(out.vec6, ref.vec6, rtol=0, atol=0)
+    assert [tuple(m.shape) for m in out.masks] == [(1, 2, 30, 40), (1, 2, 15, 20)]
+    torch.testing.assert_close(out.masks[0], ref.masks[0][..., :30, :40], rtol=0, atol=0)
+    torch.testing.assert_close(out.masks[1], ref.masks[1][..., :15, :20], rtol=0, atol=0)
+
+
 def test_rejects_bad_sizes():
     net = PoseNet(PoseNetConfig(num_sources=2, **SMALL))
-    with pytest.raises(ValueError, match="divisible by 16"):
-        net(torch.rand(1, 3, 30, 32), torch.rand(1, 2, 3, 30, 32))
+    with pytest.raises(ValueError, match="one image size"):
+        net(torch.rand(1, 3, 32, 32), torch.rand(1, 2, 3, 30, 32))
     with pytest.raises(ValueError, match="sources"):
         net(torch.rand(1, 3, H, W), torch.rand(1, 3, 3, H, W))
     assert isinstance(build_pose_net({"num_sources": 2, "channels": [8, 16], "num_mask_scales": 1}), PoseNet)

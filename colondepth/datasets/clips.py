@@ -6,7 +6,8 @@ see :func:`colondepth.datasets.video.select_clips`); the target is the centre fr
 ordered as they appear in time, without the target.
 
 :class:`SnippetDataset` turns snippets of :class:`~colondepth.datasets.base.Sequence` objects into
-training samples resized to the network input size (intrinsics rescaled with them).
+training samples letterboxed onto the network's input grid like inference does (aspect ratio kept,
+zero padding, intrinsics following; :mod:`colondepth.geometry.letterbox`).
 """
 
 from __future__ import annotations
@@ -76,71 +77,78 @@ def require_snippets(snippets: list[Snippet], what: str, length: int, frame_skip
     return snippets
 
 
-def _resize_rgb(img: np.ndarray, size: ImageSize) -> np.ndarray:
-    import cv2
-
-    if img.shape[:2] == size.as_hw():
-        return img
-    return cv2.resize(img, (size.width, size.height), interpolation=cv2.INTER_AREA)
-
-
-def _resize_nearest(x: np.ndarray, size: ImageSize) -> np.ndarray:
-    import cv2
-
-    if x.shape[:2] == size.as_hw():
-        return x
-    return cv2.resize(x, (size.width, size.height), interpolation=cv2.INTER_NEAREST)
-
-
 class SnippetDataset:
-    """A torch-style dataset of snippets resized to ``size``.
+    """A torch-style dataset of snippets letterboxed onto a network's input grid.
 
-    Each item is a dict of tensors:
+    ``grid``: an :class:`~colondepth.geometry.letterbox.InputGrid` (the depth network's is
+    ``DepthNetConfig.input_grid``), or an :class:`ImageSize` meaning ``InputGrid(size, "inside")`` (a
+    fixed-size grid).  Every frame goes through the shared letterbox of inference
+    (:mod:`colondepth.geometry.letterbox`): scaled with its aspect ratio kept (``"image"`` resampling),
+    zero-padded; the intrinsics follow.  Sequences whose grids differ are centred on the smallest grid
+    holding them all, so a batch has one size.
 
-    - ``target`` (3, H, W) float in [0, 1]; ``sources`` (N, 3, H, W);
-    - ``K`` (3, 3) float32 intrinsics of the resized frames (px);
-    - ``fov_mask`` (1, H, W) bool (all True when the sequence has none);
+    Each item is a dict of tensors (``(Hp, Wp)`` the grid):
+
+    - ``target`` (3, Hp, Wp) float in [0, 1]; ``sources`` (N, 3, Hp, Wp);
+    - ``K`` (3, 3) float32 intrinsics of the grid (px);
+    - ``fov_mask`` (1, Hp, Wp) bool: the sequence's field of view (all of the frame when it has none),
+      False on the padding;
     - ``index`` () long, the snippet's position in the dataset;
-    - when the sequence has ground truth: ``depth_mm`` (1, H, W) target z-depth (0 invalid, nearest
-      resampling) and/or ``src_from_tgt`` (N, 4, 4) float32 mm from its ``world_from_cam``.
+    - when the sequence has ground truth: ``depth_mm`` (1, Hp, Wp) target z-depth (0 invalid and on the
+      padding, ``"nearest"`` resampling) and/or ``src_from_tgt`` (N, 4, 4) float32 mm from its ``world_from_cam``.
     """
 
-    def __init__(self, sequences: list[Sequence], snippets: list[Snippet], size: ImageSize,
-                 with_ground_truth: bool = True):
+    def __init__(self, sequences: list[Sequence], snippets: list[Snippet], grid, with_ground_truth: bool = True):
+        import torch
+
+        from colondepth.geometry.letterbox import InputGrid, common_canvas
+
+        if isinstance(grid, ImageSize):
+            grid = InputGrid(grid, "inside")
+        if not isinstance(grid, InputGrid):
+            raise TypeError(f"grid must be an InputGrid or an ImageSize, got {type(grid).__name__}")
         self.sequences = sequences
         self.snippets = snippets
-        self.size = size
+        self.grid = grid
         self.with_ground_truth = with_ground_truth
-        self._K = [seq.intrinsics.resized(size).K.astype(np.float32) for seq in sequences]
-        self._fov = []
-        for seq in sequences:
-            m = np.ones(size.as_hw(), bool) if seq.fov_mask is None else _resize_nearest(
-                seq.fov_mask.astype(np.uint8), size) > 0
-            self._fov.append(m)
+        boxes = [grid.layout(seq.intrinsics.size) for seq in sequences]  # intrinsics of the frames as read
+        canvas = common_canvas(boxes)
+        self._boxes = [b if b.padded == canvas else b.on_canvas(canvas) for b in boxes]
+        self.size = canvas
+        self._K, self._fov = [], []
+        for seq, box in zip(sequences, self._boxes):
+            self._K.append(torch.from_numpy(box.intrinsics(seq.intrinsics).K.astype(np.float32)))
+            inside = box.inside()[0]
+            if seq.fov_mask is not None:
+                fov = box.apply(torch.from_numpy(np.asarray(seq.fov_mask, bool))[None, None], "nearest")[0]
+                inside = inside & fov
+            self._fov.append(inside)
 
     def __len__(self) -> int:
         return len(self.snippets)
 
-    def _rgb(self, seq: Sequence, i: int) -> np.ndarray:
-        return _resize_rgb(seq.rgb(i), self.size).astype(np.float32) / 255.0
+    def _rgb(self, s: int, i: int):
+        """Frame ``i`` of sequence ``s`` letterboxed: ``(3, Hp, Wp)`` float32 in [0, 1]."""
+        import torch
+
+        rgb = np.ascontiguousarray(np.asarray(self.sequences[s].rgb(i))[..., :3]).astype(np.float32) / np.float32(255.0)
+        return self._boxes[s].apply(torch.from_numpy(rgb).permute(2, 0, 1)[None], "image")[0].contiguous()
 
     def __getitem__(self, idx: int) -> dict:
         import torch
 
         sn = self.snippets[idx]
         seq = self.sequences[sn.sequence]
-        tgt = self._rgb(seq, sn.target_frame)
-        srcs = np.stack([self._rgb(seq, f) for f in sn.source_frames])
         item = {
-            "target": torch.from_numpy(tgt).permute(2, 0, 1).contiguous(),
-            "sources": torch.from_numpy(srcs).permute(0, 3, 1, 2).contiguous(),
-            "K": torch.from_numpy(self._K[sn.sequence]),
-            "fov_mask": torch.from_numpy(self._fov[sn.sequence])[None],
+            "target": self._rgb(sn.sequence, sn.target_frame),
+            "sources": torch.stack([self._rgb(sn.sequence, f) for f in sn.source_frames]),
+            "K": self._K[sn.sequence].clone(),
+            "fov_mask": self._fov[sn.sequence].clone(),
             "index": torch.tensor(idx, dtype=torch.long),
         }
         if self.with_ground_truth and seq.has_depth:
-            d = _resize_nearest(seq.depth_mm(sn.target_frame).astype(np.float32), self.size)
-            item["depth_mm"] = torch.from_numpy(np.ascontiguousarray(d))[None]
+            d = np.ascontiguousarray(np.asarray(seq.depth_mm(sn.target_frame), dtype=np.float32))
+            item["depth_mm"] = self._boxes[sn.sequence].apply(torch.from_numpy(d)[None, None], "nearest")[0]
         if self.with_ground_truth and seq.has_poses:
             T = seq.world_from_cam
             tgt_T = T[sn.target_frame]

@@ -51,7 +51,8 @@ REPORT_FORMAT_VERSION = 1
 
 
 def resize_depth(depth: np.ndarray, size: ImageSize) -> np.ndarray:
-    """Bilinear resize of a ``(h, w)`` depth map to ``size`` (pixel centres aligned, as cv2 does).
+    """Bilinear resize of a ``(h, w)`` depth map to ``size`` (pixel centres aligned): the ``"dense"``
+    resampling of :func:`colondepth.geometry.letterbox.resize_image_np`.
 
     >>> resize_depth(np.array([[1.0, 3.0]], np.float32), ImageSize(1, 4)).tolist()
     [[1.0, 1.5, 2.5, 3.0]]
@@ -59,11 +60,9 @@ def resize_depth(depth: np.ndarray, size: ImageSize) -> np.ndarray:
     d = np.asarray(depth, dtype=np.float32)
     if d.ndim != 2:
         raise ValueError(f"depth must be (H, W), got shape {d.shape}")
-    if d.shape == size.as_hw():
-        return d
-    import cv2
+    from colondepth.geometry.letterbox import resize_image_np
 
-    return cv2.resize(d, (size.width, size.height), interpolation=cv2.INTER_LINEAR)
+    return resize_image_np(d, size, "dense")
 
 
 def select_frames(lengths: TypingSequence[int], max_frames: Optional[int] = None) -> list[tuple[int, int]]:
@@ -264,10 +263,10 @@ def evaluate_sequences(
                 if preds is not None:
                     outputs["model"] = (resize_depth(preds[j], size), align)
                 rgb = rgbs[j]
-                if rgb.shape[:2] != gt.shape:
-                    import cv2
+                if rgb.shape[:2] != gt.shape:  # the shared "image" resampling, RGB in [0, 1]
+                    from colondepth.geometry.letterbox import resize_image_np
 
-                    rgb = cv2.resize(rgb, (size.width, size.height), interpolation=cv2.INTER_AREA)
+                    rgb = resize_image_np(np.asarray(rgb, np.float32) / np.float32(255.0), size, "image")
                 outputs["physics"] = (physics_depth_mm(rgb, camera, **physics_kwargs), "median")
                 outputs["constant"] = (constant_depth_mm(size, const_value), align)
                 scored = {
@@ -315,11 +314,9 @@ def _fov_for(seq, size: ImageSize) -> Optional[np.ndarray]:
     if seq.fov_mask is None:
         return None
     fov = np.asarray(seq.fov_mask, dtype=bool)
-    if fov.shape == size.as_hw():
-        return fov
-    import cv2
+    from colondepth.geometry.letterbox import resize_image_np
 
-    return cv2.resize(fov.astype(np.uint8), (size.width, size.height), interpolation=cv2.INTER_NEAREST) > 0
+    return resize_image_np(fov, size, "nearest")
 
 
 def format_table(summary: dict, methods: dict, *, digits: int = 3) -> str:

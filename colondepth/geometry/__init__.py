@@ -27,6 +27,7 @@ _EXPORTS = {
     "projection": (
         "pixel_grid", "pixel_rays", "backproject_depth", "project_points", "depth_to_range",
         "range_to_depth", "depth_to_disp", "disp_to_depth", "pixel_index", "project_points_np",
+        "pixel_rays_np", "backproject_depth_np", "depth_to_range_np", "range_to_depth_np",
     ),
     "warp": ("sample_image", "warp_source_to_target", "pixel_to_grid_sample_coords"),
     "letterbox": ("Letterbox", "InputGrid", "letterbox_layout", "resize_image", "resize_image_np",

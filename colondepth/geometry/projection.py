@@ -13,10 +13,12 @@ Convention
 Every ``K`` argument may be ``(B, 3, 3)`` or a single ``(3, 3)`` shared by the batch; it is moved to
 the device and dtype of the main input.
 
-Two numpy helpers serve the numpy code (fusion, coverage) so that it projects and rounds exactly as
-here: :func:`project_points_np` and :func:`pixel_index`, the one rule that turns a continuous pixel
-coordinate into the index of the pixel containing it (round half up: ``floor(x + 0.5)``; pixel ``i``
-covers ``[i - 0.5, i + 0.5)``).
+Numpy twins serve the numpy code (fusion, coverage, point clouds) so that it projects and rounds exactly
+as here: :func:`project_points_np`, :func:`pixel_rays_np`, :func:`backproject_depth_np`,
+:func:`depth_to_range_np` / :func:`range_to_depth_np` (one ``(3, 3)`` camera, ``(H, W)`` maps), and
+:func:`pixel_index`, the one rule that turns a continuous pixel coordinate into the index of the pixel
+containing it (round half up: ``floor(x + 0.5)``; pixel ``i`` covers ``[i - 0.5, i + 0.5)``).  Resizing
+and letterboxing images with their intrinsics is :mod:`colondepth.geometry.letterbox`.
 
 >>> import torch
 >>> from colondepth.conventions import ImageSize
@@ -44,6 +46,10 @@ __all__ = [
     "disp_to_depth",
     "pixel_index",
     "project_points_np",
+    "pixel_rays_np",
+    "backproject_depth_np",
+    "depth_to_range_np",
+    "range_to_depth_np",
 ]
 
 
@@ -215,3 +221,55 @@ def project_points_np(points_cam: np.ndarray, K: np.ndarray, eps: float = 1e-6) 
     x, y = pts[:, 0] / safe_z, pts[:, 1] / safe_z
     uv = np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], axis=1)
     return uv, z
+
+
+def _check_K_np(K) -> np.ndarray:
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"K must have shape (3, 3), got {K.shape}")
+    return K
+
+
+def _check_map_np(x, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must have shape (H, W), got {a.shape}")
+    return a.astype(np.float64)
+
+
+def pixel_rays_np(K: np.ndarray, size: ImageSize) -> np.ndarray:
+    """Numpy twin of :func:`pixel_rays` for one camera: ``(H, W, 3) float64`` rays ``K^-1 (u, v, 1)`` with
+    unit z-component, ``rays[v, u]`` for pixel ``(u, v)`` (centres at integers).
+
+    >>> pixel_rays_np(np.array([[2.0, 0, 1], [0, 2.0, 0], [0, 0, 1]]), ImageSize(1, 3))[0].tolist()
+    [[-0.5, 0.0, 1.0], [0.0, 0.0, 1.0], [0.5, 0.0, 1.0]]
+    """
+    K = _check_K_np(K)
+    if not isinstance(size, ImageSize):
+        raise TypeError(f"size must be an ImageSize(height, width), got {type(size).__name__}")
+    vv, uu = np.mgrid[0:size.height, 0:size.width].astype(np.float64)
+    y = (vv - K[1, 2]) / K[1, 1]
+    x = (uu - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    return np.stack([x, y, np.ones_like(x)], axis=-1)
+
+
+def backproject_depth_np(depth_mm: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Numpy twin of :func:`backproject_depth`: ``(H, W)`` z-depth in mm -> ``(H, W, 3) float64`` camera-frame
+    points in mm (``M = Z K^-1 m``; depth 0 gives the origin)."""
+    d = _check_map_np(depth_mm, "depth_mm")
+    return pixel_rays_np(K, ImageSize(*d.shape)) * d[..., None]
+
+
+def depth_to_range_np(depth_mm: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Numpy twin of :func:`depth_to_range`: ``(H, W)`` z-depth -> ``(H, W) float64`` ray length (same unit)."""
+    d = _check_map_np(depth_mm, "depth_mm")
+    return d * np.linalg.norm(pixel_rays_np(K, ImageSize(*d.shape)), axis=-1)
+
+
+def range_to_depth_np(range_mm: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Numpy twin of :func:`range_to_depth`: ``(H, W)`` ray length -> ``(H, W) float64`` z-depth (same unit).
+
+    For fisheye cameras use :func:`colondepth.geometry.camera.range_to_z_depth`.
+    """
+    r = _check_map_np(range_mm, "range_mm")
+    return r / np.linalg.norm(pixel_rays_np(K, ImageSize(*r.shape)), axis=-1)

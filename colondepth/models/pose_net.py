@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from colondepth.geometry.letterbox import pad_to_multiple
 from colondepth.geometry.pose import pose_from_axis_angle_translation
 
 __all__ = ["PoseNetConfig", "PoseNetOutput", "PoseNet", "build_pose_net"]
@@ -75,7 +76,11 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
 
 class PoseNet(nn.Module):
     """See the module docstring.  ``forward(target (B, 3, H, W), sources (B, N, 3, H, W))`` with images in
-    [0, 1]; H and W must be divisible by ``2 ** len(channels)``."""
+    [0, 1] of any size: frames are zero-padded at the bottom and right up to multiples of :attr:`divisor`
+    (:func:`colondepth.geometry.letterbox.pad_to_multiple`; black, like the letterbox padding the frames
+    already carry), and the masks are cropped back to ``(H >> s, W >> s)``.  Callers letterbox frames with
+    the depth network's transform first (:func:`colondepth.models.depth_net.prepare_frames`), never
+    stretch them."""
 
     def __init__(self, config: PoseNetConfig | None = None):
         super().__init__()
@@ -119,9 +124,9 @@ class PoseNet(nn.Module):
             raise ValueError(f"expected target (B, 3, H, W) and sources (B, {cfg.num_sources}, 3, H, W), got "
                              f"{tuple(target.shape)} and {tuple(sources.shape)}")
         B, N, _, H, W = sources.shape
-        if H % self.divisor or W % self.divisor:
-            raise ValueError(f"image size {H}x{W} must be divisible by {self.divisor}")
-        x = torch.cat([target, sources.reshape(B, N * 3, H, W)], dim=1)
+        if tuple(target.shape[-2:]) != (H, W) or H < 1 or W < 1:
+            raise ValueError(f"target {tuple(target.shape)} and sources {tuple(sources.shape)} need one image size")
+        x = pad_to_multiple(torch.cat([target, sources.reshape(B, N * 3, H, W)], dim=1), self.divisor)
         x = (x - _MEAN) / _STD
         feats = [x]
         for stage in self.encoder:
@@ -141,6 +146,7 @@ class PoseNet(nn.Module):
                 dec_outs.append(y)
             chosen = dec_outs[-cfg.num_mask_scales:]
             masks = [torch.sigmoid(h(o)) for h, o in zip(self.mask_heads, chosen)][::-1]  # finest first
+            masks = [m[..., :max(1, H >> s), :max(1, W >> s)] for s, m in enumerate(masks)]  # drop the padding
         return PoseNetOutput(src_from_tgt=src_from_tgt, vec6=vec6, masks=masks)
 
 

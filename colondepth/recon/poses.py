@@ -11,8 +11,10 @@ camera as world.
 the default model's or a checkpoint's written by ``colondepth finetune``; for runs written before bundles held
 the pose network, the stand-alone ``RUN/checkpoints/pose_net_<stage>.pt`` of the checkpoint's stage.
 It runs on snippets ``(k-1, k, k+1)`` as in training (target ``k`` in the centre; at the last frame the
-previous frame stands in for the missing next one), on frames resized to the depth checkpoint's input
-size (a depth checkpoint that cannot be read is a :class:`UserError` naming it, not a silent guess), and
+previous frame stands in for the missing next one), on frames letterboxed onto the depth checkpoint's
+input grid exactly as self-supervised training letterboxes them (:func:`pose_input`: aspect ratio kept,
+black padding, never stretched; a depth checkpoint that cannot be read is a :class:`UserError` naming it,
+not a silent guess), and
 rescales translations to the network's training norm when it has one (the scale the depth
 network was fine-tuned with).
 """
@@ -126,16 +128,33 @@ def _card_input_size(card: Optional[dict], checkpoint: Path) -> tuple[int, int]:
     return h, w
 
 
-def _input_size(depth_hw: Optional[tuple[int, int]], divisor: int, frame_hw: tuple[int, int]) -> tuple[int, int]:
-    """The depth network's input size when there is one, else the frame size rounded down to ``divisor``."""
-    if depth_hw is not None:
-        return depth_hw
-    h, w = frame_hw
-    return max(divisor, h // divisor * divisor), max(divisor, w // divisor * divisor)
+def _card_input_grid(card: Optional[dict], checkpoint: Path):
+    """The depth network's :class:`~colondepth.geometry.letterbox.InputGrid` from its model card: the
+    card's ``model`` configuration, or for a card with only ``input_size`` a fixed grid of that size
+    (``fit="inside"``).  The one-line errors of :func:`depth_input_size`."""
+    from colondepth.conventions import ImageSize
+    from colondepth.geometry.letterbox import InputGrid
+    from colondepth.models.depth_net import DepthNetConfig
+
+    h, w = _card_input_size(card, checkpoint)
+    model = card.get("model") if isinstance(card, dict) else None
+    if isinstance(model, dict):
+        try:
+            cfg = DepthNetConfig.from_dict(model)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{checkpoint}: the model card's model configuration is not valid ({exc}); pass a "
+                            "checkpoint written by 'colondepth finetune'") from None
+        if cfg.input_size.as_hw() == (h, w):
+            return cfg.input_grid
+    return InputGrid(ImageSize(h, w), "inside")
 
 
 def pose_network(checkpoint: Optional[str | Path]):
-    """``(PoseNet in eval mode, translation_norm_mm or None, depth input size (h, w) or None, source path)``.
+    """``(PoseNet in eval mode, translation_norm_mm or None, depth input grid or None, source path)``.
+
+    The depth input grid is the :class:`~colondepth.geometry.letterbox.InputGrid` of the bundle's depth
+    network (``None`` for a ``pose_net_*.pt`` file: frames are then used at their own size), onto which
+    the pose network's frames are letterboxed exactly as the depth network's.
 
     ``checkpoint``: a model bundle with a pose network, a version-1 checkpoint with its stage's
     ``pose_net_<stage>.pt`` beside it (see :func:`find_pose_network`), a ``pose_net_*.pt`` file itself, or
@@ -158,7 +177,7 @@ def pose_network(checkpoint: Optional[str | Path]):
         net, translation_norm_mm = load_pose_file(p)
         return net, translation_norm_mm, None, p
     payload = read_bundle(p)  # read once: an unreadable checkpoint fails before any work
-    depth_hw = _card_input_size(payload.get("card"), p)
+    depth_hw = _card_input_grid(payload.get("card"), p)
     entry, where = pose_entry_of(payload, p)
     if entry is not None:
         net, translation_norm_mm = build_pose(entry, where)
@@ -177,40 +196,49 @@ def load_pose_estimator(checkpoint: Optional[str | Path], device=None) -> PoseEs
     Raises :class:`UserError` when no pose network can be found or read.
     """
     import torch
-    import torch.nn.functional as F
 
+    from colondepth.conventions import ImageSize
     from colondepth.device import default_device
 
-    net, translation_norm_mm, depth_hw, path = pose_network(checkpoint)
+    net, translation_norm_mm, grid, path = pose_network(checkpoint)
     dev = default_device(str(device) if device is not None else None)
     net = net.to(dev).eval()
     n_src = int(net.config.num_sources)
     if n_src not in (1, 2):
         raise UserError(f"{path}: the pose network takes {n_src} source frames; reconstruction supports 1 or 2")
-    sizes: dict = {}
 
-    def prep(img: np.ndarray, size) -> "torch.Tensor":
+    def prep(img: np.ndarray) -> "torch.Tensor":
+        """``(H, W, 3) uint8`` -> ``(1, 3, Hp, Wp)`` in [0, 1] on the depth network's grid (the letterbox of
+        training, :func:`pose_input`), or at the frame's own size without a depth network."""
         t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).to(dev).permute(2, 0, 1)[None].float() / 255.0
-        if tuple(t.shape[-2:]) != tuple(size):
-            t = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
-        return t
+        return t if grid is None else pose_input(grid, t)
 
     def estimator(rgb_prev: np.ndarray, rgb_cur: np.ndarray, rgb_next: Optional[np.ndarray] = None) -> np.ndarray:
         from colondepth.losses.photometric import normalize_translation
 
-        hw = tuple(rgb_cur.shape[:2])
-        if hw not in sizes:
-            sizes[hw] = _input_size(depth_hw, net.divisor, hw)
-        size = sizes[hw]
         if n_src == 1:
             sources = [rgb_prev]
         else:
             sources = [rgb_prev, rgb_prev if rgb_next is None else rgb_next]
+        for s in sources:
+            if s.shape[:2] != rgb_cur.shape[:2]:
+                raise UserError(f"pose estimation needs frames of one size, got {ImageSize(*rgb_cur.shape[:2])} "
+                                f"and {ImageSize(*s.shape[:2])}")
         with torch.inference_mode():
-            src = torch.stack([prep(s, size)[0] for s in sources])[None]  # (1, N, 3, h, w)
-            pose = net(prep(rgb_cur, size), src).src_from_tgt  # (1, N, 4, 4)
+            src = torch.stack([prep(s)[0] for s in sources])[None]  # (1, N, 3, Hp, Wp)
+            pose = net(prep(rgb_cur), src).src_from_tgt  # (1, N, 4, 4)
             if translation_norm_mm is not None:
                 pose = normalize_translation(pose, translation_norm_mm)
         return pose[0, 0].double().cpu().numpy()
 
     return estimator
+
+
+def pose_input(grid, rgb01):
+    """``(B, 3, h, w)`` float RGB in [0, 1] -> ``(B, 3, Hp, Wp)``: frames letterboxed onto the depth
+    network's ``grid`` (an :class:`~colondepth.geometry.letterbox.InputGrid`), the transform self-supervised
+    training gives both networks (:class:`~colondepth.datasets.clips.SnippetDataset`); the aspect ratio is
+    kept, the padding is black.  The pose network pads further to its divisor itself."""
+    from colondepth.conventions import ImageSize
+
+    return grid.layout(ImageSize(int(rgb01.shape[-2]), int(rgb01.shape[-1]))).apply(rgb01, "image")

@@ -177,16 +177,6 @@ def rehearsal_frames(current: list[FrameRef], earlier: list[FrameRef], ratio: fl
     return [earlier[perm[i % len(perm)]] for i in range(n)]
 
 
-def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool) -> np.ndarray:
-    import cv2
-
-    h, w = hw
-    if img.shape[:2] == (h, w):
-        return img
-    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR)
-    return cv2.resize(img, (w, h), interpolation=interp)
-
-
 def augment_photometric(rgb01: np.ndarray, rng: np.random.Generator, augment) -> np.ndarray:
     """Camera-like jitter of one ``(H, W, 3)`` float32 image in [0, 1] (values drawn from ``rng``).
 
@@ -217,8 +207,11 @@ class SupervisedFrames(torch.utils.data.Dataset):
     of the returned ``(H, W)`` grid (after crop, resize and flips: a flip maps ``cx`` to ``W - 1 - cx``).
     Augmentation (``augment``, a curriculum ``Augment`` section, or the ``hflip``/``vflip`` flags) is drawn
     from a generator seeded by ``(seed, epoch, index)``, so a resumed run sees exactly the same samples; set
-    :attr:`epoch` before each pass.  Frames are never stretched: a non-square frame is centre-cropped to
-    the input's aspect ratio first.
+    :attr:`epoch` before each pass.  Frames are never stretched: a frame is cropped to the input's aspect
+    ratio first (centre crop without augmentation; random position and ``zoom`` with it), then resized by
+    the shared letterbox of inference (:mod:`colondepth.geometry.letterbox`: ``"image"`` resampling for RGB
+    in [0, 1], ``"nearest"`` for depth), so a frame with the input's aspect ratio gives exactly the
+    predictor's input (:func:`colondepth.models.depth_net.prepare_frames`).
     """
 
     def __init__(self, frames: list[FrameRef], input_hw: tuple[int, int], hflip: bool = False,
@@ -248,6 +241,7 @@ class SupervisedFrames(torch.utils.data.Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         from colondepth.conventions import ImageSize
+        from colondepth.geometry.letterbox import letterbox_layout
 
         ref = self.frames[idx]
         rgb = np.asarray(ref.sequence.rgb(ref.index))
@@ -263,15 +257,19 @@ class SupervisedFrames(torch.utils.data.Dataset):
         k = ref.sequence.intrinsics
         if k.size.as_hw() != (h, w):
             k = k.resized(ImageSize(h, w))
-        k = k.cropped(x0, y0, ImageSize(ch, cw)).resized(ImageSize(*self.input_hw))
-        rgb = _resize(rgb[y0:y0 + ch, x0:x0 + cw], self.input_hw, nearest=False)
-        depth = _resize(depth[y0:y0 + ch, x0:x0 + cw], self.input_hw, nearest=True)
-        rgb01 = rgb.astype(np.float32) / 255.0
+        # the shared letterbox (colondepth.geometry.letterbox), as at inference: the crop has the input's
+        # aspect ratio, so it fills the input grid (a rounding pixel at most is padding)
+        box = letterbox_layout(ImageSize(ch, cw), ImageSize(*self.input_hw), fit="inside")
+        k = box.intrinsics(k.cropped(x0, y0, ImageSize(ch, cw)))
+        crop = np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw, :3]).astype(np.float32) / np.float32(255.0)
+        rgb_t = box.apply(torch.from_numpy(crop).permute(2, 0, 1)[None], "image")[0]
+        depth_t = box.apply(torch.from_numpy(np.ascontiguousarray(depth[y0:y0 + ch, x0:x0 + cw]))[None, None],
+                            "nearest")[0]
         aug = self.augment
         if aug is not None and rng is not None and aug.photometric and rng.uniform() < aug.probability:
-            rgb01 = augment_photometric(rgb01, rng, aug)
-        rgb_t = torch.from_numpy(np.ascontiguousarray(rgb01)).permute(2, 0, 1).float()
-        depth_t = torch.from_numpy(np.ascontiguousarray(depth))[None].float()
+            rgb01 = augment_photometric(np.ascontiguousarray(rgb_t.permute(1, 2, 0).numpy()), rng, aug)
+            rgb_t = torch.from_numpy(np.ascontiguousarray(rgb01)).permute(2, 0, 1)
+        rgb_t, depth_t = rgb_t.float().contiguous(), depth_t.float().contiguous()
         K = torch.tensor(k.K, dtype=torch.float32)
         H, W = self.input_hw
         if rng is not None:

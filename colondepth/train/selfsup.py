@@ -11,7 +11,9 @@ Data
     :func:`~colondepth.datasets.video.select_clips`), ``colondepth`` / ``simcol3d`` / ``c3vd`` through
     :func:`colondepth.datasets.registry.open_sequences` (all frames, ground truth used for validation
     only).  Snippets are ``(t - k, t, t + k)`` with ``k = frame_skip``; every 10th snippet (when there are
-    at least 10) is held out for validation.  Frames are resized to the depth network's input size.
+    at least 10) is held out for validation.  Frames go through the letterbox of inference onto the depth
+    network's input grid (:class:`~colondepth.datasets.clips.SnippetDataset`, ``DepthNetConfig.input_grid``:
+    aspect ratio kept, zero padding outside the FOV mask); the pose network sees the same frames.
 
 Step
     depth (multi-scale, mm) from the depth network on the target; ``src_from_tgt`` and optional
@@ -44,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from colondepth.errors import UserError
 from colondepth.train.stage import load_init_weights, resolve_stage_path
@@ -188,7 +189,7 @@ class SelfSupervisedKind:
         snippets = sequence_snippets(sequences, clips, SNIPPET_LENGTH, frame_skip=stage.frame_skip)
         names = ", ".join(s.path for s in stage.sources)
         require_snippets(snippets, f"stage {stage.name} ({names})", SNIPPET_LENGTH, stage.frame_skip)
-        size = self.ctx.net.config.input_size
+        grid = self.ctx.net.config.input_grid  # the letterbox of inference (DepthNetConfig.input_grid)
         if len(snippets) >= VAL_EVERY:
             val = [s for i, s in enumerate(snippets) if i % VAL_EVERY == VAL_EVERY - 1]
             train = [s for i, s in enumerate(snippets) if i % VAL_EVERY != VAL_EVERY - 1]
@@ -201,8 +202,8 @@ class SelfSupervisedKind:
         self.total_steps = int(stage.budget.steps) if stage.budget.steps is not None else max(
             1, int(np.ceil(stage.budget.epochs * per_epoch)))
         return StageData(
-            train=SnippetDataset(sequences, train, size),
-            val=SnippetDataset(sequences, val, size) if val else None,
+            train=SnippetDataset(sequences, train, grid),
+            val=SnippetDataset(sequences, val, grid) if val else None,
         )
 
     def _make_rehearsal(self) -> None:
@@ -273,6 +274,8 @@ class SelfSupervisedKind:
     def _losses(self, tgt, src, K, fov, depths, pose_out, src_from_tgt):
         from colondepth.losses.photometric import explainability_regularization, photometric_loss
         from colondepth.losses.smoothness import edge_aware_smoothness
+        from colondepth.conventions import ImageSize
+        from colondepth.geometry.letterbox import resize_image
         from colondepth.geometry.projection import depth_to_disp
 
         masks = pose_out.masks if self.explain_weight > 0 else None
@@ -285,10 +288,8 @@ class SelfSupervisedKind:
                                        explainability=masks, options=self.options)
         smooth = tgt.new_zeros(())
         for s, d in enumerate(depths):
-            img = tgt if d.shape[-2:] == tgt.shape[-2:] else F.interpolate(
-                tgt, size=d.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-            m = fov if d.shape[-2:] == fov.shape[-2:] else F.interpolate(
-                fov.float(), size=d.shape[-2:], mode="nearest") > 0.5
+            hw = ImageSize(*d.shape[-2:])
+            img, m = resize_image(tgt, hw, "image"), resize_image(fov, hw, "nearest")
             smooth = smooth + edge_aware_smoothness(depth_to_disp(d), img, m) / (2 ** s)
         total = self.photo_weight * photo + self.smooth_weight * smooth
         parts = {"photometric": float(photo.detach()), "smoothness": float(smooth.detach()),
