@@ -50,9 +50,9 @@ OVERALL = "overall"
 REPORT_FORMAT_VERSION = 1
 
 
-def resize_depth(depth: np.ndarray, size: ImageSize) -> np.ndarray:
-    """Bilinear resize of a ``(h, w)`` depth map to ``size`` (pixel centres aligned): the ``"dense"``
-    resampling of :func:`colondepth.geometry.letterbox.resize_image_np`.
+def resize_depth(depth: np.ndarray, size: "ImageSize | tuple[int, int]") -> np.ndarray:
+    """Bilinear resize of a ``(h, w)`` depth map to ``size`` (an ImageSize or an ``(H, W)`` shape; pixel
+    centres aligned): the ``"dense"`` resampling of :func:`colondepth.geometry.letterbox.resize_image_np`.
 
     >>> resize_depth(np.array([[1.0, 3.0]], np.float32), ImageSize(1, 4)).tolist()
     [[1.0, 1.5, 2.5, 3.0]]
@@ -62,6 +62,8 @@ def resize_depth(depth: np.ndarray, size: ImageSize) -> np.ndarray:
         raise ValueError(f"depth must be (H, W), got shape {d.shape}")
     from colondepth.geometry.letterbox import resize_image_np
 
+    if not isinstance(size, ImageSize):  # an (H, W) shape, e.g. ``gt.shape``
+        size = ImageSize(*(int(v) for v in size))
     return resize_image_np(d, size, "dense")
 
 
