@@ -668,6 +668,26 @@ class TestPages:
         assert not at.exception
         assert "app root folder not found" in at.error[0].value
 
+    @pytest.mark.parametrize("page, hint", [("sequence", "No dataset under"), ("training", "No training run under"),
+                                            ("reconstruction", "No reconstruction under")])
+    def test_empty_root_hints(self, tmp_path, monkeypatch, page, hint):
+        """The shared page preamble: title, then a hint (no selector, no error) when there is nothing to show."""
+        at = _app(tmp_path, monkeypatch)
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception and not at.error and not at.selectbox
+        assert at.info[0].value.startswith(hint) and str(tmp_path) in at.info[0].value
+
+    def test_unreadable_run_is_one_line(self, app_root, monkeypatch, tmp_path):
+        import shutil
+
+        root = tmp_path / "root"
+        shutil.copytree(app_root / "runs", root / "runs")
+        (root / "runs" / "run1" / "config.resolved.yaml").write_text("stages: [a, b\n")
+        at = _app(root, monkeypatch)
+        at.switch_page("views/training.py").run()
+        assert not at.exception
+        assert "config.resolved.yaml: not valid YAML at line 2" in at.error[0].value
+
     def test_sequence(self, app_root, monkeypatch):
         at = _app(app_root, monkeypatch)
         at.switch_page("views/sequence.py").run()

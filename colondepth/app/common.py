@@ -86,6 +86,11 @@ def choose_folder(root: Path, label: str, folders: list[Path], *, key: str, empt
     return choose(label, {rel(root, p): p for p in folders}, key=key, empty=empty)
 
 
+def checkpoints(root: Path) -> dict[str, Path]:
+    """Every ``RUN/checkpoints/*.pt`` of the training runs under ``root``, by path relative to it."""
+    return {rel(root, ck): ck for run in runs(str(root)) for ck in appdata.list_checkpoints(run)}
+
+
 def clear_caches() -> None:
     st.cache_data.clear()
     st.cache_resource.clear()

@@ -47,10 +47,7 @@ is_sequence = source is not None and source.is_dir()
 c1, c2, c3 = st.columns(3)
 depth = c1.selectbox("Depth", ["predicted", "gt"] if is_sequence else ["predicted"], key="depth")
 poses = c2.selectbox("Poses", ["predicted", "gt"] if is_sequence else ["predicted"], key="poses")
-ckpts = {"Default model": None}
-for run in common.runs(str(root)):
-    for ck in appdata.list_checkpoints(run):
-        ckpts[common.rel(root, ck)] = ck
+ckpts = {"Default model": None, **common.checkpoints(root)}
 ck_label = c3.selectbox("Model", list(ckpts), key="checkpoint")
 
 intrinsics, crop = "", ""

@@ -31,9 +31,7 @@ seq_dir_name = Path(seq.extra.get("path") or seq.name).name
 pred_dirs.sort(key=lambda p: (seq_dir_name not in common.rel(root, p), common.rel(root, p)))
 sources = {f"Predictions: {common.rel(root, p)}": ("dir", p) for p in pred_dirs}
 sources["Default model"] = ("model", None)
-for run in common.runs(r):
-    for ck in appdata.list_checkpoints(run):
-        sources[f"Model: {common.rel(root, ck)}"] = ("model", ck)
+sources.update({f"Model: {name}": ("model", ck) for name, ck in common.checkpoints(root).items()})
 sources["No prediction"] = ("none", None)
 src_label = c_src.selectbox("Predicted depth", list(sources), key=f"src::{ds_name}::{seq_name}")
 src_kind, src_path = sources[src_label]
