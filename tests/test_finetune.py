@@ -309,13 +309,19 @@ def test_finetune_command_writes_the_measured_real_video_setting():
     finetune.add_arguments(ap)
     card = {"model": {"input_height": 32, "input_width": 32, "min_depth_mm": 1.0, "max_depth_mm": 150.0,
                       "encoder_channels": [8, 8], "decoder_channels": [8, 8], "num_scales": 1, "norm": "batch"}}
-    args = ap.parse_args(["--init", "a.pt", "--video", "v.mp4", "--out", "r", "--steps", "300"])
-    st = finetune.build_curriculum(args, card)["stages"][0]
+    from colondepth.train.config import parse_curriculum, resolved_dict
+
+    def stage(argv):  # the stage as the runner sees it (the schema resolves anchor_decay_steps)
+        args = ap.parse_args(["--init", "a.pt", "--video", "v.mp4", "--out", "r", *argv])
+        return resolved_dict(parse_curriculum(finetune.build_curriculum(args, card)))["stages"][0]
+
+    st = stage(["--steps", "300"])
     assert (st["anchor_weight"], st["anchor_decay_steps"], st["freeze_batchnorm"], st["automask"]) == (0.1, 200, True, False)
-    args = ap.parse_args(["--init", "a.pt", "--video", "v.mp4", "--out", "r", "--steps", "10", "--anchor", "0",
-                          "--no-freeze-batchnorm", "--automask"])
-    st = finetune.build_curriculum(args, card)["stages"][0]
+    assert st["lr_schedule"]["kind"] == "constant" and st["optimizer"]["lr"] == 1e-4 and st["batch_size"] == 4
+    st = stage(["--steps", "10", "--anchor", "0", "--no-freeze-batchnorm", "--automask"])
     assert (st["anchor_weight"], st["anchor_decay_steps"], st["freeze_batchnorm"], st["automask"]) == (0.0, 5, False, True)
+    st = stage(["--steps", "10", "--anchor-decay-steps", "3", "--no-translation-normalisation"])
+    assert (st["anchor_decay_steps"], st["translation_normalisation"]) == (3, False)
 
 
 @pytest.mark.parametrize("freeze", [True, False])

@@ -20,7 +20,46 @@ import argparse
 HELP = "fine-tune a trained depth model on unlabelled video with photometric self-supervision"
 
 
+#: Option (argparse dest) -> where its default lives in the curriculum schema: ``("stage", key, ...)`` in
+#: :class:`colondepth.train.config.SelfSupervisedStage`, ``("checkpoint", key)`` in ``CheckpointSection``.  The
+#: command's defaults are read from there, so they are the stage defaults (tests/test_finetune_defaults.py).
+SCHEMA_DEFAULTS = {
+    "batch_size": ("stage", "batch_size"),
+    "lr": ("stage", "optimizer", "lr"),
+    "frame_skip": ("stage", "frame_skip"),
+    "smoothness": ("stage", "loss", "smoothness_weight"),
+    "explainability": ("stage", "loss", "explainability_weight"),
+    "translation_normalisation": ("stage", "translation_normalisation"),
+    "anchor": ("stage", "anchor_weight"),
+    "anchor_decay_steps": ("stage", "anchor_decay_steps"),
+    "freeze_batchnorm": ("stage", "freeze_batchnorm"),
+    "automask": ("stage", "automask"),
+    "freeze_encoder_steps": ("stage", "freeze_encoder_steps"),
+    "rehearsal_weight": ("stage", "rehearsal", "weight"),
+    "checkpoint_every": ("checkpoint", "every_steps"),
+}
+#: ``--steps`` when not given (the schema requires a budget, so it has no default of its own).
+DEFAULT_STEPS = 1000
+
+
+def schema_default(dest: str):
+    """The curriculum-schema default behind option ``dest`` (see :data:`SCHEMA_DEFAULTS`)."""
+    from colondepth.train.config import CheckpointSection, SelfSupervisedStage
+
+    section, key, *rest = SCHEMA_DEFAULTS[dest]
+    model = SelfSupervisedStage if section == "stage" else CheckpointSection
+    value = model.model_fields[key].get_default(call_default_factory=True)
+    for attr in rest:
+        value = getattr(value, attr)
+    return value
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = schema_default
     parser.add_argument("--init", required=True, metavar="CKPT", help="checkpoint to start from (colondepth train)")
     parser.add_argument("--video", required=True, action="append", metavar="PATH",
                         help="video file (mp4/avi/mov) or folder of frames; repeatable")
@@ -33,38 +72,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"camera of the videos: {INTRINSICS_HELP}; fisheye frames are undistorted to a "
                              "pinhole camera before training (default: a 140 degree field-of-view guess, with a "
                              "warning)")
-    parser.add_argument("--steps", type=int, default=1000, metavar="N", help="optimizer steps (default 1000)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="B", help="snippets per step (default 4)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
-    parser.add_argument("--frame-skip", type=int, default=1, metavar="K",
-                        help="kept frames between target and source views (default 1)")
-    parser.add_argument("--smoothness", type=float, default=1e-3, metavar="W",
-                        help="edge-aware smoothness weight (default 1e-3)")
-    parser.add_argument("--explainability", type=float, default=0.0, metavar="W",
-                        help="explainability-mask regulariser weight; 0 disables the masks (default)")
-    parser.add_argument("--no-translation-normalisation", action="store_true",
-                        help="let the depth scale float instead of pinning the translation scale")
-    parser.add_argument("--anchor", type=float, default=0.1, metavar="W",
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N",
+                        help=f"optimizer steps (default {DEFAULT_STEPS})")
+    parser.add_argument("--batch-size", type=int, default=d("batch_size"), metavar="B",
+                        help=f"snippets per step (default {d('batch_size')})")
+    parser.add_argument("--lr", type=float, default=d("lr"), help=f"learning rate, constant (default {d('lr'):g})")
+    parser.add_argument("--frame-skip", type=int, default=d("frame_skip"), metavar="K",
+                        help=f"kept frames between target and source views (default {d('frame_skip')})")
+    parser.add_argument("--smoothness", type=float, default=d("smoothness"), metavar="W",
+                        help=f"edge-aware smoothness weight (default {d('smoothness'):g})")
+    parser.add_argument("--explainability", type=float, default=d("explainability"), metavar="W",
+                        help=f"explainability-mask regulariser weight; 0 disables the masks (default "
+                             f"{d('explainability'):g})")
+    parser.add_argument("--translation-normalisation", action=argparse.BooleanOptionalAction,
+                        default=d("translation_normalisation"),
+                        help="pin the translation scale after the pose warm-up; --no-translation-normalisation lets "
+                             f"the depth scale float (default {_on_off(d('translation_normalisation'))})")
+    parser.add_argument("--anchor", type=float, default=d("anchor"), metavar="W",
                         help="weight of the scale-invariant log-depth anchor to the --init model's prediction "
-                             "(keeps its depth shape; default 0.1; 0: off)")
-    parser.add_argument("--anchor-decay-steps", type=int, default=None, metavar="N",
+                             f"(keeps its depth shape; default {d('anchor'):g}; 0: off)")
+    parser.add_argument("--anchor-decay-steps", type=int, default=d("anchor_decay_steps"), metavar="N",
                         help="decay the anchor weight linearly to 0 over N steps after the pose warm-up "
                              "(0: constant; default: all steps after the warm-up)")
-    parser.add_argument("--no-freeze-batchnorm", dest="freeze_batchnorm", action="store_false",
-                        help="re-estimate BatchNorm statistics from the video's small batches (default: keep the "
-                             "--init model's)")
-    parser.add_argument("--automask", action="store_true",
-                        help="monodepth2 auto-masking of pixels the un-warped source explains (default off: on "
-                             "the shared real sample it let the depth drift, see docs/finetune.md)")
-    parser.add_argument("--freeze-encoder-steps", type=int, default=0, metavar="N",
-                        help="train only the depth decoder for N steps after the pose warm-up (default 0)")
+    parser.add_argument("--freeze-batchnorm", action=argparse.BooleanOptionalAction, default=d("freeze_batchnorm"),
+                        help="keep the --init model's BatchNorm statistics; --no-freeze-batchnorm re-estimates them "
+                             f"from the video's small batches (default {_on_off(d('freeze_batchnorm'))})")
+    parser.add_argument("--automask", action=argparse.BooleanOptionalAction, default=d("automask"),
+                        help="monodepth2 auto-masking of pixels the un-warped source explains (default "
+                             f"{_on_off(d('automask'))}: on the shared real sample it let the depth drift, see "
+                             "docs/finetune.md)")
+    parser.add_argument("--freeze-encoder-steps", type=int, default=d("freeze_encoder_steps"), metavar="N",
+                        help=f"train only the depth decoder for N steps after the pose warm-up (default "
+                             f"{d('freeze_encoder_steps')})")
     parser.add_argument("--rehearsal-data", action="append", default=None, metavar="DIR",
                         help="synthetic dataset folder (colondepth synth) whose supervised batches are mixed into "
                              "every step; repeatable; needs --rehearsal-weight")
-    parser.add_argument("--rehearsal-weight", type=float, default=0.0, metavar="W",
-                        help="weight of the supervised rehearsal loss (default 0: off)")
-    parser.add_argument("--checkpoint-every", type=int, default=200, metavar="N",
-                        help="rewrite RUN/checkpoints/last.pt every N steps (default 200)")
+    parser.add_argument("--rehearsal-weight", type=float, default=d("rehearsal_weight"), metavar="W",
+                        help=f"weight of the supervised rehearsal loss (default {d('rehearsal_weight'):g}: off)")
+    parser.add_argument("--checkpoint-every", type=int, default=d("checkpoint_every"), metavar="N",
+                        help=f"rewrite RUN/checkpoints/last.pt every N steps (default {d('checkpoint_every')})")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
@@ -72,18 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _anchor_decay_steps(args: argparse.Namespace) -> int:
-    """``--anchor-decay-steps``, by default every step after the pose warm-up (the anchor reaches 0 at the end)."""
-    if args.anchor_decay_steps is not None:
-        return int(args.anchor_decay_steps)
-    from colondepth.train.selfsup import POSE_WARMUP_STEPS
-
-    warmup = min(POSE_WARMUP_STEPS, max(1, int(args.steps) // 2))
-    return max(1, int(args.steps) - warmup)
-
-
 def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
-    """The one-stage curriculum (plain YAML-able dict) that ``finetune`` runs."""
+    """The one-stage curriculum (plain YAML-able dict) that ``finetune`` runs.
+
+    Every stage setting the options carry is written out; what the schema resolves (``anchor_decay_steps``
+    left unset: every step after the pose warm-up) is filled in by the schema itself.
+    """
     from pathlib import Path
 
     from colondepth.train.config import ModelSection
@@ -101,16 +141,16 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
         "budget": {"steps": int(args.steps)},
         "batch_size": int(args.batch_size),
         "optimizer": {"lr": float(args.lr)},
-        "lr_schedule": {"kind": "constant"},
         "frame_skip": int(args.frame_skip),
         "loss": {"smoothness_weight": float(args.smoothness), "explainability_weight": float(args.explainability)},
-        "translation_normalisation": not args.no_translation_normalisation,
+        "translation_normalisation": bool(args.translation_normalisation),
         "anchor_weight": float(args.anchor),
-        "anchor_decay_steps": int(_anchor_decay_steps(args)),
         "freeze_batchnorm": bool(args.freeze_batchnorm),
         "automask": bool(args.automask),
         "freeze_encoder_steps": int(args.freeze_encoder_steps),
     }
+    if args.anchor_decay_steps is not None:
+        stage["anchor_decay_steps"] = int(args.anchor_decay_steps)
     if args.rehearsal_weight > 0 or args.rehearsal_data:
         stage["rehearsal"] = {"datasets": [str(Path(d).expanduser().resolve()) for d in args.rehearsal_data or []],
                               "weight": float(args.rehearsal_weight), "batch_size": int(args.batch_size)}
@@ -127,6 +167,18 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
     }
 
 
+def _resolved_file(path) -> dict | None:
+    """The resolved curriculum of an earlier run's ``finetune.curriculum.yaml`` (``None`` if it no longer
+    validates), so that a resume compares settings, not text (defaults written out or left to the schema)."""
+    from colondepth.errors import UserError
+    from colondepth.train.config import load_curriculum, resolved_dict
+
+    try:
+        return resolved_dict(load_curriculum(path))
+    except UserError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
@@ -137,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     from colondepth.errors import UserError
     from colondepth.io import atomic_write_text
     from colondepth.train.checkpoint import read_checkpoint
-    from colondepth.train.config import parse_curriculum
+    from colondepth.train.config import parse_curriculum, resolved_dict
     from colondepth.train.curriculum import RunOptions, train_curriculum
 
     if args.steps <= 0:
@@ -175,12 +227,12 @@ def run(args: argparse.Namespace) -> int:
     curriculum = build_curriculum(args, card)
     out = Path(args.out)
     cur_path = out / "finetune.curriculum.yaml"
-    parse_curriculum(curriculum, cur_path)  # validate before writing anything
+    resolved = resolved_dict(parse_curriculum(curriculum, cur_path))  # validate before writing anything
     text = yaml.safe_dump(curriculum, sort_keys=False)
     has_run = (out / "checkpoints" / "last.pt").is_file()
     if has_run and not args.resume:
         raise UserError(f"{out}: already holds a fine-tuning run; pass --resume to continue it or choose another --out")
-    if has_run and cur_path.is_file() and cur_path.read_text() != text:
+    if has_run and cur_path.is_file() and _resolved_file(cur_path) != resolved:
         raise UserError(f"{out}: was started with other arguments ({cur_path}); resume with the same arguments "
                         f"or choose another --out")
     atomic_write_text(cur_path, text)

@@ -3,7 +3,8 @@
 A curriculum is a named, ordered list of stages.  Each stage is either ``supervised`` (depth ground
 truth from synthetic levels or datasets) or ``self_supervised`` (photometric, on real video), chosen by
 its ``kind`` key.  Every model forbids unknown keys; errors name the file and the key path
-(``stages.1.loss.ssim_weight: ...``) on one line.  See ``docs/training.md`` for every key.
+(``stages.1.loss.ssim_weight: ...``), and every problem of a file is reported at once (one line each).
+See ``docs/training.md`` for every key.
 """
 
 from __future__ import annotations
@@ -264,10 +265,34 @@ class SelfSupervisedRehearsal(_Strict):
         return self
 
 
+def pose_warmup_steps(budget_steps: int) -> int:
+    """Pose-only warm-up steps of a self-supervised stage with a ``steps`` budget (as
+    :class:`colondepth.train.selfsup.SelfSupervisedKind` runs it: ``POSE_WARMUP_STEPS``, or half of a smaller
+    budget)."""
+    from colondepth.train.selfsup import POSE_WARMUP_STEPS
+
+    return min(POSE_WARMUP_STEPS, max(1, int(budget_steps) // 2))
+
+
+def default_anchor_decay_steps(budget_steps: int) -> int:
+    """``anchor_decay_steps`` when a stage leaves it unset: every step after the pose warm-up, so that the anchor
+    reaches 0 at the end of the stage."""
+    return max(1, int(budget_steps) - pose_warmup_steps(budget_steps))
+
+
 class SelfSupervisedStage(_StageCommon):
-    """Photometric fine-tuning on real video (implemented by ``colondepth.train.selfsup``)."""
+    """Photometric fine-tuning on real video (implemented by ``colondepth.train.selfsup``).
+
+    The defaults are the setting measured best on the shared real video sample (docs/finetune.md, "Real video"):
+    batch 4, learning rate 1e-4, constant schedule, no auto-masking, BatchNorm statistics frozen, and the
+    log-depth anchor (weight 0.1) decaying linearly to 0 over every step after the pose warm-up.
+    ``colondepth finetune`` takes its option defaults from these fields.
+    """
 
     kind: Literal["self_supervised"]
+    batch_size: int = Field(4, gt=0)
+    optimizer: Optimizer = Optimizer(lr=1e-4)
+    lr_schedule: LRSchedule = LRSchedule(kind="constant")
     init_from: str = "previous"  # "previous" (the preceding stage's weights) or a checkpoint path
     sources: list[VideoSource] = Field(min_length=1)
     crop: Optional[tuple[int, int, int, int]] = None  # x, y, width, height in source pixels
@@ -275,14 +300,16 @@ class SelfSupervisedStage(_StageCommon):
     frame_skip: int = Field(1, ge=1)  # source frames between target and source views
     loss: PhotometricLoss = PhotometricLoss()
     min_reprojection: bool = True
-    automask: bool = True
+    automask: bool = False
     brightness_alignment: bool = True
     translation_normalisation: bool = True
     # scale-invariant log-depth anchor to the initial (supervised) model's prediction; 0: off
-    anchor_weight: float = Field(0.0, ge=0)
-    anchor_decay_steps: int = Field(0, ge=0)  # linear decay to 0 over this many joint steps (0: constant)
+    anchor_weight: float = Field(0.1, ge=0)
+    # linear decay to 0 over this many joint steps (0: constant); unset: every step after the pose warm-up
+    # (resolved from budget.steps when the stage is read)
+    anchor_decay_steps: Optional[int] = Field(None, ge=0)
     freeze_encoder_steps: int = Field(0, ge=0)  # joint steps after the pose warm-up with the depth encoder frozen
-    freeze_batchnorm: bool = False  # keep the depth net's BatchNorm statistics (eval mode) while fine-tuning
+    freeze_batchnorm: bool = True  # keep the depth net's BatchNorm statistics (eval mode) while fine-tuning
     # false: only the pose network learns (the depth network stays exactly as loaded); translations keep the
     # scale of that depth network (no translation normalisation): a pose network for a finished depth model
     train_depth: bool = True
@@ -294,6 +321,18 @@ class SelfSupervisedStage(_StageCommon):
             x, y, w, h = self.crop
             if x < 0 or y < 0 or w <= 0 or h <= 0:
                 raise ValueError(f"crop: must be x, y >= 0 and width, height > 0, got {list(self.crop)}")
+        return self
+
+    @model_validator(mode="after")
+    def _anchor_decay(self) -> "SelfSupervisedStage":
+        if self.anchor_decay_steps is None:
+            if self.budget.steps is not None:
+                self.anchor_decay_steps = default_anchor_decay_steps(self.budget.steps)
+            elif self.anchor_weight > 0:
+                raise ValueError("anchor_decay_steps: an 'epochs' budget needs an explicit anchor_decay_steps "
+                                 "(0: constant anchor), or use a 'steps' budget, or set anchor_weight: 0")
+            else:
+                self.anchor_decay_steps = 0
         return self
 
 
@@ -337,26 +376,29 @@ class Curriculum(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> "Curriculum":
+        problems = []  # every cross-field problem, one "key.path: message" each (reported together)
         names = [s.name for s in self.stages]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"stages: stage names must be unique; repeated: {', '.join(dup)}")
+            problems.append(f"stages: stage names must be unique; repeated: {', '.join(dup)}")
         seen_supervised = False
         for i, s in enumerate(self.stages):
             if isinstance(s, SupervisedStage):
                 if s.rehearsal > 0 and not seen_supervised:
-                    raise ValueError(f"stages.{i}.rehearsal: the first supervised stage has no earlier data "
-                                     f"to rehearse; set rehearsal: 0")
+                    problems.append(f"stages.{i}.rehearsal: the first supervised stage has no earlier data "
+                                    f"to rehearse; set rehearsal: 0")
                 seen_supervised = True
             elif s.init_from == "previous" and i == 0:
-                raise ValueError("stages.0.init_from: 'previous' needs an earlier stage; give a checkpoint path")
+                problems.append("stages.0.init_from: 'previous' needs an earlier stage; give a checkpoint path")
         if self.generate is not None:
             used = {lv for s in self.stages if isinstance(s, SupervisedStage) for lv in s.levels}
             for lv in self.generate.recipes:
                 if not LEVEL_PATTERN.match(lv):
-                    raise ValueError(f"generate.recipes.{lv}: not a level name like 'L1'")
-                if lv not in used:
-                    raise ValueError(f"generate.recipes.{lv}: no stage uses level {lv}")
+                    problems.append(f"generate.recipes.{lv}: not a level name like 'L1'")
+                elif lv not in used:
+                    problems.append(f"generate.recipes.{lv}: no stage uses level {lv}")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -372,32 +414,59 @@ class Curriculum(_Strict):
 _KEY_IN_MESSAGE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*): (.*)$")
 
 
-def _format_error(path: Path, exc: ValidationError) -> str:
-    parts = []
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """Every problem of a curriculum ``ValidationError`` as ``(key path, message)``, in pydantic's order.
+
+    The key path drops the discriminator tag pydantic inserts (``stages.1.supervised.loss`` ->
+    ``stages.1.loss``) and takes in the key our validators name at the start of their message
+    (``stages.0.budget`` + ``give exactly one of ...``); a validator that finds several problems reports them
+    on separate lines of one message.
+    """
+    out = []
     for err in exc.errors():
         loc = [str(x) for x in err["loc"]]
-        # drop the discriminator tag pydantic inserts (stages.1.supervised.loss -> stages.1.loss)
         loc = [x for j, x in enumerate(loc) if not (j > 0 and loc[j - 1].isdigit() and x in
                                                     ("supervised", "self_supervised"))]
-        key = ".".join(loc)
-        msg = err["msg"].removeprefix("Value error, ")
-        sub = _KEY_IN_MESSAGE.match(msg)
-        if sub and err["type"] == "value_error":  # our validators start with the (relative) key
-            key = f"{key}.{sub.group(1)}" if key else sub.group(1)
-            msg = sub.group(2)
-        parts.append(f"{key or '(top level)'}: {msg}")
-    more = f" (and {len(parts) - 1} more)" if len(parts) > 1 else ""
-    return f"{path}: {parts[0]}{more}; fix the curriculum (see docs/training.md)"
+        base = ".".join(loc)
+        for msg in err["msg"].removeprefix("Value error, ").split("\n"):
+            key = base
+            sub = _KEY_IN_MESSAGE.match(msg)
+            if sub and err["type"] == "value_error":  # our validators start with the (relative) key
+                key = f"{key}.{sub.group(1)}" if key else sub.group(1)
+                msg = sub.group(2)
+            out.append((key or "(top level)", msg))
+    return out
+
+
+class CurriculumInvalid(UserError):
+    """Every validation problem of a curriculum: a header line, then one indented line per problem naming the
+    file and the key path (a :class:`UserError`, exit status 2; the only user error of more than one line)."""
+
+    def __init__(self, header: str, problems: list[str]):
+        lines = [" ".join(header.split())] + ["  " + " ".join(p.split()) for p in problems]
+        Exception.__init__(self, "\n".join(lines))
+
+
+def _curriculum_error(path: Path, exc: ValidationError) -> UserError:
+    """One line for one problem; for several, a header line and one line per problem, each naming the file and
+    the key path."""
+    problems = validation_problems(exc)
+    if len(problems) == 1:
+        key, msg = problems[0]
+        return UserError(f"{path}: {key}: {msg}; fix the curriculum (see docs/training.md)")
+    return CurriculumInvalid(f"{path}: {len(problems)} problems; fix the curriculum (see docs/training.md):",
+                             [f"{path}: {key}: {msg}" for key, msg in problems])
 
 
 def parse_curriculum(data: dict, source: str | Path = "<curriculum>") -> Curriculum:
-    """Validate a parsed YAML mapping; raises a one-line :class:`UserError` naming ``source`` and the key path."""
+    """Validate a parsed YAML mapping; raises a :class:`UserError` naming ``source`` and the key path of every
+    problem (one line for one problem, one line per problem after a header for several)."""
     if not isinstance(data, dict):
         raise UserError(f"{source}: a curriculum must be a YAML mapping with 'name' and 'stages'")
     try:
         return Curriculum.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_format_error(Path(source), exc)) from None
+        raise _curriculum_error(Path(source), exc) from None
 
 
 def load_curriculum(path: str | Path) -> Curriculum:
