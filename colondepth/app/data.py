@@ -1,15 +1,15 @@
 """What the review app shows, found and loaded under one root folder (no Streamlit here).
 
-The app (``apps/review.py``, started by ``colondepth app``) browses a single *root* folder and
+The app (``colondepth/app/review.py``, started by ``colondepth app``) browses a single *root* folder and
 never reads outside it.  This module holds the pure, testable parts:
 
 - path safety: :func:`resolve_root`, :func:`safe_path` (symlinks are resolved before the check);
 - discovery: :func:`find_datasets`, :func:`find_runs`, :func:`find_prediction_dirs`,
   :func:`find_reconstructions`;
 - loading: :func:`load_sequences` (the package reader :func:`colondepth.datasets.synthetic.read_sequences`),
-  :func:`read_metrics`, :func:`read_curriculum`, :func:`load_prediction`, :func:`load_reconstruction`;
+  :func:`sequence_fps`, :func:`frame_stem`, :func:`read_metrics`, :func:`read_curriculum`, :func:`load_prediction`, :func:`load_reconstruction`;
 - depth scores: :func:`score_prediction`, :func:`frame_metrics`, :func:`sequence_metrics`,
-  :func:`score_sequence_with_model`, all through :mod:`colondepth.eval` (the bilinear resize of
+  :func:`prediction_sequence_metrics` (frames of :func:`scored_frames`), :func:`score_sequence_with_model`, all through :mod:`colondepth.eval` (the bilinear resize of
   ``colondepth evaluate``, :func:`colondepth.eval.depth_metrics.frame_depth_metrics`,
   :func:`colondepth.eval.evaluate.evaluate_sequences`), so the app's numbers are ``colondepth evaluate``'s;
 - pictures: :func:`colorize`, :func:`colorbar_image`, :func:`depth_display_range`, :func:`mesh_figure`,
