@@ -19,7 +19,9 @@ Sections (``--sections``, default all):
 Modes: ``--quick`` (tiny data, 64 px, 800 samples per run: a pipeline check) and the default full mode
 (128 px, 16 000 samples per run, two seeds).  All data,
 runs and a ``results.json`` go under ``--work`` (default ``out/bench_depth/<mode>``); generated data is reused
-when a rerun asks for the same thing.
+when a rerun asks for the same thing.  The same numbers, with a per-curriculum summary (mean over seeds), are
+written to ``--json`` (default ``benchmarks/results/depth.json``, committed; the README's curriculum table is
+checked against it).
 
     .venv/bin/python benchmarks/bench_depth.py --quick
     .venv/bin/python benchmarks/bench_depth.py --sections speed --checkpoint RUN/checkpoints/final.pt
@@ -400,6 +402,35 @@ def section_speed(work: Path | None, checkpoint: str | None, mode: dict, train_s
     return text, out
 
 
+def curriculum_summary(section: dict) -> dict:
+    """Per training curriculum: abs_rel and delta1 on held-out L5 per seed and their mean over seeds, for both
+    alignments (``median``: shape; ``none``: metric depth).  ``section`` is ``results["curriculum"]``."""
+    import numpy as np
+
+    out: dict = {}
+    for key, summary in section.items():
+        align, name, seed = key.split("/")
+        m = summary["metrics"]["model"]
+        entry = out.setdefault(name, {}).setdefault(align, {"seeds": {}})
+        entry["seeds"][seed] = {"abs_rel": m["abs_rel"], "delta1": m["delta1"]}
+    for name, per_align in out.items():
+        for entry in per_align.values():
+            for metric in ("abs_rel", "delta1"):
+                entry[f"{metric}_mean"] = float(np.mean([s[metric] for s in entry["seeds"].values()]))
+    return out
+
+
+def _repo_relative(value):
+    """``value`` with absolute paths inside the repository written relative to it (the JSON is committed)."""
+    if isinstance(value, dict):
+        return {k: _repo_relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_repo_relative(v) for v in value]
+    if isinstance(value, str) and value.startswith(str(REPO) + os.sep):
+        return os.path.relpath(value, REPO)
+    return value
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny data and short training (a few minutes)")
@@ -411,6 +442,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=str, default=None, help="override the training seeds, e.g. 0,1")
     ap.add_argument("--curricula", default=None,
                     help="compare other curriculum files: curriculum=PATH,mixed=PATH (default: curricula/sfs_*.yaml)")
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "depth.json",
+                    help="committed copy of the results (default benchmarks/results/depth.json)")
     ap.add_argument("--speed-worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--frames", type=int, default=32, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
@@ -438,7 +471,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"--sections: unknown {', '.join(sorted(unknown))}; use curriculum, baseline, speed")
     work = (args.work or REPO / "out" / "bench_depth" / mode_name).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"mode": mode_name, "settings": mode, "command": " ".join(sys.argv)}
+    results: dict = {"mode": mode_name, "settings": mode,
+                     "command": " ".join(["python", "benchmarks/bench_depth.py", *(argv if argv is not None
+                                                                                   else sys.argv[1:])]),
+                     "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+                     "load_average_start": os.getloadavg()[0]}
     t_start = time.perf_counter()
     print(f"## Depth benchmarks ({mode_name} mode)\n")
 
@@ -480,7 +517,13 @@ def main(argv=None) -> int:
     results["total_seconds"] = time.perf_counter() - t_start
     from colondepth.io import atomic_write_text
 
-    atomic_write_text(work / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    if "curriculum" in results:
+        results["summary"] = curriculum_summary(results["curriculum"])
+    text = json.dumps(_repo_relative(results), indent=2, default=str) + "\n"
+    atomic_write_text(work / "results.json", text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, text)
     print(f"Total wall time {results['total_seconds'] / 60:.1f} min; numbers in {work / 'results.json'}.")
     return 0
 

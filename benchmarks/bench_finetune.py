@@ -20,7 +20,12 @@ two-view baseline?
    and save a before | after | photometric-error preview to ``WORK/finetune_real_<variant>.png``.
 
 Stage options of the fine-tuning (``--anchor``, ``--freeze-bn``, ``--automask``, ``--rehearsal``, ...) name a
-*variant*; every variant reuses the supervised model of ``--work`` and gets its own run folders.
+*variant*; every variant reuses the supervised model of ``--work`` and gets its own run folders.  Options left
+out take the ``self_supervised`` stage defaults of ``colondepth.train.config`` (the ``colondepth finetune``
+defaults); every variant's resolved stage settings are recorded with its numbers.
+
+Results: ``WORK/results_<variant>.json`` and, merged by variant name, ``--json`` (default
+``benchmarks/results/finetune.json``, committed; the README's fine-tuning tables are checked against it).
 
     .venv/bin/python benchmarks/bench_finetune.py --quick          # a few minutes on 2 CPU cores
     .venv/bin/python benchmarks/bench_finetune.py --quick --real --freeze-bn yes --anchor 0.1 --automask no
@@ -76,6 +81,44 @@ def run_curriculum(cur: dict, out: Path, data_dirs: list[Path]) -> Path:
                                 resume=(out / "checkpoints" / "last.pt").is_file(), command="bench_finetune",
                                 progress=True))
     return final
+
+
+#: Resolved settings of the fine-tuning stage recorded with every variant's numbers (what "defaults" meant).
+STAGE_KEYS = ("batch_size", "optimizer", "lr_schedule", "frame_skip", "loss", "min_reprojection", "automask",
+              "brightness_alignment", "translation_normalisation", "anchor_weight", "anchor_decay_steps",
+              "freeze_encoder_steps", "freeze_batchnorm", "rehearsal")
+
+
+def resolved_stage(cur: dict) -> dict:
+    """The fine-tuning stage of ``cur`` with every schema default filled in (the keys of :data:`STAGE_KEYS`)."""
+    from colondepth.train.config import parse_curriculum, resolved_dict
+
+    stage = resolved_dict(parse_curriculum(cur, "bench_finetune"))["stages"][0]
+    return {k: stage[k] for k in STAGE_KEYS if k in stage}
+
+
+def _repo_relative(value):
+    """``value`` with absolute paths inside the repository written relative to it (the JSON is committed)."""
+    if isinstance(value, dict):
+        return {k: _repo_relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_repo_relative(v) for v in value]
+    if isinstance(value, str) and value.startswith(str(REPO) + os.sep):
+        return os.path.relpath(value, REPO)
+    return value
+
+
+def write_results_json(path: Path, tag: str, results: dict) -> None:
+    """Merge ``results`` into ``path`` under ``variants.<tag>`` (other variants' numbers are kept)."""
+    from colondepth.io import atomic_write_text
+
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc["description"] = ("benchmarks/bench_finetune.py: a model trained on synthetic L1+L2, fine-tuned "
+                          "self-supervised on unlabelled L5 frames (and on the real video sample with --real); "
+                          "one entry per fine-tuning variant")
+    doc.setdefault("variants", {})[tag] = _repo_relative(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def depth_eval(ckpt: Path, dataset: Path, max_frames: int) -> dict:
@@ -412,6 +455,8 @@ def main() -> int:
     ap.add_argument("--tag", default=None,
                     help="name of this fine-tuning variant (run folders run_ft_<tag>, run_real_<tag>; the "
                          "supervised model in --work is shared); default: built from the options")
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "finetune.json",
+                    help="results file the variant is merged into (default benchmarks/results/finetune.json)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a shared 2-core machine more threads spin and run "
                          "~50x slower; raise it on an idle machine)")
@@ -515,8 +560,12 @@ def main() -> int:
         else:
             _log(f"{video} not found: skipping --real")
     results["seconds"] = round(time.time() - t0, 1)
+    results["command"] = " ".join(["python", "benchmarks/bench_finetune.py", *sys.argv[1:]])
+    results["threads"] = torch.get_num_threads()
+    results["stage"] = resolved_stage(ft_cur("bench_ft", unl, "colondepth"))
 
     (work / f"results_{tag}.json").write_text(json.dumps(results, indent=2))
+    write_results_json(args.json, tag, results)
     b, a = before, after
     print(f"\n### Depth on held-out {args.shifted} (never used in supervised training), {b['frames']} frames\n")
     print("| model | abs_rel (metric) | abs_rel (median-scaled) | delta1 (median-scaled) |")

@@ -157,3 +157,127 @@ def test_selfsup_real_table_matches_its_json():
             mean, sd = cells[col].strip("*").split("±")
             assert _close(mean.strip(), doc[when]["pose"][key]["ate_mm"]), (label, when)
             assert _close(sd.strip(), doc[when]["pose"][key]["ate_mm_std"]), (label, when)
+
+
+def _raw_table_after(heading: str) -> list[list[str]]:
+    """Like :func:`_table_after`, keeping the ``**`` that mark a winner."""
+    lines = README[README.index(heading):].splitlines()
+    rows, inside = [], False
+    for line in lines[1:]:
+        if line.startswith("|"):
+            inside = True
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                rows.append(cells)
+        elif inside:
+            break
+    return rows
+
+
+def _readme_command(heading: str, script: str) -> str:
+    """The benchmark command quoted (in backticks) in the paragraph after ``heading``."""
+    text = README[README.index(heading):]
+    m = re.search(r"`(python benchmarks/" + re.escape(script) + r"[^`]*)`", text)
+    assert m, f"no `python benchmarks/{script} ...` after {heading!r}"
+    return m.group(1)
+
+
+def test_curriculum_table_matches_depth_json():
+    doc = json.loads((RESULTS / "depth.json").read_text())
+    heading = "### Curriculum against the mixed control"
+    assert doc["command"] == _readme_command(heading, "bench_depth.py")  # the README shows the command that ran
+    summary = doc["summary"]
+    rows = _raw_table_after(heading)
+    assert rows[0] == ["training", "abs_rel, median-aligned", "abs_rel, metric (no alignment)"]
+    names = {"curriculum L1 → L5": "curriculum", "mixed control": "mixed"}
+    assert sorted(names[r[0]] for r in rows[1:]) == sorted(summary)
+    for col, align in ((1, "median"), (2, "none")):
+        means = {names[r[0]]: summary[names[r[0]]][align]["abs_rel_mean"] for r in rows[1:]}
+        # the mean over the seeds the JSON holds, recomputed from the per-seed entries
+        for name, mean in means.items():
+            seeds = summary[name][align]["seeds"]
+            assert len(seeds) == len(doc["settings"]["seeds"])
+            assert abs(mean - sum(s["abs_rel"] for s in seeds.values()) / len(seeds)) < 1e-12
+        for cells in rows[1:]:
+            assert _close(cells[col].strip("*"), means[names[cells[0]]]), (cells[0], align)
+            # bold marks the lower abs_rel of the column
+            assert cells[col].startswith("**") == (means[names[cells[0]]] == min(means.values())), (cells[0], align)
+
+
+def test_curriculum_paragraph_seed_numbers_match_depth_json():
+    summary = json.loads((RESULTS / "depth.json").read_text())["summary"]
+    seed = {(name, align): [summary[name][align]["seeds"][f"seed{i}"]["abs_rel"] for i in (0, 1)]
+            for name in ("curriculum", "mixed") for align in ("median", "none")}
+    m = re.search(r"in both seeds \(([\d.]+) and ([\d.]+)\s+against ([\d.]+) and ([\d.]+)\)", README)
+    assert m, "metric per-seed sentence missing"
+    expect = seed[("curriculum", "none")] + seed[("mixed", "none")]
+    assert all(_close(m.group(i + 1), v) for i, v in enumerate(expect))
+    assert all(c < x for c, x in zip(seed[("curriculum", "none")], seed[("mixed", "none")]))  # "wins in both seeds"
+    m = re.search(r"better with seed 0\s+\(([\d.]+) against ([\d.]+)\) and worse with seed 1 \(([\d.]+) against "
+                  r"([\d.]+)\), and the mixed control's mean is ([\d.]+) lower", README)
+    assert m, "median-aligned per-seed sentence missing"
+    c, x = seed[("curriculum", "median")], seed[("mixed", "median")]
+    assert all(_close(m.group(i + 1), v) for i, v in enumerate([c[0], x[0], c[1], x[1]]))
+    assert c[0] < x[0] and c[1] > x[1]
+    assert _close(m.group(5), summary["curriculum"]["median"]["abs_rel_mean"] - summary["mixed"]["median"]["abs_rel_mean"])
+
+
+def _finetune_variant() -> dict:
+    doc = json.loads((RESULTS / "finetune.json").read_text())
+    command = _readme_command("**On synthetic data**", "bench_finetune.py")
+    runs = [v for v in doc["variants"].values() if v["command"] == command]
+    assert len(runs) == 1, f"benchmarks/results/finetune.json has no run of {command!r}"
+    return runs[0]
+
+
+def test_finetune_tables_match_finetune_json():
+    r = _finetune_variant()
+    assert r["mode"] == "quick" and "real" in r
+    # the README calls this run the `colondepth finetune` defaults: its recorded stage settings say so
+    st = r["stage"]
+    assert (st["anchor_weight"], st["anchor_decay_steps"], st["freeze_batchnorm"], st["automask"]) == (0.1, 200, True, False)
+    assert (st["batch_size"], st["optimizer"]["lr"], st["lr_schedule"]["kind"]) == (4, 1e-4, "constant")
+    rows = _raw_table_after("**On synthetic data**")
+    body = {cells[0]: cells for cells in rows[1:]}
+    before, after = r["depth"]["supervised_only"], r["depth"]["fine_tuned"]
+    for label, key in (("abs_rel, metric", "metric"), ("abs_rel, median-aligned", "median_scaled")):
+        cells = body[label]
+        b, a = before[key]["abs_rel"], after[key]["abs_rel"]
+        assert _close(cells[1].strip("*"), b) and _close(cells[2].strip("*"), a), label
+        assert cells[1].startswith("**") == (b < a) and cells[2].startswith("**") == (a < b), label  # bold: lower
+    photo = next(c for k, c in body.items() if k.startswith("photometric error"))
+    assert _close(photo[1], r["real"]["supervised"]["photometric"])
+    assert _close(photo[2], r["real"]["fine-tuned"]["photometric"])
+
+    rows = _raw_table_after("| pose on held-out L5 snippets")
+    pose = r["pose"]
+    keys = {"our pose network": "posenet", "classical two-view VO": "classical", "zero motion": "zero_motion"}
+    ates = {}
+    for cells in rows:
+        key = next((v for k, v in keys.items() if cells[0].startswith(k)), None)
+        if key is None:
+            continue
+        mean, sd = cells[1].strip("*").split("±")
+        assert _close(mean.strip(), pose[key]["ate_mm"]) and _close(sd.strip(), pose[key]["ate_mm_std"]), key
+        ates[key] = (pose[key]["ate_mm"], cells[1].startswith("**"))
+    assert set(ates) == set(keys.values())
+    best = min(v[0] for v in ates.values())
+    assert all(bold == (ate == best) for ate, bold in ates.values())  # bold: the lowest ATE
+
+
+def test_finetune_paragraph_numbers_match_finetune_json():
+    r = _finetune_variant()
+    text = README[README.index("**On synthetic data**"):README.index("### Reconstruction and coverage")]
+    b, a = r["depth"]["supervised_only"], r["depth"]["fine_tuned"]
+    m = re.search(r"median-aligned abs_rel\s+−(\d+) %\) but makes the metric scale \*worse\* \(([\d.]+) → ([\d.]+)\)",
+                  text)
+    assert m, "fine-tuning paragraph changed: update this test with it"
+    change = 100 * (1 - a["median_scaled"]["abs_rel"] / b["median_scaled"]["abs_rel"])
+    assert int(m.group(1)) == round(change)
+    assert _close(m.group(2), b["metric"]["abs_rel"]) and _close(m.group(3), a["metric"]["abs_rel"])
+    assert a["metric"]["abs_rel"] > b["metric"]["abs_rel"]
+    assert "beats zero motion but\nnot the classical VO" in text or "beats zero motion but not the classical VO" in text
+    assert r["pose"]["zero_motion"]["ate_mm"] > r["pose"]["posenet"]["ate_mm"] > r["pose"]["classical"]["ate_mm"]
+    assert f"{round(r['seconds'])} s" in text and f"({r['depth']['fine_tuned']['frames']} frames)" in text
+    assert f"({r['pose']['posenet']['snippets']} snippets" in text
+    assert r["real"]["fine-tuned"]["changed"] < 0.01  # "fewer than 1 % of pixels change by more than 25 %"
