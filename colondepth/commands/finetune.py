@@ -10,7 +10,8 @@ It writes a one-stage curriculum (``kind: self_supervised``) to ``RUN/finetune.c
 with the curriculum runner, so checkpoints, ``--resume``, progress bars, metrics and the NaN stop behave as
 for ``colondepth train``.  The model architecture is taken from the ``--init`` checkpoint's model card.
 With ``--intrinsics`` (see :func:`colondepth.datasets.video.load_intrinsics`) a fisheye video is undistorted
-to a pinhole camera before training, as ``predict`` does before the network.
+to a pinhole camera before training, as ``predict`` does before the network.  The option defaults are read from
+the ``self_supervised`` stage schema (:data:`SCHEMA_DEFAULTS`), the one place the measured setting is written.
 """
 
 from __future__ import annotations

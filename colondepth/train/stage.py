@@ -1,6 +1,7 @@
 """Stage kinds: the small interface the curriculum runner drives, and the registry that maps ``kind`` to it.
 
-The runner (:mod:`colondepth.train.curriculum`) owns everything common to all stages: the optimizer
+The stage runner (:class:`colondepth.train.runner.StageRunner`, driven by
+:func:`colondepth.train.curriculum.train_curriculum`) owns everything common to all stages: the optimizer
 (AdamW over :meth:`StageKind.parameters`), the learning-rate schedule, the data order (a seeded
 ``DistributedSampler`` that can restart mid-epoch), NaN/inf detection, DistributedDataParallel,
 progress bars, metrics and checkpoints.  A stage kind only says what data it uses, what one step
