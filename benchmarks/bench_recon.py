@@ -8,7 +8,8 @@ Usage::
 For each level it renders one small synthetic sequence (``colondepth.synth.generate_dataset``, 128x128,
 cached in ``--work``), reconstructs it with ground-truth depth and poses, and checks that the fused
 surface reproduces the observed part of the ground-truth mesh with a Chamfer distance below the voxel
-size.  With a depth model (``--checkpoint`` or the installed default) it also reports predicted depth
+size, and compares the coverage estimate (the travelled lumen's expected wall, no ground truth used:
+:mod:`colondepth.recon.lumen`) with the ground-truth oracle of the same segment.  With a depth model (``--checkpoint`` or the installed default) it also reports predicted depth
 with ground-truth poses, and with predicted poses when the model has a pose network (inside the model
 bundle written by ``colondepth finetune``, or a version-1 ``pose_net_<stage>.pt`` beside the checkpoint); predicted trajectories are anchored at the first
 ground-truth camera without scale alignment, and their ATE is reported.  Finally it times
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
 
     print(f"## Reconstruction accuracy (128x128, {args.frames} frames, voxel {args.voxel_mm} mm)\n")
     print("| level | depth | poses | Chamfer mm (observed GT) | accuracy mm | completeness mm | F@1mm | F@2mm "
-          "| trajectory ATE mm | observed area | fusion frames/s | target Chamfer < voxel |")
+          "| trajectory ATE mm | lumen wall observed: estimate / oracle | fusion frames/s | target Chamfer < voxel |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     failed = False
     notes = []
@@ -113,13 +114,19 @@ def main(argv=None) -> int:
                 continue
             m = (rep.get("metrics") or {}).get("observed_ground_truth")
             traj = (rep.get("metrics") or {}).get("trajectory")
+            cov_doc = rep["coverage"]
+            oracle = (cov_doc.get("oracle") or {}).get("observed_fraction")
             rows.append({"level": level, "depth": depth, "poses": poses, "observed_ground_truth": m,
                          "trajectory_ate_mm": traj["ate_mm"] if traj else None,
-                         "observed_fraction": rep["coverage"]["observed_fraction"],
+                         "observed_fraction": cov_doc["observed_fraction"],
+                         "oracle_observed_fraction": oracle,
+                         "coverage_error_pp": (None if oracle is None or cov_doc["observed_fraction"] is None
+                                               else 100 * (cov_doc["observed_fraction"] - oracle)),
                          "fusion_fps": rep["timing_s"]["fusion_fps"],
                          "passed": (m["chamfer_mm"] < args.voxel_mm) if (m and depth == "gt") else None})
             ate = f"{traj['ate_mm']:.2f}" if traj else "-"
-            cov = rep["coverage"]["observed_fraction"]
+            frac = cov_doc["observed_fraction"]
+            cov = ("n/a" if frac is None else f"{frac:.1%}") + ("" if oracle is None else f" / {oracle:.1%}")
             fps = rep["timing_s"]["fusion_fps"]
             if m is None:
                 print(f"| {level} | {depth} | {poses} | n/a | n/a | n/a | n/a | n/a | {ate} | {cov:.1%} | "
@@ -130,7 +137,7 @@ def main(argv=None) -> int:
                 failed = True
             target = ("PASS" if ok else "FAIL") if depth == "gt" else "-"
             print(f"| {level} | {depth} | {poses} | {m['chamfer_mm']:.3f} | {m['accuracy_mm']:.3f} | "
-                  f"{m['completeness_mm']:.3f} | {m['fscore@1mm']:.3f} | {m['fscore@2mm']:.3f} | {ate} | {cov:.1%} | "
+                  f"{m['completeness_mm']:.3f} | {m['fscore@1mm']:.3f} | {m['fscore@2mm']:.3f} | {ate} | {cov} | "
                   f"{fps:.1f} | {target} |")
     if notes:
         print()

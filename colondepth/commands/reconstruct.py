@@ -120,9 +120,16 @@ def run(args: argparse.Namespace) -> int:
     # with --progress-events - standard output holds only the events, so the summary goes to stderr
     summary = sys.stderr if events == "-" else sys.stdout
     cov = report["coverage"]
+    if cov.get("observed_fraction") is None:
+        seen = f"no coverage estimate ({cov.get('reason', 'see report.json')})"
+    else:
+        seen = (f"observed {100 * cov['observed_fraction']:.1f}% of the travelled lumen's wall over "
+                f"{cov['centreline_length_mm']:.0f} mm ({cov['unobserved_area_mm2']:.0f} mm^2 unseen)")
+        oracle = (cov.get("oracle") or {}).get("observed_fraction")
+        if oracle is not None:
+            seen += f"; ground-truth oracle {100 * oracle:.1f}%"
     print(f"{seq.name}: {report['frames']['integrated']} frames fused at {cfg.voxel_mm} mm -> "
-          f"{report['mesh']['faces']} faces; observed {100 * cov['observed_fraction']:.1f}% of the "
-          f"{cov['surface'].replace('_', ' ')} ({cov['unobserved_area_mm2']:.0f} mm^2 unseen)", file=summary)
+          f"{report['mesh']['faces']} faces; {seen}", file=summary)
     m = report.get("metrics") or {}
     for key in ("observed_ground_truth", "full_ground_truth"):
         r = m.get(key)

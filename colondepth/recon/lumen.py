@@ -19,9 +19,9 @@ be there and tests which part of it the frames saw:
    the occlusion test of :func:`colondepth.recon.coverage.points_observed_in_frame` (inside the image
    and its valid mask, in the working depth range, and the frame's depth at its pixel within
    ``max(depth_tol_mm, depth_tol_rel * z)``).  The relative tolerance is wider than for a real mesh
-   (default 15 %), because the expected wall is a fit.  A face is observed when all three of its
-   vertices are (so a hole in the wall is never painted over by its rim), and the observed fraction
-   is an area fraction; the same per centimetre of centreline (``per_cm``).
+   (default 15 %), because the expected wall is a fit.  A face is observed when its centroid is (the
+   rule of the ground-truth oracle), and the observed fraction is an area fraction; the same per
+   centimetre of centreline (``per_cm``).
 
 The ground-truth counterpart for synthetic sequences is :func:`oracle_segment_faces`: the faces of
 the true colon mesh whose nearest point on the camera path lies strictly between its first and last
@@ -267,14 +267,13 @@ class LumenCoverage:
     Attributes
     ----------
     wall : trimesh.Trimesh, the expected wall (world, mm).
-    vertex_observed : (V,) bool; face_observed : (F,) bool (all three vertices observed).
+    face_observed : (F,) bool (its centroid passed some frame's test).
     face_arclength : (F,) arc length of each face's centreline position (mm).
     lumen : the fitted :class:`Lumen`.
     params : thresholds used.
     """
 
     wall: object
-    vertex_observed: np.ndarray
     face_observed: np.ndarray
     face_arclength: np.ndarray
     lumen: Lumen
@@ -321,8 +320,8 @@ class LumenCoverage:
             "definition": (
                 "expected wall: a generalised cylinder around the smoothed camera path, its radius per "
                 "angular sector from the fused surface (holes interpolated); travelled segment: samples "
-                "strictly between the first and last camera centre; a wall face is observed when its three "
-                "vertices pass some frame's occlusion test (in the image and mask, in range, depth within "
+                "strictly between the first and last camera centre; a wall face is observed when its centroid "
+                "passes some frame's occlusion test (in the image and mask, in range, depth within "
                 "max(depth_tol_mm, depth_tol_rel * z))"
             ),
             **self.params,
@@ -343,59 +342,92 @@ def lumen_coverage(lumen: Lumen, frames: Iterable, intrinsics, min_depth_mm: flo
     if len(wall.faces) == 0:
         raise UserError("lumen coverage: the travelled segment has fewer than two centreline samples; "
                         "the camera path is too short")
-    V = np.asarray(wall.vertices)
-    seen = np.zeros(len(V), dtype=bool)
+    centroids = np.asarray(wall.triangles_center)
+    face_observed = np.zeros(len(centroids), dtype=bool)
     n = 0
     for item in frames:
         valid = item[2] if len(item) > 2 else None
-        seen |= points_observed_in_frame(V, item[0], item[1], intrinsics, min_depth_mm, max_depth_mm,
-                                         depth_tol_mm, depth_tol_rel, valid)
+        face_observed |= points_observed_in_frame(centroids, item[0], item[1], intrinsics, min_depth_mm,
+                                                  max_depth_mm, depth_tol_mm, depth_tol_rel, valid)
         n += 1
     if n == 0:
         raise UserError("lumen coverage needs at least one frame with depth and pose")
     F = np.asarray(wall.faces)
-    face_observed = seen[F].all(axis=1)
     A = lumen.num_sectors
     ks = np.flatnonzero(lumen.travelled)
     face_arc = lumen.arclength[ks][(F // A).mean(axis=1).astype(np.int64)]
     params = {"min_depth_mm": float(min_depth_mm), "max_depth_mm": float(max_depth_mm),
               "depth_tol_mm": float(depth_tol_mm), "depth_tol_rel": float(depth_tol_rel),
               "num_frames": n, "sectors": A}
-    return LumenCoverage(wall, seen, face_observed, face_arc, lumen, params)
+    return LumenCoverage(wall, face_observed, face_arc, lumen, params)
 
 
-def oracle_segment_faces(mesh, camera_centres: np.ndarray, batch: int = 20000) -> np.ndarray:
+def _segments_blocked(mesh, origins: np.ndarray, ends: np.ndarray, own_face: np.ndarray,
+                      piece_mm: float = 4.0, chunk: int = 1_000_000) -> np.ndarray:
+    """``(M,) bool``: does the segment ``origins[i] -> ends[i]`` cross a face of ``mesh`` before its end?
+
+    Candidate faces come from the mesh's R-tree of face bounding boxes queried with the bounding boxes
+    of pieces of at most ``piece_mm`` of each segment (a long segment's own box would hold a large part
+    of the colon), then an exact Moller-Trumbore test of the whole segment on every pair.  The face
+    ``own_face[i]`` and hits within 0.1 % (at least 1e-3 mm) of the end are not counted: faces that
+    share an edge with the target meet the segment at its end.
+    """
+    O = np.asarray(origins, dtype=np.float64)
+    E = np.asarray(ends, dtype=np.float64)
+    blocked = np.zeros(len(O), dtype=bool)
+    if len(O) == 0:
+        return blocked
+    n_pieces = np.maximum(np.ceil(np.linalg.norm(E - O, axis=1) / piece_mm).astype(np.int64), 1)
+    parent = np.repeat(np.arange(len(O)), n_pieces)
+    k = np.arange(len(parent)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+    a0 = (k / n_pieces[parent])[:, None]
+    a1 = ((k + 1) / n_pieces[parent])[:, None]
+    p0 = O[parent] + a0 * (E - O)[parent]
+    p1 = O[parent] + a1 * (E - O)[parent]
+    ids, counts = mesh.triangles_tree.intersection_v(np.minimum(p0, p1), np.maximum(p0, p1))
+    seg_of = parent[np.repeat(np.arange(len(parent)), np.asarray(counts, dtype=np.int64))]
+    ids = np.asarray(ids, dtype=np.int64)
+    pairs = np.unique(seg_of * len(mesh.faces) + ids)  # a face met by two pieces is tested once
+    seg_of, ids = pairs // len(mesh.faces), pairs % len(mesh.faces)
+    tri = np.asarray(mesh.triangles, dtype=np.float64)
+    for a in range(0, len(ids), chunk):
+        si, fi = seg_of[a:a + chunk], ids[a:a + chunk]
+        keep = fi != own_face[si]
+        si, fi = si[keep], fi[keep]
+        o, d = O[si], E[si] - O[si]
+        v0, v1, v2 = tri[fi, 0], tri[fi, 1], tri[fi, 2]
+        e1, e2 = v1 - v0, v2 - v0
+        p = np.cross(d, e2)
+        det = np.einsum("ij,ij->i", e1, p)
+        ok = np.abs(det) > 1e-12
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        tv = o - v0
+        u = np.einsum("ij,ij->i", tv, p) * inv
+        q = np.cross(tv, e1)
+        v = np.einsum("ij,ij->i", d, q) * inv
+        t = np.einsum("ij,ij->i", e2, q) * inv
+        length = np.linalg.norm(d, axis=1)
+        t_end = 1.0 - np.maximum(1e-3, 1e-3 / np.maximum(length, 1e-12))
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-9) & (t < t_end)
+        blocked[si[hit]] = True
+    return blocked
+
+
+def oracle_segment_faces(mesh, camera_centres: np.ndarray, max_distance_mm: float = 60.0) -> np.ndarray:
     """``(F,) bool``: faces of ``mesh`` on the travelled segment of the camera path (ground-truth side).
 
     A face belongs to the segment when the nearest point of the camera polyline to its centre lies
-    strictly between the first and the last camera centre, and the straight line from that path
-    point to the face centre crosses no other face of ``mesh`` (the wall is seen from the path; a
-    neighbouring loop behind a wall is excluded).
+    strictly between the first and the last camera centre, at most ``max_distance_mm`` away (the
+    ``max_radius_mm`` of :func:`fit_lumen`), and the straight line from that path point to the face
+    centre crosses no other face of ``mesh`` (the wall is seen from the path; a neighbouring loop
+    behind a wall is excluded).
     """
     C = np.asarray(camera_centres, dtype=np.float64).reshape(-1, 3)
     length = float(_polyline_arclength(C)[-1])
     centres = np.asarray(mesh.triangles_center, dtype=np.float64)
     s, near = nearest_on_polyline(centres, C)
-    inside = (s > 1e-6) & (s < length - 1e-6)
+    inside = (s > 1e-6) & (s < length - 1e-6) & (np.linalg.norm(centres - near, axis=1) <= max_distance_mm)
     idx = np.flatnonzero(inside)
-    if len(idx) == 0:
-        return inside
-    vec = centres[idx] - near[idx]
-    dist = np.linalg.norm(vec, axis=1)
-    dirs = vec / np.maximum(dist[:, None], 1e-12)
-    blocked = np.zeros(len(idx), dtype=bool)
-    intersector = mesh.ray
-    for a in range(0, len(idx), batch):
-        sl = slice(a, a + batch)
-        locs, ray_i, tri_i = intersector.intersects_location(near[idx][sl], dirs[sl], multiple_hits=True)
-        if len(ray_i) == 0:
-            continue
-        hit_d = np.linalg.norm(locs - near[idx][sl][ray_i], axis=1)
-        own = tri_i == idx[sl][ray_i]
-        early = (~own) & (hit_d < dist[sl][ray_i] - 1e-3 - 1e-3 * dist[sl][ray_i])
-        blocked_local = np.zeros(len(dirs[sl]), dtype=bool)
-        blocked_local[ray_i[early]] = True
-        blocked[sl] = blocked_local
     out = np.zeros(len(centres), dtype=bool)
-    out[idx[~blocked]] = True
+    out[idx[~_segments_blocked(mesh, near[idx], centres[idx], idx)]] = True
     return out

@@ -7,8 +7,10 @@ written atomically):
 ``mesh.ply``        fused surface (TSDF + marching cubes), world frame, mm, vertex colours
 ``mesh.glb``        the same surface for glTF viewers: first camera's view, +Y up, -Z forward, mm
 ``points.ply``      coloured point cloud of the frames (subsampled), world frame, mm
-``coverage.json``   observed area fraction and thresholds (see :mod:`colondepth.recon.coverage`)
-``unobserved.ply``  faces of the coverage surface never observed (the missed mucosa)
+``coverage.json``   observed area fraction of the travelled lumen's wall, total and per cm of
+                    centreline (:mod:`colondepth.recon.lumen`); on synthetic data also ``oracle``:
+                    the same segment of the ground-truth mesh with ground-truth depth and poses
+``unobserved.ply``  the expected wall no frame saw (the missed mucosa), world frame, mm
 ``tsdf.nii.gz``     the TSDF volume (mm), affine voxel index -> world mm (see :mod:`.export`)
 ``trajectory.txt``  the poses used, TUM ``t tx ty tz qx qy qz qw`` world_from_cam, mm
 ``report.json``     configuration, timings, volume and mesh statistics, coverage, accuracy, and
@@ -17,7 +19,7 @@ written atomically):
 
 Nothing is dropped silently.  ``report.json`` holds ``warnings``, a list of one-line messages (also shown
 on stderr), and ``complete``: ``false`` when marching cubes failed on part of the volume, so
-``mesh.ply``/``mesh.glb`` (and coverage of the fused surface) have holes.  ``colondepth reconstruct``
+``mesh.ply``/``mesh.glb`` have holes.  ``colondepth reconstruct``
 then exits non-zero after writing everything (:class:`colondepth.errors.IncompleteOutput`), so scripts
 and ``colondepth demo`` do not take the reconstruction for finished.  A skipped ``tsdf.nii.gz`` (the
 ``max_dense_voxels`` cap) is a warning only: the cap is a setting, and the report says so.
@@ -31,7 +33,7 @@ stage         one unit of ``done`` / ``total``            notes
 ============  ==========================================  ===========================================
 ``fusion``    a selected frame predicted/read and fused   starts at 0 before the networks are loaded
 ``mesh``      marching cubes, then the dense TSDF copy    ``total`` = 2
-``coverage``  a frame projected onto the coverage surface
+``coverage``  a frame tested against the expected wall      twice the frames with a ground-truth oracle
 ``metrics``   a surface compared with the ground truth    ``total`` = 2; 1 ("skipped") without one
 ``write``     an output file written                      ends with ``report.json``: the run is done
 ============  ==========================================  ===========================================
@@ -69,8 +71,10 @@ class ReconstructionConfig:
 
     ``frames``: ``(start, stop, step)`` as in Python slicing (``None`` = default).  ``min_depth_mm`` /
     ``max_depth_mm``: the working depth range for fusion and coverage.  ``depth_tol_mm`` /
-    ``depth_tol_rel``: the coverage occlusion tolerance.  ``coverage_max_edge_mm``: the coverage
-    surface is subdivided until no edge is longer.  ``max_points``: size of ``points.ply``.
+    ``depth_tol_rel``: the coverage occlusion tolerance on a real mesh (the ground-truth oracle).
+    ``lumen_*``: the expected-wall estimate of :mod:`colondepth.recon.lumen` (centreline spacing and
+    smoothing, angular sectors, and its wider relative depth tolerance, since that wall is a fit).
+    ``coverage_max_edge_mm``: the ground-truth surface is subdivided until no edge is longer.  ``max_points``: size of ``points.ply``.
     ``metric_samples_per_mm2``: surface sampling density of the accuracy metrics.  ``max_blocks``: cap on
     the sparse TSDF's blocks.  ``max_dense_voxels``: cap on the dense copy written to ``tsdf.nii.gz``
     (above it that file is skipped with a warning; everything else is still written).
@@ -86,6 +90,10 @@ class ReconstructionConfig:
     depth_tol_mm: float = 1.0
     depth_tol_rel: float = 0.03
     coverage_max_edge_mm: float = 2.0
+    lumen_step_mm: float = 1.0
+    lumen_smooth_mm: float = 4.0
+    lumen_sectors: int = 36
+    lumen_depth_tol_rel: float = 0.15
     max_points: int = 200_000
     device: Optional[str] = None  # torch device for the networks (None: CUDA when available)
     point_stride: int = 2
@@ -103,6 +111,10 @@ class ReconstructionConfig:
             raise UserError(f"--voxel-mm {self.voxel_mm}: must be a positive number of millimetres")
         if not 0 <= self.min_depth_mm < self.max_depth_mm:
             raise UserError(f"depth range [{self.min_depth_mm}, {self.max_depth_mm}] mm is empty; need 0 <= min < max")
+        if not (self.lumen_step_mm > 0 and self.lumen_smooth_mm >= 0 and self.lumen_sectors >= 4
+                and self.lumen_depth_tol_rel >= 0):
+            raise UserError("lumen coverage settings: need lumen_step_mm > 0, lumen_smooth_mm >= 0, "
+                            "lumen_sectors >= 4 and lumen_depth_tol_rel >= 0")
 
 
 def parse_frames(spec: Optional[str]) -> tuple:
@@ -199,11 +211,41 @@ class _FrameSource:
 
 
 def _counted(items: Iterable, on_progress: Optional[ProgressCallback], stage: str, total: int,
-             message: Callable[[int], str]) -> Iterator:
-    """Yield ``items`` and emit ``stage`` events: ``k/total`` after the consumer has handled item ``k``."""
+             message: Callable[[int], str], offset: int = 0) -> Iterator:
+    """Yield ``items`` and emit ``stage`` events: ``(offset + k)/total`` after the consumer handled item ``k``."""
     for k, item in enumerate(items):
         yield item
-        emit(on_progress, stage, min(k + 1, total), total, message(k))
+        emit(on_progress, stage, min(offset + k + 1, total), total, message(k))
+
+
+def _lumen_coverage_dict(seq, cfg: "ReconstructionConfig", indices: list, depths: list, poses: np.ndarray, valid,
+                         cloud, on_progress, total: int, warnings_out: list) -> tuple[dict, object]:
+    """``(coverage.json dict, LumenCoverage or None)`` of the fused frames (see :mod:`colondepth.recon.lumen`).
+
+    The frames are tested with the depth and poses that were fused.  When the lumen cannot be fitted
+    (the camera barely moved, an empty surface) the fraction is ``None`` and the reason is recorded
+    in ``warnings_out``, not raised: every other output of the reconstruction is still valid.
+    """
+    from colondepth.recon.lumen import fit_lumen, lumen_coverage
+
+    n_sel = len(indices)
+    base = {"method": "lumen", "sequence": seq.name, "frames": n_sel}
+    try:
+        lumen = fit_lumen(poses[:, :3, 3], cloud.points_mm, step_mm=cfg.lumen_step_mm, smooth_mm=cfg.lumen_smooth_mm,
+                          sectors=cfg.lumen_sectors)
+        frames = ((seq.depth_mm(i) if d is None else d.astype(np.float32), p, valid)
+                  for i, d, p in zip(indices, depths, poses))
+        frames = _counted(frames, on_progress, "coverage", total, lambda k: f"frame {indices[k]}")
+        lc = lumen_coverage(lumen, frames, seq.intrinsics, min_depth_mm=cfg.min_depth_mm,
+                            max_depth_mm=cfg.max_depth_mm, depth_tol_mm=cfg.depth_tol_mm,
+                            depth_tol_rel=cfg.lumen_depth_tol_rel)
+    except UserError as exc:
+        note = f"coverage.json has no observed_fraction: {exc}"
+        print(f"warning: {note}", file=sys.stderr)
+        warnings_out.append(note)
+        emit(on_progress, "coverage", n_sel, total, "no lumen estimate")
+        return {**base, "observed_fraction": None, "reason": str(exc)}, None
+    return {**base, **lc.to_dict()}, lc
 
 
 def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predictor=None, pose_estimator=None,
@@ -220,6 +262,8 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
 
     from colondepth.datasets.tum import write_tum
     from colondepth.recon.coverage import compute_coverage, subdivide_to
+    from colondepth.recon.lumen import oracle_segment_faces
+    import trimesh
     from colondepth.recon.export import export_mesh, export_point_cloud, write_tsdf_nifti
     from colondepth.recon.fusion import TSDFVolume
     from colondepth.recon.metrics import surface_metrics
@@ -287,25 +331,39 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         report_warnings.append(nifti_note)
     emit(on_progress, "mesh", 2, 2, "dense TSDF volume skipped" if dense is None else "dense TSDF volume")
 
-    # coverage: the ground-truth surface with ground-truth depth and poses when the sequence has them
+    # coverage: the expected wall of the travelled lumen (no ground truth needed), tested against the
+    # frames that were fused; on synthetic data also the ground-truth oracle of the same segment
+    cloud = PointCloud.concatenate(clouds).subsample(cfg.max_points)
     gt_mesh = _load_gt_mesh(Path(seq.mesh_path)) if seq.mesh_path is not None else None
     use_gt_surface = gt_mesh is not None and seq.has_depth and seq.has_poses
+    cov_total = n_sel * (2 if use_gt_surface else 1)
+    emit(on_progress, "coverage", 0, cov_total, "fitting the lumen")
+    cov_dict, lumen_cov = _lumen_coverage_dict(seq, cfg, indices, depths, poses, valid, cloud, on_progress,
+                                               cov_total, report_warnings)
+    surface, coverage = None, None
     if use_gt_surface:
         surface = subdivide_to(gt_mesh, cfg.coverage_max_edge_mm)
         gt_poses = np.asarray(seq.world_from_cam)
-        cov_frames = ((seq.depth_mm(i), gt_poses[i], valid) for i in indices)
-        surface_name = "ground_truth_mesh"
-    else:
-        surface = mesh
-        cov_frames = ((seq.depth_mm(i) if d is None else d.astype(np.float32), p, valid)
-                      for i, d, p in zip(indices, depths, poses))
-        surface_name = "fused_mesh"
-    emit(on_progress, "coverage", 0, n_sel, f"{surface_name.replace('_', ' ')}, {len(surface.faces)} faces")
-    cov_frames = _counted(cov_frames, on_progress, "coverage", n_sel, lambda k: f"frame {indices[k]}")
-    coverage = compute_coverage(surface, cov_frames, intr, min_depth_mm=cfg.min_depth_mm,
-                                max_depth_mm=cfg.max_depth_mm, depth_tol_mm=cfg.depth_tol_mm,
-                                depth_tol_rel=cfg.depth_tol_rel, progress=progress)
-    cov_dict = {"surface": surface_name, "sequence": seq.name, "frames": len(indices), **coverage.to_dict()}
+        gt_frames = ((seq.depth_mm(i), gt_poses[i], valid) for i in indices)
+        gt_frames = _counted(gt_frames, on_progress, "coverage", cov_total,
+                             lambda k: f"oracle frame {indices[k]}", offset=n_sel)
+        coverage = compute_coverage(surface, gt_frames, intr, min_depth_mm=cfg.min_depth_mm,
+                                    max_depth_mm=cfg.max_depth_mm, depth_tol_mm=cfg.depth_tol_mm,
+                                    depth_tol_rel=cfg.depth_tol_rel, progress=progress)
+        segment = oracle_segment_faces(surface, gt_poses[indices][:, :3, 3])
+        area = np.asarray(surface.area_faces)
+        seg_area = float(area[segment].sum())
+        oracle = (float(area[segment & coverage.face_observed].sum()) / seg_area) if seg_area > 0 else None
+        cov_dict["oracle"] = {
+            "observed_fraction": None if oracle is None else round(oracle, 6),
+            "segment_area_mm2": round(seg_area, 3),
+            "definition": ("ground-truth mesh faces whose nearest camera-path point lies strictly between the "
+                           "first and last camera centre and which that point sees without crossing another "
+                           "wall; observed when some frame sees the face centre with ground-truth depth and poses"),
+            "whole_mesh": coverage.to_dict(),
+        }
+        if oracle is not None and cov_dict.get("observed_fraction") is not None:
+            cov_dict["estimate_minus_oracle"] = round(cov_dict["observed_fraction"] - oracle, 6)
 
     metrics = None
     if not (gt_mesh is not None and (cfg.poses == "gt" or seq.has_poses)):
@@ -351,10 +409,9 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     wrote("mesh.ply")
     export_mesh(mesh, out / "mesh.glb", world_from_ref_cam=poses[0])
     wrote("mesh.glb")
-    cloud = PointCloud.concatenate(clouds).subsample(cfg.max_points)
     export_point_cloud(cloud, out / "points.ply")
     wrote("points.ply")
-    export_mesh(coverage.unobserved_mesh(surface), out / "unobserved.ply")
+    export_mesh(lumen_cov.unobserved_mesh() if lumen_cov is not None else trimesh.Trimesh(), out / "unobserved.ply")
     wrote("unobserved.ply")
     if dense is not None:
         write_tsdf_nifti(dense, out / "tsdf.nii.gz")
