@@ -113,3 +113,18 @@ def test_surface_metrics_known_offsets():
     assert h["completeness_mm"] > 4.0
     with pytest.raises(UserError, match="empty"):
         surface_metrics(trimesh.Trimesh(), gt)
+
+
+def test_occlusion_only_accepts_points_in_front_of_the_wall_and_refuses_hidden_ones():
+    """A point halfway between camera and wall is 'not occluded' but not on the wall; a point behind it is hidden."""
+    intr, pose, _, depth = _scene()
+    h, w = depth.shape
+    v, u = h // 2 + 3, w // 2 - 5
+    z = float(depth[v, u])
+    ray = np.array([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, 1.0])
+    pts_cam = np.stack([ray * 0.5 * z, ray * z, ray * 1.5 * z])  # in front of, on, behind the wall
+    pts = pts_cam @ pose[:3, :3].T + pose[:3, 3]
+    both = points_observed_in_frame(pts, depth, pose, intr, max_depth_mm=200.0)
+    near = points_observed_in_frame(pts, depth, pose, intr, max_depth_mm=200.0, occlusion_only=True)
+    assert both.tolist() == [False, True, False]
+    assert near.tolist() == [True, True, False]

@@ -404,3 +404,19 @@ def test_video_to_surface_with_the_default_model_alone(tmp_path, capsys):
     assert np.linalg.norm(traj[-1, 1:4]) > 0  # the predicted camera moved
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["config"]["poses"] == "predicted" and report["complete"] is not False
+
+
+def test_depth_spill_round_trip_keeps_float16_precision():
+    from colondepth.recon.pipeline import _DepthSpill
+
+    rng = np.random.default_rng(3)
+    maps = [rng.uniform(2.0, 90.0, size=(5, 7)).astype(np.float32) for _ in range(4)]
+    spill = _DepthSpill((5, 7))
+    for m in maps:
+        spill.append(m)
+    for k in (2, 0, 3, 1):
+        np.testing.assert_allclose(spill.get(k), maps[k], rtol=1e-3)
+        assert spill.get(k).dtype == np.float32
+    with pytest.raises(IndexError):
+        spill.get(4)
+    spill.close()

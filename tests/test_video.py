@@ -219,3 +219,33 @@ def test_crop_parse():
     assert Crop.parse("0,0,192,192") == Crop(0, 0, 192, 192)
     with pytest.raises(UserError, match="W, H > 0"):
         Crop.parse((0, 0, 0, 5))
+
+
+def test_streamed_video_equals_the_decoded_one_in_any_order(tmp_path):
+    frames = _textured_frames(n=9)
+    p = _write_mp4(tmp_path / "v.mp4", frames)
+    eager = read_video(p, intrinsics=K_FULL, stride=2)
+    streamed = read_video(p, intrinsics=K_FULL, stride=2, stream=True)
+    assert streamed.num_frames == eager.num_frames == 5
+    np.testing.assert_array_equal(streamed.fov_mask, eager.fov_mask)
+    np.testing.assert_allclose(streamed.timestamps, eager.timestamps)
+    for i in [0, 1, 4, 2, 2, 3, 0]:  # forward, backward (re-decodes from the start), repeated
+        np.testing.assert_array_equal(streamed.rgb(i), eager.rgb(i))
+    capped = read_video(p, intrinsics=K_FULL, max_frames=3, stream=True)
+    assert capped.num_frames == 3
+    np.testing.assert_array_equal(capped.rgb(2), read_video(p, intrinsics=K_FULL).rgb(2))
+
+
+def test_streamed_video_refuses_to_end_early(tmp_path):
+    """A frame the decoder cannot deliver is an error naming the file, never a silently shorter video."""
+    from colondepth.datasets.video import StreamedVideo
+
+    p = _write_mp4(tmp_path / "v.mp4", _textured_frames(n=6))
+    video = StreamedVideo(p, None, None, 1)
+    video.num_frames = 8  # as if the container promised more frames than it decodes
+    with pytest.raises(UserError, match=r"v\.mp4: decoding ended after 6 of 8 frames"):
+        video.frame(7)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(UserError, match="bad.mp4: cannot open video"):
+        read_video(bad, intrinsics=K_FULL, stream=True)

@@ -72,7 +72,7 @@ def _open_input(args):
         from colondepth.datasets.video import read_video
 
         crop = None if args.crop is None else tuple(args.crop)
-        return read_video(args.video, crop=crop, intrinsics=args.intrinsics)
+        return read_video(args.video, crop=crop, intrinsics=args.intrinsics, stream=True)  # memory flat in length
     from colondepth.datasets.registry import open_sequences
 
     seqs = open_sequences(args.sequence, args.format)

@@ -281,6 +281,95 @@ def _decode_video(path: Path, crop: Optional[Crop], max_frames: Optional[int], s
     return frames, full, fps
 
 
+class StreamedVideo:
+    """Frames of a video file decoded on demand: memory holds one decoder and a frame or two, whatever the length.
+
+    ``frame(i)`` returns kept frame ``i`` (every ``stride``-th decoded frame, cropped) as ``(H, W, 3) uint8``.
+    Reading forward decodes forward; asking for an earlier frame reopens the file and decodes from the start
+    (a full pass: reconstruction and the field-of-view estimate read in order).  The number of frames comes
+    from a demux pass (packets, no decoding); a frame the decoder then cannot deliver is a :class:`UserError`
+    naming the file and the frame, never a silently shorter video.
+    """
+
+    def __init__(self, path: Path, crop: Optional["Crop"], max_frames: Optional[int], stride: int):
+        import av
+
+        self.path, self.crop, self.stride = path, crop, stride
+        try:
+            container = av.open(str(path))
+        except Exception as exc:  # noqa: BLE001 - PyAV raises many error types for bad files
+            raise UserError(
+                f"{path}: cannot open video ({type(exc).__name__}: {exc}); check the file is a complete "
+                "mp4/avi/mov or extract its frames to a folder"
+            ) from None
+        try:
+            if not container.streams.video:
+                raise UserError(f"{path}: contains no video stream; pass a video file or a folder of frames")
+            stream = container.streams.video[0]
+            self.fps = float(stream.average_rate) if stream.average_rate else float("nan")
+            packets = sum(1 for pkt in container.demux(stream) if pkt.size > 0)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"{path}: cannot read video packets ({type(exc).__name__}: {exc}); the file is "
+                            "corrupt; re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or extract frames") from None
+        finally:
+            container.close()
+        n = (packets + stride - 1) // stride
+        self.num_frames = min(n, max_frames) if max_frames is not None else n
+        self._container = None
+        self._iter = None
+        self._next = 0  # index of the next kept frame the open decoder yields
+        self._last: tuple[int, np.ndarray] | None = None
+        if self.num_frames == 0:
+            raise UserError(f"{path}: no video frames; the file is empty or corrupt")
+        first = self._decode_raw(0)
+        self.full = ImageSize(first.shape[0], first.shape[1])
+        if crop is not None:
+            crop.check_inside(self.full, path)
+
+    def _open(self) -> None:
+        import av
+
+        self.close()
+        self._container = av.open(str(self.path))
+        stream = self._container.streams.video[0]
+        self._iter = (f for k, f in enumerate(self._container.decode(stream)) if k % self.stride == 0)
+        self._next = 0
+
+    def _decode_raw(self, i: int) -> np.ndarray:
+        if self._last is not None and self._last[0] == i:
+            return self._last[1]
+        if self._iter is None or i < self._next:
+            self._open()
+        try:
+            while True:
+                frame = next(self._iter)
+                k = self._next
+                self._next += 1
+                if k == i:
+                    arr = frame.to_ndarray(format="rgb24")
+                    self._last = (i, arr)
+                    return arr
+        except StopIteration:
+            raise UserError(f"{self.path}: decoding ended after {self._next} of {self.num_frames} frames; the "
+                            "file is truncated or corrupt; re-encode it or pass --frames to stop before the end") from None
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"{self.path}: cannot decode frame {i * self.stride} ({type(exc).__name__}: {exc}); "
+                            "the file is corrupt; re-encode it or pass --frames to stop before that frame") from None
+
+    def frame(self, i: int) -> np.ndarray:
+        arr = self._decode_raw(i)
+        return np.ascontiguousarray(self.crop.apply(arr)) if self.crop is not None else arr
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container, self._iter = None, None
+
+
 def _list_frames(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
     if not files:
@@ -317,6 +406,7 @@ def read_video(
     fov_mask: bool | str = True,
     min_frames: int = 1,
     fps: Optional[float] = None,
+    stream: bool = False,
 ) -> Sequence:
     """Open a video file or frame folder as a :class:`Sequence` without ground truth.
 
@@ -334,6 +424,9 @@ def read_video(
     fov_mask : True (largest bright region), ``"circle"`` (fitted circle) or False (all pixels valid).
     min_frames : raise a :class:`UserError` when fewer frames remain (e.g. the snippet length).
     fps : frame rate of a frame folder (videos carry their own); without it folder timestamps count frames.
+    stream : a video file is decoded frame by frame on demand (:class:`StreamedVideo`) instead of into
+        memory at once: memory no longer grows with the video's length; reading in order is fast, going
+        back re-decodes from the start.  Frame folders are always read on demand.
 
     Returns
     -------
@@ -373,12 +466,17 @@ def read_video(
     else:
         if p.suffix.lower() not in VIDEO_SUFFIXES:
             raise UserError(f"{p}: unsupported video type '{p.suffix}'; use one of {' '.join(VIDEO_SUFFIXES)} or a frame folder")
-        frames, full, fps = _decode_video(p, crop_obj, max_frames, stride)
+        if stream:
+            streamed = StreamedVideo(p, crop_obj, max_frames, stride)
+            full, fps, n = streamed.full, streamed.fps, streamed.num_frames
+            load_rgb = streamed.frame
+        else:
+            frames, full, fps = _decode_video(p, crop_obj, max_frames, stride)
 
-        def load_rgb(i: int, _frames=frames) -> np.ndarray:
-            return _frames[i]
+            def load_rgb(i: int, _frames=frames) -> np.ndarray:
+                return _frames[i]
 
-        n = len(frames)
+            n = len(frames)
         dt = stride / fps if np.isfinite(fps) and fps > 0 else float(stride)
         timestamps = np.arange(n, dtype=np.float64) * dt
 

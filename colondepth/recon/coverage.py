@@ -131,8 +131,13 @@ def points_observed_in_frame(
     depth_tol_mm: float = 1.0,
     depth_tol_rel: float = 0.03,
     valid: Optional[np.ndarray] = None,
+    occlusion_only: bool = False,
 ) -> np.ndarray:
-    """``(N,) bool``: which world points (mm) frame ``(depth_mm, world_from_cam)`` observes (see module doc)."""
+    """``(N,) bool``: which world points (mm) frame ``(depth_mm, world_from_cam)`` observes (see module doc).
+
+    ``occlusion_only``: keep only the near side of test 3, ``D_i(u, v) >= z - tol`` (nothing in front of
+    the point); for points of a fitted surface that the true wall may lie behind (:mod:`colondepth.recon.lumen`).
+    """
     depth = check_depth(depth_mm, intrinsics)
     T = check_pose(world_from_cam, "world_from_cam")
     H, W = depth.shape
@@ -148,7 +153,7 @@ def points_observed_in_frame(
         ok &= np.asarray(valid, dtype=bool)[vv, uu]
     d = _sample_depth(depth, uv)
     tol = np.maximum(depth_tol_mm, depth_tol_rel * z)
-    ok &= (d > 0) & (np.abs(d - z) <= tol)
+    ok &= (d > 0) & ((d >= z - tol) if occlusion_only else (np.abs(d - z) <= tol))
     return ok
 
 

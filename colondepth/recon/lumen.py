@@ -15,13 +15,15 @@ be there and tests which part of it the frames saw:
    ``s``, so the expected wall is a closed tube.
 3. **Travelled segment**: the samples whose arc length lies strictly between the first and the last
    camera centre (the ends of the path).
-4. **Observed** (:func:`lumen_coverage`): a wall vertex is observed when some frame observes it with
-   the occlusion test of :func:`colondepth.recon.coverage.points_observed_in_frame` (inside the image
-   and its valid mask, in the working depth range, and the frame's depth at its pixel within
-   ``max(depth_tol_mm, depth_tol_rel * z)``).  The relative tolerance is wider than for a real mesh
-   (default 15 %), because the expected wall is a fit.  A face is observed when its centroid is (the
-   rule of the ground-truth oracle), and the observed fraction is an area fraction; the same per
-   centimetre of centreline (``per_cm``).
+4. **Observed** (:func:`lumen_coverage`): a wall face is observed when its centroid passes some
+   frame's test of :func:`colondepth.recon.coverage.points_observed_in_frame` in its occlusion-only form:
+   inside the image and its valid mask, in the working depth range, and nothing in front of it (the
+   frame's depth at its pixel at least ``z - max(depth_tol_mm, depth_tol_rel * z)``, default 15 %).
+   The far side is not tested: the expected wall is a fit, and where the true wall lies behind it (a
+   bulge, the outside of a bend) the frame still saw the wall in that direction.  Chosen on validation
+   sequences (seed 5000, 40 frames of L1, L3, L5; ground-truth depth and poses): the largest error
+   against the oracle was 13 points with this rule, 33 with a two-sided 15 % band.  The observed
+   fraction is an area fraction; the same per centimetre of centreline (``per_cm``).
 
 The ground-truth counterpart for synthetic sequences is :func:`oracle_segment_faces`: the faces of
 the true colon mesh whose nearest point on the camera path lies strictly between its first and last
@@ -321,8 +323,8 @@ class LumenCoverage:
                 "expected wall: a generalised cylinder around the smoothed camera path, its radius per "
                 "angular sector from the fused surface (holes interpolated); travelled segment: samples "
                 "strictly between the first and last camera centre; a wall face is observed when its centroid "
-                "passes some frame's occlusion test (in the image and mask, in range, depth within "
-                "max(depth_tol_mm, depth_tol_rel * z))"
+                "passes some frame's occlusion test (in the image and mask, in range, and the frame's depth at "
+                "its pixel at least z - max(depth_tol_mm, depth_tol_rel * z): nothing in front of it)"
             ),
             **self.params,
         }
@@ -348,7 +350,8 @@ def lumen_coverage(lumen: Lumen, frames: Iterable, intrinsics, min_depth_mm: flo
     for item in frames:
         valid = item[2] if len(item) > 2 else None
         face_observed |= points_observed_in_frame(centroids, item[0], item[1], intrinsics, min_depth_mm,
-                                                  max_depth_mm, depth_tol_mm, depth_tol_rel, valid)
+                                                  max_depth_mm, depth_tol_mm, depth_tol_rel, valid,
+                                                  occlusion_only=True)
         n += 1
     if n == 0:
         raise UserError("lumen coverage needs at least one frame with depth and pose")

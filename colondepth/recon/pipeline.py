@@ -218,7 +218,38 @@ def _counted(items: Iterable, on_progress: Optional[ProgressCallback], stage: st
         emit(on_progress, stage, min(offset + k + 1, total), total, message(k))
 
 
-def _lumen_coverage_dict(seq, cfg: "ReconstructionConfig", indices: list, depths: list, poses: np.ndarray, valid,
+class _DepthSpill:
+    """Predicted depth maps kept for the coverage pass in a temporary file, not in memory.
+
+    ``append(depth)`` stores an ``(H, W)`` map as float16 (0.05 % relative precision, far below the
+    depth error); ``get(k)`` reads map ``k`` back as float32.  Memory stays one map, whatever the video's
+    length; the file is deleted on :meth:`close` (or when the process ends).
+    """
+
+    def __init__(self, shape_hw: tuple[int, int]):
+        import tempfile
+
+        self.shape = tuple(shape_hw)
+        self.nbytes = int(np.prod(self.shape)) * 2
+        self.count = 0
+        self._file = tempfile.TemporaryFile(prefix="colondepth_depth_")
+
+    def append(self, depth: np.ndarray) -> None:
+        self._file.seek(self.count * self.nbytes)
+        self._file.write(np.ascontiguousarray(depth, dtype=np.float16).tobytes())
+        self.count += 1
+
+    def get(self, k: int) -> np.ndarray:
+        if not 0 <= k < self.count:
+            raise IndexError(f"depth map {k} of {self.count}")
+        self._file.seek(k * self.nbytes)
+        return np.frombuffer(self._file.read(self.nbytes), dtype=np.float16).reshape(self.shape).astype(np.float32)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _lumen_coverage_dict(seq, cfg: "ReconstructionConfig", indices: list, depths, poses: np.ndarray, valid,
                          cloud, on_progress, total: int, warnings_out: list) -> tuple[dict, object]:
     """``(coverage.json dict, LumenCoverage or None)`` of the fused frames (see :mod:`colondepth.recon.lumen`).
 
@@ -233,8 +264,8 @@ def _lumen_coverage_dict(seq, cfg: "ReconstructionConfig", indices: list, depths
     try:
         lumen = fit_lumen(poses[:, :3, 3], cloud.points_mm, step_mm=cfg.lumen_step_mm, smooth_mm=cfg.lumen_smooth_mm,
                           sectors=cfg.lumen_sectors)
-        frames = ((seq.depth_mm(i) if d is None else d.astype(np.float32), p, valid)
-                  for i, d, p in zip(indices, depths, poses))
+        frames = ((seq.depth_mm(i) if depths is None else depths.get(k), p, valid)
+                  for k, (i, p) in enumerate(zip(indices, poses)))
         frames = _counted(frames, on_progress, "coverage", total, lambda k: f"frame {indices[k]}")
         lc = lumen_coverage(lumen, frames, seq.intrinsics, min_depth_mm=cfg.min_depth_mm,
                             max_depth_mm=cfg.max_depth_mm, depth_tol_mm=cfg.depth_tol_mm,
@@ -286,7 +317,8 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     vol = TSDFVolume(voxel_mm=cfg.voxel_mm, trunc_mm=cfg.trunc_mm, max_blocks=cfg.max_blocks,
                      min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm)
     per_frame_points = max(1, cfg.max_points // len(indices)) * 4
-    clouds, poses, depths = [], [], []
+    clouds, poses = [], []
+    depths = _DepthSpill(intr.size.as_hw()) if cfg.depth == "predicted" else None  # for the coverage pass
     t0 = time.perf_counter()
     t_fuse = 0.0
     for k, (i, rgb, depth, pose) in enumerate(tqdm(source, total=len(indices), desc="reconstruct", unit="frame",
@@ -301,7 +333,8 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         vol.integrate(depth, intr, pose, rgb=rgb, valid=valid)
         t_fuse += time.perf_counter() - ts
         poses.append(pose)
-        depths.append(depth.astype(np.float16) if cfg.depth == "predicted" else None)
+        if depths is not None:
+            depths.append(depth)
         in_range = (depth > 0) & (depth >= cfg.min_depth_mm) & (depth <= cfg.max_depth_mm)
         if valid is not None:
             in_range &= valid
@@ -340,6 +373,8 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     emit(on_progress, "coverage", 0, cov_total, "fitting the lumen")
     cov_dict, lumen_cov = _lumen_coverage_dict(seq, cfg, indices, depths, poses, valid, cloud, on_progress,
                                                cov_total, report_warnings)
+    if depths is not None:
+        depths.close()
     surface, coverage = None, None
     if use_gt_surface:
         surface = subdivide_to(gt_mesh, cfg.coverage_max_edge_mm)
