@@ -59,6 +59,54 @@ def reconstruct(seq, out: Path, voxel: float, depth: str, poses: str, checkpoint
     return reconstruct_sequence(seq, out, cfg, progress=False)
 
 
+def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint) -> dict:
+    """The real sinus video with predicted depth and poses against its SfM trajectory and points.
+
+    ATE after a similarity alignment of the camera centres (Umeyama; the SfM trajectory has no scale), as a
+    fraction of the SfM path length, next to a straight constant-speed line's; then the SfM points of every
+    frame, moved into the reconstruction's frame by the inverse alignment, and their distance to the fused
+    surface (mm of the reconstruction).
+    """
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    from colondepth.datasets import sinus_sfm
+    from colondepth.eval.pose_metrics import constant_speed_line, path_length, trajectory_ate_aligned
+    from colondepth.recon.pipeline import ReconstructionConfig, reconstruct_sequence
+
+    seq = sinus_sfm.read_sequence(root)
+    out = work / "out_sinus_predicted_predicted"
+    cfg = ReconstructionConfig(depth="predicted", poses="predicted", voxel_mm=voxel, checkpoint=checkpoint)
+    rep = reconstruct_sequence(seq, out, cfg, progress=False)
+    traj = np.loadtxt(out / "trajectory.txt")
+    from colondepth.datasets.tum import read_tum
+
+    _, pred = read_tum(out / "trajectory.txt")
+    gt = np.asarray(seq.world_from_cam)
+    length = path_length(gt)
+    ate, (s, R, t) = trajectory_ate_aligned(pred, gt, with_scale=True)
+    ate_line, _ = trajectory_ate_aligned(constant_speed_line(gt), gt, with_scale=True)
+    # SfM points into the reconstruction's frame: x_rec = R^T (x_sfm - t) / s
+    pts = []
+    for i in range(seq.num_frames):
+        sp = sinus_sfm.sparse_points(seq, i)
+        K = seq.intrinsics
+        cam = np.stack([(sp.u - K.cx) / K.fx * sp.z, (sp.v - K.cy) / K.fy * sp.z, sp.z], axis=1)
+        pts.append(cam @ gt[i, :3, :3].T + gt[i, :3, 3])
+    sfm = np.concatenate(pts)
+    rec = ((sfm - t) @ R) / s
+    mesh = trimesh.load(out / "mesh.ply", force="mesh")
+    samples, _ = trimesh.sample.sample_surface(mesh, max(200_000, 4 * len(mesh.faces)), seed=0)
+    dist, _ = cKDTree(samples).query(rec)
+    return {"frames": seq.num_frames, "ate_sfm_units": ate, "path_length_sfm_units": length,
+            "ate_fraction_of_path": ate / length, "line_ate_fraction_of_path": ate_line / length,
+            "ate_ratio_to_line": ate / ate_line if ate_line > 0 else None,
+            "scale_mm_per_sfm_unit": 1.0 / s,
+            "sfm_points": int(len(rec)), "sfm_point_to_surface_mm": {
+                "median": float(np.median(dist)), "mean": float(dist.mean()), "p90": float(np.percentile(dist, 90))},
+            "observed_fraction": rep["coverage"]["observed_fraction"], "trajectory_rows": int(len(traj))}
+
+
 def throughput(seq, voxel: float, repeats: int = 1) -> tuple[float, float, int]:
     """(frames/s wall, frames/s CPU, blocks) of integrate() alone over the sequence's frames."""
     from colondepth.recon.fusion import TSDFVolume
@@ -79,7 +127,10 @@ def throughput(seq, voxel: float, repeats: int = 1) -> tuple[float, float, int]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--levels", nargs="+", default=["L1", "L3", "L5"], choices=sorted(RECIPES))
+    ap.add_argument("--levels", nargs="*", default=["L1", "L3", "L5"], choices=sorted(RECIPES),
+                    help="synthetic levels (none: keep the synthetic rows of --json and redo only the sinus part)")
+    ap.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"),
+                    help="folder holding sinus_sfm_sample/ (skipped with a note when absent)")
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--voxel-mm", type=float, default=1.0)
     ap.add_argument("--work", default=None, help="cache folder for rendered data and outputs (default: a temp dir)")
@@ -144,23 +195,41 @@ def main(argv=None) -> int:
     for n in notes:
         print(f"- {n}")
 
-    print(f"\n## Fusion throughput (TSDFVolume.integrate only, L1, {args.frames} frames, voxel {args.voxel_mm} mm)\n")
-    print("| image | frames/s (wall) | frames/s (CPU time) | blocks allocated |")
-    print("|---|---|---|---|")
-    for size in (128, 256):
-        seq = dataset(work, "L1", args.frames, size)
-        wall, cpu, blocks = throughput(seq, args.voxel_mm)
-        throughput_rows.append({"size": size, "fps_wall": wall, "fps_cpu": cpu, "blocks": blocks})
-        print(f"| {size}x{size} | {wall:.1f} | {cpu:.1f} | {blocks} |")
+    if args.levels:
+        print(f"\n## Fusion throughput (TSDFVolume.integrate only, L1, {args.frames} frames, voxel {args.voxel_mm} mm)\n")
+        print("| image | frames/s (wall) | frames/s (CPU time) | blocks allocated |")
+        print("|---|---|---|---|")
+        for size in (128, 256):
+            seq = dataset(work, "L1", args.frames, size)
+            wall, cpu, blocks = throughput(seq, args.voxel_mm)
+            throughput_rows.append({"size": size, "fps_wall": wall, "fps_cpu": cpu, "blocks": blocks})
+            print(f"| {size}x{size} | {wall:.1f} | {cpu:.1f} | {blocks} |")
+    sinus_root = Path(args.shared_data) / "sinus_sfm_sample"
+    sinus = None
+    if sinus_root.is_dir():
+        sinus = sinus_reconstruction(sinus_root, work, args.voxel_mm, args.checkpoint)
+        print(f"\n## Sinus video ({sinus['frames']} frames), predicted depth and poses\n")
+        print(f"ATE after similarity alignment {100 * sinus['ate_fraction_of_path']:.1f} % of the SfM path "
+              f"(straight constant-speed line {100 * sinus['line_ate_fraction_of_path']:.1f} %); SfM points to the "
+              f"fused surface: median {sinus['sfm_point_to_surface_mm']['median']:.2f} mm")
+    else:
+        notes.append(f"sinus video: {sinus_root} not found")
     print(f"\ncached data and outputs: {work}")
     ckpt = args.checkpoint or "data/default_model.pt (installed default)"
+    out = Path(args.json)
+    if not args.levels:  # only the sinus part: keep the synthetic rows already measured
+        if not out.is_file():
+            raise SystemExit(f"{out}: no earlier results to keep; run with --levels first")
+        previous = json.loads(out.read_text())
+        rows, throughput_rows = previous["rows"], previous["fusion_throughput"]
+        args.levels = previous["settings"]["levels"]
     doc = {"benchmark": "recon",
            "command": "python benchmarks/bench_recon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "settings": {"levels": args.levels, "frames": args.frames, "size": 128, "voxel_mm": args.voxel_mm,
                         "checkpoint": str(ckpt)},
-           "rows": rows, "not_available": notes, "fusion_throughput": throughput_rows}
-    out = Path(args.json)
+           "rows": rows, "not_available": notes, "fusion_throughput": throughput_rows, "sinus": sinus}
+
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {out}")

@@ -140,3 +140,38 @@ def test_classical_vo_recovers_motion_on_a_tube():
     assert errs.rpe_rot_deg < 2.0
     # a static pair has no parallax: reported as a failure, not as a random pose
     assert not two_view_pose(frames[0], frames[0], K).ok
+
+
+def test_umeyama_recovers_a_similarity_and_aligned_ate_is_zero():
+    from colondepth.eval.pose_metrics import trajectory_ate_aligned, umeyama_alignment
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(30, 3)) * 5.0
+    a = 0.7
+    R = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    Y = 2.5 * X @ R.T + np.array([1.0, -2.0, 3.0])
+    s, R_est, t = umeyama_alignment(X, Y)
+    assert s == pytest.approx(2.5) and np.allclose(R_est, R) and np.allclose(t, [1.0, -2.0, 3.0])
+    s1, R1, _ = umeyama_alignment(X, Y, with_scale=False)
+    assert s1 == 1.0 and np.allclose(R1, R)  # the rotation does not depend on the scale
+    T = np.tile(np.eye(4), (30, 1, 1))
+    T[:, :3, 3] = X
+    G = T.copy()
+    G[:, :3, 3] = Y
+    ate_sim, (s2, _, _) = trajectory_ate_aligned(T, G)
+    assert ate_sim == pytest.approx(0.0, abs=1e-9) and s2 == pytest.approx(2.5)
+    ate_rigid, _ = trajectory_ate_aligned(T, G, with_scale=False)
+    assert ate_rigid > 1.0  # without the scale the error remains
+
+
+def test_path_length_and_constant_speed_line():
+    from colondepth.eval.pose_metrics import constant_speed_line, path_length, trajectory_ate_aligned
+
+    T = np.tile(np.eye(4), (5, 1, 1))
+    T[:, :3, 3] = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [2, 1, 0], [2, 2, 0]]
+    assert path_length(T) == pytest.approx(4.0)
+    line = constant_speed_line(T)
+    np.testing.assert_allclose(line[:, :3, 3], np.linspace([0, 0, 0], [2, 2, 0], 5))
+    ate_line, _ = trajectory_ate_aligned(line, T)
+    assert 0.2 < ate_line < 0.5  # the staircase is close to, but not on, the straight line
+    assert trajectory_ate_aligned(T, T)[0] == pytest.approx(0.0, abs=1e-12)

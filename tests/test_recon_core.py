@@ -291,3 +291,40 @@ def test_fuse_frames_helper():
     assert vol.frames_integrated == 3 and vol.num_blocks > 0
     with pytest.raises(UserError, match="nothing to fuse"):
         fuse_frames([(np.zeros((24, 24), np.float32), np.eye(4), None)], intr, progress=False)
+
+
+def _plane_frames(depths_mm, size=32):
+    intr = PinholeIntrinsics.from_fov(ImageSize(size, size), 60.0)
+    return intr, [np.full((size, size), d, dtype=np.float32) for d in depths_mm]
+
+
+def _fused_plane_z(sigma_rel, depths_mm, trunc_mm):
+    intr, frames = _plane_frames(depths_mm)
+    vol = TSDFVolume(voxel_mm=0.5, trunc_mm=trunc_mm, depth_sigma_rel=sigma_rel, with_color=False)
+    for d in frames:
+        vol.integrate(d, intr, np.eye(4))
+    m = vol.extract_mesh()
+    centre = np.hypot(m.vertices[:, 0], m.vertices[:, 1]) < 2.0
+    return float(np.median(m.vertices[centre, 2]))
+
+
+def test_depth_uncertainty_weights_near_depth_more():
+    """Two frames disagree on a plane (20 vs 30 mm). Equal weights put it half way; with sigma = 0.2 z the
+    inverse-variance weights (30/20)^2 = 2.25 : 1 put it at 20 + 10 / 3.25 = 23.08 mm."""
+    assert _fused_plane_z(0.0, [20.0, 30.0], trunc_mm=12.0) == pytest.approx(25.0, abs=0.15)
+    assert _fused_plane_z(0.2, [20.0, 30.0], trunc_mm=12.0) == pytest.approx(23.08, abs=0.15)
+
+
+def test_depth_uncertainty_widens_the_truncation_band():
+    intr, (d,) = _plane_frames([50.0])
+    for sigma, band in ((0.0, 2.0), (0.2, 20.0)):  # max(trunc, 2 sigma z) = 2 mm, then 2 * 0.2 * 50 = 20 mm
+        vol = TSDFVolume(voxel_mm=0.5, trunc_mm=2.0, depth_sigma_rel=sigma, with_color=False)
+        vol.integrate(d, intr, np.eye(4))
+        dense = vol.to_dense(with_color=False)
+        idx = np.argwhere(dense.weight > 0)
+        world = idx @ dense.affine[:3, :3].T + dense.affine[:3, 3]
+        near_axis = np.hypot(world[:, 0], world[:, 1]) < 2.0
+        behind = world[near_axis, 2].max() - 50.0
+        assert behind == pytest.approx(band, abs=0.6), sigma
+    with pytest.raises(UserError, match="depth_sigma_rel"):
+        TSDFVolume(depth_sigma_rel=-0.1)

@@ -30,6 +30,10 @@ __all__ = [
     "summarize",
     "trajectory_from_src_from_tgt",
     "chain_relative_poses",
+    "umeyama_alignment",
+    "trajectory_ate_aligned",
+    "path_length",
+    "constant_speed_line",
 ]
 
 
@@ -140,3 +144,60 @@ def chain_relative_poses(next_from_prev: np.ndarray) -> np.ndarray:
     for T in np.asarray(next_from_prev, dtype=np.float64):
         out.append(out[-1] @ _inv(T))
     return np.stack(out)
+
+
+def umeyama_alignment(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(s, R, t)`` minimising ``sum |s R src_i + t - dst_i|^2`` (Umeyama 1991) for ``(N, 3)`` points.
+
+    ``with_scale=False`` fixes ``s = 1`` (a rigid alignment).  Needs ``N >= 3`` points not all on one line
+    for a unique rotation (fewer give a valid but arbitrary rotation about the line).
+    """
+    X = np.asarray(src, dtype=np.float64).reshape(-1, 3)
+    Y = np.asarray(dst, dtype=np.float64).reshape(-1, 3)
+    if len(X) != len(Y) or len(X) < 2:
+        raise ValueError(f"need two matching point sets of at least 2 points, got {len(X)} and {len(Y)}")
+    mx, my = X.mean(0), Y.mean(0)
+    Xc, Yc = X - mx, Y - my
+    cov = Yc.T @ Xc / len(X)
+    U, D, Vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        S[2, 2] = -1.0
+    R = U @ S @ Vt
+    var = (Xc ** 2).sum() / len(X)
+    s = float(np.trace(np.diag(D) @ S) / var) if (with_scale and var > 1e-18) else 1.0
+    t = my - s * R @ mx
+    return s, R, t
+
+
+def trajectory_ate_aligned(pred_world_from_cam: np.ndarray, gt_world_from_cam: np.ndarray,
+                           with_scale: bool = True) -> tuple[float, tuple[float, np.ndarray, np.ndarray]]:
+    """``(ate, (s, R, t))``: RMS position error after aligning the predicted camera centres to the truth.
+
+    A similarity (``with_scale``, for scale-free trajectories such as SfM's) or rigid alignment of the
+    whole trajectory (Umeyama), as ``evo_ape --align [--correct_scale]`` does; units of the ground truth.
+    """
+    P = np.asarray(pred_world_from_cam, dtype=np.float64)[:, :3, 3]
+    G = np.asarray(gt_world_from_cam, dtype=np.float64)[:, :3, 3]
+    s, R, t = umeyama_alignment(P, G, with_scale)
+    err = (s * (R @ P.T).T + t) - G
+    return float(np.sqrt((err ** 2).sum(1).mean())), (s, R, t)
+
+
+def path_length(world_from_cam: np.ndarray) -> float:
+    """Summed distance between consecutive camera centres (units of the poses)."""
+    c = np.asarray(world_from_cam, dtype=np.float64)[:, :3, 3]
+    return float(np.linalg.norm(np.diff(c, axis=0), axis=1).sum())
+
+
+def constant_speed_line(world_from_cam: np.ndarray) -> np.ndarray:
+    """The naive baseline trajectory: identity rotations on a straight line at constant speed.
+
+    ``(N, 4, 4)`` from the first to the last camera centre of ``world_from_cam``; its similarity-aligned
+    ATE says how much a trajectory estimate explains beyond "the camera went straight".
+    """
+    T = np.asarray(world_from_cam, dtype=np.float64)
+    a = np.linspace(0.0, 1.0, len(T))[:, None]
+    out = np.tile(np.eye(4), (len(T), 1, 1))
+    out[:, :3, 3] = T[0, :3, 3] + a * (T[-1, :3, 3] - T[0, :3, 3])
+    return out

@@ -15,7 +15,8 @@ Signed distance
     (free space, the lumen side), negative behind it (tissue).  Voxels with ``sdf < -trunc_mm``
     are not updated (unknown behind the surface).  The stored value is
     ``tsdf = min(sdf / trunc_mm, 1)`` in ``[-1, 1]``, fused as a weighted running average with the
-    observation weight ``w = cos(theta)``: ``T <- (W T + w t) / (W + w)``,
+    observation weight ``w = cos(theta)`` (times an inverse-variance factor and with a wider band for
+    uncertain depth: ``depth_sigma_rel`` of :class:`TSDFVolume`): ``T <- (W T + w t) / (W + w)``,
     ``W <- min(W + w, max_weight)``; colours likewise.  Grazing views (``cos(theta) < min_cos``)
     and pixels beside depth discontinuities are skipped: their nearest-pixel depth is unreliable.
 
@@ -136,6 +137,12 @@ class TSDFVolume:
         Pixels next to a relative depth jump above this (occlusion edges) are ignored.  Default:
         twice the step a surface at the grazing limit makes between neighbouring pixels,
         ``2 tan(acos(min_cos)) / min(fx, fy)`` (about 0.08 at 256 px and 90 degrees).
+    depth_sigma_rel : float
+        Relative standard deviation of the depth maps (0 for exact depth, the default; about 0.1 for a
+        network's depth).  With ``sigma(z) = depth_sigma_rel * z``, a pixel's weight is multiplied by
+        ``min(1, (voxel_mm / 2 / sigma(z))**2)`` (inverse variance: near, reliable depth counts more than
+        far depth) and its truncation band is ``max(trunc_mm, 2 sigma(z))`` (an error of two standard
+        deviations still lands inside the band).
 
     Example::
 
@@ -158,6 +165,7 @@ class TSDFVolume:
         with_color: bool = True,
         min_cos: float = 0.2,
         max_rel_jump: Optional[float] = None,
+        depth_sigma_rel: float = 0.0,
     ):
         if not (voxel_mm > 0 and math.isfinite(voxel_mm)):
             raise UserError(f"voxel size must be a positive number of mm, got {voxel_mm}")
@@ -178,6 +186,9 @@ class TSDFVolume:
         self.with_color = bool(with_color)
         self.min_cos = float(min_cos)
         self.max_rel_jump = None if max_rel_jump is None else float(max_rel_jump)
+        if not (depth_sigma_rel >= 0 and math.isfinite(depth_sigma_rel)):
+            raise UserError(f"depth_sigma_rel {depth_sigma_rel}: the relative depth error must be a number >= 0")
+        self.depth_sigma_rel = float(depth_sigma_rel)
         self.frames_integrated = 0
         self.frames_empty = 0
         #: Chunks of the last :meth:`extract_mesh` on which marching cubes failed (their surface is missing):
@@ -298,6 +309,11 @@ class TSDFVolume:
             # the depth step between neighbours of a surface seen at the grazing limit, times 2
             max_jump = 2.0 * math.tan(math.acos(self.min_cos)) / min(intrinsics.fx, intrinsics.fy)
         scale, pix_weight = _incidence(pts, mask, self.min_cos, max_jump)
+        trunc_pix = np.full(depth.shape, self.trunc_mm, dtype=np.float32)
+        if self.depth_sigma_rel > 0:
+            sigma = self.depth_sigma_rel * D
+            pix_weight = pix_weight * np.minimum(1.0, (0.5 * self.voxel_mm / np.maximum(sigma, 1e-6)) ** 2)
+            trunc_pix = np.maximum(trunc_pix, 2.0 * sigma).astype(np.float32)
         use = pix_weight > 0
         if not use.any():
             self.frames_empty += 1
@@ -311,12 +327,14 @@ class TSDFVolume:
         f = min(intrinsics.fx, intrinsics.fy)
         sparse_grid = np.zeros_like(use)
         sparse_grid[::2, ::2] = True
-        P = pts[use & (sparse_grid | (2.0 * pts[..., 2] / f > 0.25 * block_mm))]  # (M, 3)
+        sel = use & (sparse_grid | (2.0 * pts[..., 2] / f > 0.25 * block_mm))
+        P = pts[sel]  # (M, 3)
+        tr = trunc_pix[sel][:, None]  # (M, 1) each pixel's truncation band
         z = P[:, 2:3]
         rays = P / z
-        n_off = max(2, int(math.ceil(2 * self.trunc_mm / (0.5 * block_mm))) + 1)
-        offs = np.linspace(-self.trunc_mm, self.trunc_mm, n_off, dtype=np.float32)
-        zs = z + offs[None, :]  # (M, n_off)
+        n_off = max(2, int(math.ceil(2 * float(tr.max()) / (0.5 * block_mm))) + 1)
+        offs = np.linspace(-1.0, 1.0, n_off, dtype=np.float32)
+        zs = z + offs[None, :] * tr  # (M, n_off)
         samples = (rays[:, None, :] * zs[..., None])[zs > 0]  # camera frame
         world = _rigid(R, t, samples)
         g = np.floor(world / self.voxel_mm + 0.5).astype(np.int64)
@@ -332,6 +350,7 @@ class TSDFVolume:
         R_cw = R.T  # cam_from_world rotation
         t_cw = -(R_cw @ t)
         Dflat, Wflat, Sflat = D.reshape(-1), pix_weight.reshape(-1), scale.reshape(-1)
+        Tflat = trunc_pix.reshape(-1)
         rgb_flat = None
         if rgb is not None and self.with_color:
             rgb_flat = np.ascontiguousarray(rgb[..., :3]).reshape(-1, 3).astype(np.float32)
@@ -355,11 +374,12 @@ class TSDFVolume:
             dmeas = Dflat[pix]
             wpix = Wflat[pix]
             sdf = (dmeas - zc[idx]) * Sflat[pix]
-            ok = (wpix > 0) & (sdf >= -self.trunc_mm)
+            tpix = Tflat[pix]
+            ok = (wpix > 0) & (sdf >= -tpix)
             if not ok.any():
                 continue
             idx, pix, sdf, w_new = idx[ok], pix[ok], sdf[ok], wpix[ok]
-            t_new = np.minimum(sdf / self.trunc_mm, 1.0)
+            t_new = np.minimum(sdf / tpix[ok], 1.0)
             flat = sl[idx // B3] * B3 + idx % B3
             w_old = w_flat[flat]
             w_sum = w_old + w_new

@@ -61,6 +61,10 @@ from colondepth.progress import ProgressCallback, emit
 DEPTH_SOURCES = ("gt", "predicted")
 POSE_SOURCES = ("gt", "predicted")
 
+#: Relative depth error assumed for a network's depth in fusion (weights and truncation); chosen on
+#: validation sequences (docs/reconstruction.md, *TSDF fusion*).
+PREDICTED_DEPTH_SIGMA_REL = 0.2
+
 #: Stages of :func:`reconstruct_sequence`'s progress events, in the order they run.
 RECONSTRUCT_STAGES = ("fusion", "mesh", "coverage", "metrics", "write")
 
@@ -72,6 +76,9 @@ class ReconstructionConfig:
     ``frames``: ``(start, stop, step)`` as in Python slicing (``None`` = default).  ``min_depth_mm`` /
     ``max_depth_mm``: the working depth range for fusion and coverage.  ``depth_tol_mm`` /
     ``depth_tol_rel``: the coverage occlusion tolerance on a real mesh (the ground-truth oracle).
+    ``depth_sigma_rel``: relative depth error for fusion weights and truncation (see
+    :class:`colondepth.recon.fusion.TSDFVolume`); ``None``: 0 for ground-truth depth,
+    :data:`PREDICTED_DEPTH_SIGMA_REL` for predicted depth.
     ``lumen_*``: the expected-wall estimate of :mod:`colondepth.recon.lumen` (centreline spacing and
     smoothing, angular sectors, and its wider relative depth tolerance, since that wall is a fit).
     ``coverage_max_edge_mm``: the ground-truth surface is subdivided until no edge is longer.  ``max_points``: size of ``points.ply``.
@@ -90,6 +97,7 @@ class ReconstructionConfig:
     depth_tol_mm: float = 1.0
     depth_tol_rel: float = 0.03
     coverage_max_edge_mm: float = 2.0
+    depth_sigma_rel: Optional[float] = None
     lumen_step_mm: float = 1.0
     lumen_smooth_mm: float = 4.0
     lumen_sectors: int = 36
@@ -314,8 +322,10 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     source = _FrameSource(seq, cfg, indices, depth_predictor, pose_estimator)
     intr = seq.intrinsics
     valid = seq.fov_mask
+    sigma_rel = cfg.depth_sigma_rel if cfg.depth_sigma_rel is not None else (
+        PREDICTED_DEPTH_SIGMA_REL if cfg.depth == "predicted" else 0.0)
     vol = TSDFVolume(voxel_mm=cfg.voxel_mm, trunc_mm=cfg.trunc_mm, max_blocks=cfg.max_blocks,
-                     min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm)
+                     min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm, depth_sigma_rel=sigma_rel)
     per_frame_points = max(1, cfg.max_points // len(indices)) * 4
     clouds, poses = [], []
     depths = _DepthSpill(intr.size.as_hw()) if cfg.depth == "predicted" else None  # for the coverage pass
