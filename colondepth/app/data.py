@@ -16,7 +16,9 @@ never reads outside it.  This module holds the pure, testable parts:
   :func:`decimate_mesh`, :func:`export_mesh_bytes`;
 - the New-video page: :func:`check_upload`, :func:`save_upload`, :func:`probe_video`,
   :func:`reconstruct_command`, :func:`run_reconstruct` (follows the command's progress events),
-  :func:`reconstruct_fraction`, :func:`error_line`.
+  :func:`reconstruct_fraction`, :func:`error_line`; fine-tuning on the video first:
+  :func:`finetune_command`, :func:`run_finetune` (follows the run's ``metrics.jsonl``),
+  :func:`finetune_step`, :func:`finetune_fraction`, :func:`finetune_finished`, :func:`finetuned_checkpoint`.
 
 Units: depth in millimetres (z-depth, 0 = invalid), meshes and trajectories in the world frame in
 millimetres, trajectories ``world_from_cam`` in TUM format (see :mod:`colondepth.conventions`).
@@ -892,6 +894,34 @@ def probe_video(path: str | os.PathLike) -> dict:
     return {"frames_checked": seq.num_frames, "height": int(h), "width": int(w)}
 
 
+def _video_camera(root: str | os.PathLike, intrinsics, crop) -> tuple[Optional[Path], Optional[tuple[int, ...]]]:
+    """A video's intrinsics file (checked, inside ``root``) and crop ``(x, y, w, h)``, each None when not given.
+
+    Raises a one-line :class:`UserError` for an intrinsics file outside the root or invalid, or a malformed
+    crop.
+    """
+    intrinsics = str(intrinsics).strip() if intrinsics is not None else ""
+    crop = crop.strip() if isinstance(crop, str) else crop
+    k_path = box = None
+    if intrinsics:
+        from colondepth.datasets.video import load_intrinsics
+
+        k_path = safe_path(root, intrinsics)
+        load_intrinsics(k_path)  # a bad file is reported here, in one line
+    if crop:
+        from colondepth.datasets.video import Crop
+
+        c = Crop.parse(crop)
+        box = (int(c.x), int(c.y), int(c.width), int(c.height))
+    return k_path, box
+
+
+def _camera_arguments(k_path: Optional[Path], box: Optional[tuple[int, ...]]) -> list[str]:
+    """``--intrinsics FILE`` and ``--crop X Y W H`` of :func:`_video_camera`'s answer (``[]`` for neither)."""
+    return (["--intrinsics", str(k_path)] if k_path is not None else []) + \
+        (["--crop", *(str(v) for v in box)] if box is not None else [])
+
+
 def reconstruct_command(root: str | os.PathLike, source: str | os.PathLike, out_name: Optional[str] = None,
                         depth: str = "predicted", poses: Optional[str] = None,
                         checkpoint: Optional[str | os.PathLike] = None,
@@ -924,23 +954,12 @@ def reconstruct_command(root: str | os.PathLike, source: str | os.PathLike, out_
             raise UserError(f"{source}: a video has no ground truth; use predicted depth and poses")
     else:
         raise UserError(f"{source}: no such file or folder inside the app root")
-    extra: list[str] = []
     intrinsics = str(intrinsics).strip() if intrinsics is not None else ""
     crop = crop.strip() if isinstance(crop, str) else crop
     if (intrinsics or crop) and flag != "--video":
         raise UserError(f"{source}: a sequence folder carries its own camera; intrinsics and crop apply to "
                         "videos only")
-    if intrinsics:
-        from colondepth.datasets.video import load_intrinsics
-
-        k_path = safe_path(root, intrinsics)
-        load_intrinsics(k_path)  # a bad file is reported here, in one line
-        extra += ["--intrinsics", str(k_path)]
-    if crop:
-        from colondepth.datasets.video import Crop
-
-        c = Crop.parse(crop)
-        extra += ["--crop", str(c.x), str(c.y), str(c.width), str(c.height)]
+    extra = _camera_arguments(*_video_camera(root, intrinsics, crop))
     name = _SAFE_NAME.sub("_", out_name or src.stem).strip("._") or "recon"
     out_dir = safe_path(root, Path("reconstructions") / name)
     argv = [sys.executable, "-m", "colondepth.cli", "reconstruct", flag, str(src), "--out", str(out_dir),
@@ -999,18 +1018,45 @@ def error_line(output: str) -> Optional[str]:
 
 @dataclass
 class CommandRun:
-    """The outcome of :func:`run_reconstruct`.
+    """The outcome of :func:`run_reconstruct` or :func:`run_finetune`.
 
     Attributes
     ----------
     return_code : int, the command's exit status (0 = success).
     output : str, its standard output and standard error, merged.
-    events : list of :class:`colondepth.progress.ProgressEvent`, every progress event it wrote, in order.
+    events : list of :class:`colondepth.progress.ProgressEvent`, every progress event passed on, in order
+        (those the reconstruct command wrote; the fine-tuning steps read from its ``metrics.jsonl``).
     """
 
     return_code: int
     output: str
     events: list = field(default_factory=list)
+
+
+def _follow_command(argv: list[str], poll: Callable[[], None], env: Optional[dict], cwd: Optional[str | os.PathLike],
+                    poll_s: float) -> tuple[int, str]:
+    """Run ``argv`` to its end, calling ``poll()`` every ``poll_s`` seconds and once more after it ends.
+
+    Standard output and standard error go to a temporary file, returned as text with the exit status, so
+    nothing blocks however much the command prints.  When ``poll`` raises (e.g. the page was left), the
+    command is stopped and the exception passes on.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="colondepth-run-") as tmp:
+        log_path = Path(tmp) / "output.txt"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            try:
+                while proc.poll() is None:
+                    poll()
+                    time.sleep(poll_s)
+                poll()
+            finally:
+                if proc.poll() is None:  # a callback raised: stop the command
+                    proc.kill()
+                    proc.wait()
+        return proc.returncode, log_path.read_text(encoding="utf-8", errors="replace")
 
 
 def run_reconstruct(argv: list[str], on_event: Optional[Callable[[ProgressEvent], None]] = None,
@@ -1033,9 +1079,8 @@ def run_reconstruct(argv: list[str], on_event: Optional[Callable[[ProgressEvent]
 
     from colondepth.progress import read_progress_events
 
-    with tempfile.TemporaryDirectory(prefix="colondepth-run-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="colondepth-events-") as tmp:
         events_path = Path(tmp) / "progress.jsonl"
-        log_path = Path(tmp) / "output.txt"
         run = CommandRun(return_code=-1, output="")
         offset = 0
 
@@ -1047,18 +1092,201 @@ def run_reconstruct(argv: list[str], on_event: Optional[Callable[[ProgressEvent]
                 if on_event is not None:
                     on_event(ev)
 
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(list(argv) + ["--progress-events", str(events_path), "--no-progress"],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-            try:
-                while proc.poll() is None:
-                    drain()
-                    time.sleep(poll_s)
-                drain()
-            finally:
-                if proc.poll() is None:  # a callback raised (e.g. the page was left): stop the command
-                    proc.kill()
-                    proc.wait()
-        run.return_code = proc.returncode
-        run.output = log_path.read_text(encoding="utf-8", errors="replace")
+        run.return_code, run.output = _follow_command(
+            list(argv) + ["--progress-events", str(events_path), "--no-progress"], drain, env, cwd, poll_s)
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# New video: fine-tuning on the video first (the finetune subprocess)
+# --------------------------------------------------------------------------------------------
+#: Optimizer steps the New-video page proposes for fine-tuning on one video.
+DEFAULT_FINETUNE_STEPS = 300
+#: Name of the progress events :func:`run_finetune` passes on (``done``: optimizer steps logged so far).
+FINETUNE_STAGE = "finetune"
+
+
+def finetuned_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """The model bundle a finished ``colondepth finetune`` run leaves: ``RUN/checkpoints/final.pt``."""
+    return Path(run_dir) / "checkpoints" / "final.pt"
+
+
+def finetune_finished(run_dir: str | os.PathLike) -> bool:
+    """Whether the fine-tuning run in ``run_dir`` has finished (its ``checkpoints/final.pt`` exists)."""
+    return finetuned_checkpoint(run_dir).is_file()
+
+
+def _finetune_settings(stage: dict) -> dict:
+    """What makes two fine-tuning runs the same for the page: model, video, camera, steps."""
+    budget = stage.get("budget") if isinstance(stage.get("budget"), dict) else {}
+    sources = stage.get("sources") if isinstance(stage.get("sources"), list) else []
+    crop = stage.get("crop")
+    return {"init_from": stage.get("init_from"),
+            "sources": [s.get("path") if isinstance(s, dict) else None for s in sources],
+            "crop": [int(v) for v in crop] if isinstance(crop, list) else None,
+            "intrinsics": stage.get("intrinsics"),
+            "steps": budget.get("steps")}
+
+
+def _recorded_finetune_settings(run_dir: Path) -> Optional[dict]:
+    """The settings of the run in ``run_dir`` (its ``finetune.curriculum.yaml``), None when unreadable."""
+    import yaml
+
+    try:
+        cur = yaml.safe_load((run_dir / "finetune.curriculum.yaml").read_text())
+        stage = cur["stages"][0]
+        return _finetune_settings(stage) if isinstance(stage, dict) else None
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _finetune_run_dir(root: Path, stem: str, settings: dict) -> Path:
+    """``ROOT/runs/<stem>_finetune`` (then ``_2``, ``_3`` ...): the first folder holding a run with the same
+    ``settings``, else the first that does not exist (a folder holding anything else is never reused)."""
+    base = f"{stem}_finetune"
+    k = 1
+    while True:
+        run_dir = safe_path(root, Path("runs") / (base if k == 1 else f"{base}_{k}"))
+        if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+            return run_dir
+        if _recorded_finetune_settings(run_dir) == settings:
+            return run_dir
+        k += 1
+
+
+def finetune_command(root: str | os.PathLike, source: str | os.PathLike, steps: int = DEFAULT_FINETUNE_STEPS,
+                     checkpoint: Optional[str | os.PathLike] = None,
+                     intrinsics: Optional[str | os.PathLike] = None, crop=None) -> tuple[list[str], Path]:
+    """The ``colondepth finetune`` command line that adapts a model to one video inside ``root``.
+
+    Returns ``(argv, run_dir)``: ``argv`` runs ``colondepth finetune --init CKPT --video VIDEO [--intrinsics
+    FILE] [--crop X Y W H] --out RUN --steps N --no-progress``, starting from ``checkpoint`` (a ``.pt`` file
+    inside the root) or the installed default model.  ``run_dir`` is ``ROOT/runs/<video stem>_finetune``;
+    when that folder holds a run with other settings (model, video, crop, intrinsics or steps) or something
+    else, the next free ``_2``, ``_3`` ... is used, so no earlier run is overwritten.  A folder whose run has
+    the same settings is taken again: finished (:func:`finetune_finished`), its weights are reused; started
+    (``checkpoints/last.pt``), ``--resume`` is added so the command continues it.  The fine-tuned bundle
+    (depth and pose networks) is :func:`finetuned_checkpoint` ``(run_dir)``.  ``intrinsics`` and ``crop``
+    follow :func:`reconstruct_command`.
+
+    Raises
+    ------
+    UserError
+        ``source`` is outside the root, missing, a folder (sequence folders carry ground truth and are not
+        fine-tuned on here) or not a video file; ``steps`` is not a positive whole number; ``checkpoint`` is
+        outside the root or missing, or there is no default model; the intrinsics file is outside the root
+        or invalid; the crop is malformed.
+    """
+    src = safe_path(root, source)
+    if src.is_dir():
+        kind = "a sequence folder" if _is_sequence_dir(src) else "a folder"
+        raise UserError(f"{source}: {kind}, not a video file; fine-tuning here learns from a video "
+                        f"({', '.join(VIDEO_SUFFIXES)})")
+    if not src.is_file():
+        raise UserError(f"{source}: no such video file inside the app root")
+    if src.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"{source}: not a video file; fine-tuning takes one of {', '.join(VIDEO_SUFFIXES)}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise UserError(f"fine-tuning steps {steps!r}: must be a whole number of optimizer steps (e.g. "
+                        f"{DEFAULT_FINETUNE_STEPS})")
+    if steps < 1:
+        raise UserError(f"fine-tuning steps {steps}: must be a positive number of optimizer steps (e.g. "
+                        f"{DEFAULT_FINETUNE_STEPS})")
+    if checkpoint:
+        init = safe_path(root, checkpoint)
+        if not init.is_file():
+            raise UserError(f"{checkpoint}: checkpoint not found inside the app root; pick a .pt file of a "
+                            "training run")
+    else:
+        from colondepth.resources import default_model_path
+
+        init = default_model_path().resolve()
+        if not init.is_file():
+            raise UserError(f"{init}: the default model is not installed; pick a checkpoint of a training run "
+                            "to fine-tune")
+    k_path, box = _video_camera(root, intrinsics, crop)
+    camera = _camera_arguments(k_path, box)
+    settings = _finetune_settings({"init_from": str(init), "sources": [{"path": str(src)}],
+                                   "budget": {"steps": int(steps)}, "crop": list(box) if box else None,
+                                   "intrinsics": str(k_path) if k_path is not None else None})
+    stem = _SAFE_NAME.sub("_", src.stem).strip("._") or "video"
+    run_dir = _finetune_run_dir(Path(root).resolve(), stem, settings)
+    argv = [sys.executable, "-m", "colondepth.cli", "finetune", "--init", str(init), "--video", str(src),
+            *camera, "--out", str(run_dir), "--steps", str(int(steps)), "--no-progress"]
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        argv.append("--resume")
+    return argv, run_dir
+
+
+def finetune_step(run_dir: str | os.PathLike) -> int:
+    """The last optimizer step ``RUN/metrics.jsonl`` records (0 before the first record or without the file).
+
+    Training records (``{"type": "train", "step": ...}``, written every few steps) and the run's end
+    record (``global_step``) count; a half-written last line (the run is writing it) is left out.
+
+    Raises
+    ------
+    UserError
+        A line other than the last is not a JSON object (see :func:`read_metrics`).
+    """
+    if not (Path(run_dir) / "metrics.jsonl").is_file():
+        return 0
+    step = 0
+    for rec in read_metrics(run_dir):
+        kind = rec.get("type", "train")
+        value = rec.get("step") if kind == "train" else rec.get("global_step") if kind == "run_end" else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            step = max(step, int(value))
+    return step
+
+
+def finetune_fraction(run_dir: str | os.PathLike, steps: int) -> float:
+    """Fraction (0..1) of a ``steps``-step fine-tuning run that ``RUN/metrics.jsonl`` reports done.
+
+    ``finetune_step(run_dir) / steps``, at most 1.
+
+    Raises
+    ------
+    ValueError
+        ``steps`` is less than 1.
+    """
+    if steps < 1:
+        raise ValueError(f"steps {steps}: a fine-tuning run has at least one step")
+    return min(finetune_step(run_dir) / steps, 1.0)
+
+
+def run_finetune(argv: list[str], run_dir: str | os.PathLike, steps: int,
+                 on_event: Optional[Callable[[ProgressEvent], None]] = None, env: Optional[dict] = None,
+                 cwd: Optional[str | os.PathLike] = None, poll_s: float = 0.2) -> CommandRun:
+    """Run a ``colondepth finetune`` command line (see :func:`finetune_command`) and follow its progress.
+
+    The command logs training records to ``RUN/metrics.jsonl`` every few steps; the file is read every
+    ``poll_s`` seconds and once more after the command ends, and each time the logged step changes
+    ``on_event`` gets ``ProgressEvent("finetune", step, steps, "step k/N")`` (a resumed run starts at the
+    step it had reached).  Standard output and standard error are merged and returned as text with the
+    exit status, as :func:`run_reconstruct` does; a non-zero status means the run failed, whatever the
+    events said.
+
+    Raises
+    ------
+    ValueError
+        ``steps`` is less than 1.
+    UserError
+        ``metrics.jsonl`` has a bad line before its last (the command is stopped).
+    """
+    if steps < 1:
+        raise ValueError(f"steps {steps}: a fine-tuning run has at least one step")
+    run = CommandRun(return_code=-1, output="")
+    last = [None]
+
+    def check() -> None:
+        step = min(finetune_step(run_dir), steps)
+        if step != last[0]:
+            last[0] = step
+            ev = ProgressEvent(FINETUNE_STAGE, step, steps, f"step {step}/{steps}")
+            run.events.append(ev)
+            if on_event is not None:
+                on_event(ev)
+
+    run.return_code, run.output = _follow_command(argv, check, env, cwd, poll_s)
     return run

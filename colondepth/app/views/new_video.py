@@ -1,4 +1,5 @@
-"""New video: upload a video (or pick one inside the root), then predict depth and reconstruct."""
+"""New video: upload a video (or pick one inside the root), optionally fine-tune the model on it, then predict
+depth and reconstruct."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from colondepth.app import data as appdata
 from colondepth.errors import UserError
 
 root = common.start_page("New video")
-st.write("Depth is predicted with the default model (or a checkpoint you pick) and fused into a 3D surface by "
-         "`colondepth reconstruct`. Results are written under "
+st.write("Depth is predicted with the default model (or a checkpoint you pick), optionally fine-tuned on the video "
+         "first, and fused into a 3D surface by `colondepth reconstruct`. Results are written under "
          f"`{root / 'reconstructions'}` and appear on the 3D reconstruction page.")
 
 upload = st.file_uploader(f"Upload a video (at most {appdata.MAX_UPLOAD_MB} MB)",
@@ -60,22 +61,89 @@ if not is_sequence:
                                placeholder="e.g. scope.yaml")
     crop = k2.text_input("Crop X Y W H in pixels (optional)", key="crop", placeholder="e.g. 0 0 192 192")
 
+finetune, steps = False, appdata.DEFAULT_FINETUNE_STEPS
+if not is_sequence:
+    finetune = st.checkbox("Fine-tune on this video first", key="finetune")
+    if finetune:
+        st.caption("Fine-tuning adapts the depth and pose networks of the chosen Model to this video before "
+                   "reconstructing. It is self-supervised: it learns from how consecutive frames warp into each "
+                   "other and needs no labels or ground truth. It takes minutes (more steps, longer and usually "
+                   "better). Fine-tuned weights are kept under `runs/` and reused for the same video and settings.")
+        steps = int(st.number_input("Fine-tuning steps", min_value=1, max_value=100_000,
+                                    value=appdata.DEFAULT_FINETUNE_STEPS, step=50, key="finetune_steps"))
+
+
+def plan():
+    """``(finetune argv or None, its run folder or None, reconstruct argv, reconstruction folder)``."""
+    ft_argv = ft_dir = None
+    checkpoint = ckpts[ck_label]
+    if finetune:
+        ft_argv, ft_dir = appdata.finetune_command(root, source, steps, checkpoint, intrinsics, crop)
+        checkpoint = appdata.finetuned_checkpoint(ft_dir)
+    argv, out_dir = appdata.reconstruct_command(root, source, out_name=ft_dir.name if ft_dir else None,
+                                                depth=depth, poses=poses, checkpoint=checkpoint,
+                                                intrinsics=intrinsics, crop=crop)
+    return ft_argv, ft_dir, argv, out_dir
+
+
 if source is not None:
     try:
-        _, planned = appdata.reconstruct_command(root, source, intrinsics=intrinsics, crop=crop)
+        ft_argv, ft_dir, _, planned = plan()
+        if ft_dir is not None:
+            if appdata.finetune_finished(ft_dir):
+                st.info(f"{common.rel(root, ft_dir)} holds a finished fine-tuning run for this video and these "
+                        "settings; its weights will be reused.")
+            elif "--resume" in ft_argv:
+                st.info(f"{common.rel(root, ft_dir)} holds an unfinished fine-tuning run for this video and these "
+                        f"settings (step {appdata.finetune_step(ft_dir)} of {steps}); it will be resumed.")
+            else:
+                st.caption(f"Fine-tuned weights go to {common.rel(root, ft_dir)}.")
         if planned.exists():
             st.warning(f"{common.rel(root, planned)} exists and will be replaced.")
     except UserError as exc:
         st.error(str(exc))
         source = None
 st.caption("Stay on this page while it runs: leaving the page stops the run.")
-if st.button("Predict and reconstruct", type="primary", disabled=source is None, key="go"):
+label = "Fine-tune, predict and reconstruct" if finetune else "Predict and reconstruct"
+if st.button(label, type="primary", disabled=source is None, key="go"):
     try:
-        argv, out_dir = appdata.reconstruct_command(root, source, depth=depth, poses=poses,
-                                                    checkpoint=ckpts[ck_label], intrinsics=intrinsics, crop=crop)
+        ft_argv, ft_dir, argv, out_dir = plan()
     except UserError as exc:
         st.error(str(exc))
         st.stop()
+
+    if ft_dir is not None:
+        if appdata.finetune_finished(ft_dir):
+            st.info(f"Reusing the fine-tuned model of {common.rel(root, ft_dir)} (finished earlier with the same "
+                    "video and settings).")
+        else:
+            ft_bar = st.progress(0.0, text="fine-tuning: starting…")
+            verb = "Resuming fine-tuning" if "--resume" in ft_argv else "Fine-tuning"
+            with st.status(f"{verb} into {common.rel(root, ft_dir)}", expanded=True) as ft_status:
+                ft_line = st.empty()
+
+                def on_step(event) -> None:
+                    text = f"fine-tuning: step {event.done}/{event.total}"
+                    ft_bar.progress(event.fraction, text=text)
+                    ft_line.text(text)
+
+                ft_run = appdata.run_finetune(ft_argv, ft_dir, steps, on_step)
+                finished = ft_run.return_code == 0 and appdata.finetune_finished(ft_dir)
+                if finished:
+                    ft_bar.progress(1.0, text="fine-tuning: done")
+                    ft_status.update(label=f"Fine-tuned: {common.rel(root, ft_dir)}", state="complete")
+                else:
+                    ft_status.update(label="Fine-tuning failed", state="error")
+            if not finished:
+                final = common.rel(root, appdata.finetuned_checkpoint(ft_dir))
+                st.error(appdata.error_line(ft_run.output)
+                         or (f"colondepth finetune exited with status {ft_run.return_code}" if ft_run.return_code
+                             else f"colondepth finetune ended without writing {final}"))
+                with st.expander("Output"):
+                    st.code(ft_run.output[-5000:] or "(no output)", language=None)
+                st.stop()
+            common.clear_caches()
+
     bar = st.progress(0.0, text="starting…")
     with st.status(f"Reconstructing into {common.rel(root, out_dir)}", expanded=True) as status:
         line_box = st.empty()
@@ -93,7 +161,8 @@ if st.button("Predict and reconstruct", type="primary", disabled=source is None,
         else:
             status.update(label="Reconstruction failed", state="error")
     if run.return_code == 0:
-        st.success(f"Reconstruction written to {common.rel(root, out_dir)}; open the 3D reconstruction page.")
+        model = f" with the model fine-tuned in {common.rel(root, ft_dir)}" if ft_dir is not None else ""
+        st.success(f"Reconstruction written to {common.rel(root, out_dir)}{model}; open the 3D reconstruction page.")
     else:
         st.error(appdata.error_line(run.output) or f"colondepth reconstruct exited with status {run.return_code}")
         with st.expander("Output"):
