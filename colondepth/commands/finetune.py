@@ -37,6 +37,8 @@ SCHEMA_DEFAULTS = {
     "automask": ("stage", "automask"),
     "freeze_encoder_steps": ("stage", "freeze_encoder_steps"),
     "rehearsal_weight": ("stage", "rehearsal", "weight"),
+    "keep_best": ("stage", "keep_best"),
+    "eval_every": ("stage", "promotion", "eval_every_steps"),
     "checkpoint_every": ("checkpoint", "every_steps"),
 }
 #: ``--steps`` when not given (the schema requires a budget, so it has no default of its own).
@@ -110,6 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "every step; repeatable; needs --rehearsal-weight")
     parser.add_argument("--rehearsal-weight", type=float, default=d("rehearsal_weight"), metavar="W",
                         help=f"weight of the supervised rehearsal loss (default {d('rehearsal_weight'):g}: off)")
+    parser.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=d("keep_best"),
+                        help="end with the model of lowest photometric error on held-out snippets of the videos, the "
+                             "--init model included, and warn when fine-tuning never beat it; --no-keep-best ends "
+                             f"with the last weights (default {_on_off(d('keep_best'))})")
+    parser.add_argument("--eval-every", type=int, default=d("eval_every"), metavar="N",
+                        help=f"evaluate the held-out snippets every N steps (default {d('eval_every')})")
     parser.add_argument("--checkpoint-every", type=int, default=d("checkpoint_every"), metavar="N",
                         help=f"rewrite RUN/checkpoints/last.pt every N steps (default {d('checkpoint_every')})")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN")
@@ -149,6 +157,8 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
         "freeze_batchnorm": bool(args.freeze_batchnorm),
         "automask": bool(args.automask),
         "freeze_encoder_steps": int(args.freeze_encoder_steps),
+        "keep_best": bool(args.keep_best),
+        "promotion": {"eval_every_steps": int(args.eval_every)},
     }
     if args.anchor_decay_steps is not None:
         stage["anchor_decay_steps"] = int(args.anchor_decay_steps)
@@ -203,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--frame-skip {args.frame_skip}: must be at least 1")
     if args.checkpoint_every < 1:
         raise UserError(f"--checkpoint-every {args.checkpoint_every}: must be at least 1 step")
+    if args.eval_every < 1:
+        raise UserError(f"--eval-every {args.eval_every}: must be at least 1 step")
     if args.smoothness < 0 or args.explainability < 0:
         raise UserError("--smoothness and --explainability weights must be >= 0")
     from colondepth.io import check_output_dir
@@ -244,5 +256,29 @@ def run(args: argparse.Namespace) -> int:
     if result["stopped"]:
         print(f"stopped after step {result['global_step']}; continue with --resume", file=sys.stderr)
     else:
-        print(f"done: {result['global_step']} steps; fine-tuned weights in {result['checkpoint']}", file=sys.stderr)
+        print(f"done: {result['global_step']} steps; {_kept_note(out)}weights in {result['checkpoint']}",
+              file=sys.stderr)
     return 0
+
+
+def _kept_note(out) -> str:
+    """Which weights ``final.pt`` holds, from the run's last ``stage_end`` record (``"fine-tuned "`` when the
+    stage did not keep the better model: ``--no-keep-best`` or nothing held out)."""
+    from colondepth.train.logging import read_metrics
+
+    path = out / "metrics.jsonl"
+    ends = [r for r in read_metrics(path) if r.get("type") == "stage_end"] if path.is_file() else []
+    if not ends or ends[-1].get("kept") is None:
+        return "fine-tuned "
+    end = ends[-1]
+
+    def err(key: str) -> str:
+        v = end.get(key)
+        return "n/a" if v is None else f"{v:.5f}"
+
+    if end["kept"] == "init":
+        best = end.get("heldout_photometric_best")
+        tuned = f"; best fine-tuned {err('heldout_photometric_best')}" if best is not None else ""
+        return f"initial model kept (held-out photometric error {err('heldout_photometric_init')}{tuned}); "
+    return (f"kept the step-{end['kept']} model (held-out photometric error {err('heldout_photometric_init')} -> "
+            f"{err('heldout_photometric_kept')}); ")

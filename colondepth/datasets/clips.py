@@ -8,6 +8,9 @@ ordered as they appear in time, without the target.
 :class:`SnippetDataset` turns snippets of :class:`~colondepth.datasets.base.Sequence` objects into
 training samples letterboxed onto the network's input grid like inference does (aspect ratio kept,
 zero padding, intrinsics following; :mod:`colondepth.geometry.letterbox`).
+
+:func:`split_heldout` splits the snippets of every sequence into training snippets and held-out blocks that
+share no frame with them (the held-out check of self-supervised stages, docs/finetune.md).
 """
 
 from __future__ import annotations
@@ -155,3 +158,74 @@ class SnippetDataset:
             rel = np.stack([np.linalg.solve(T[f], tgt_T) for f in sn.source_frames]).astype(np.float32)
             item["src_from_tgt"] = torch.from_numpy(rel)
         return item
+
+
+#: Share of each sequence's snippets held out (``split_heldout``).
+HELDOUT_FRACTION = 0.125
+#: Held-out snippets per contiguous block (a long sequence gets several blocks spread over it).
+HELDOUT_BLOCK = 8
+#: Fewest held-out snippets of a sequence that gets a split at all.
+MIN_HELDOUT = 3
+
+
+@dataclass(frozen=True)
+class HeldoutSplit:
+    """What :func:`split_heldout` returns.
+
+    ``train`` and ``heldout``: snippets, in the input order; ``guard``: training snippets dropped because
+    they share a frame with a held-out snippet; ``unsplit``: indices of sequences too short for a split (all
+    their snippets train).
+    """
+
+    train: list
+    heldout: list
+    guard: list
+    unsplit: tuple[int, ...]
+
+
+def split_heldout(snippets: list[Snippet], fraction: float = HELDOUT_FRACTION, block: int = HELDOUT_BLOCK,
+                  min_heldout: int = MIN_HELDOUT) -> HeldoutSplit:
+    """A deterministic held-out split of every sequence's snippets, frame-disjoint from training.
+
+    Per sequence, with its ``n`` snippets in the given order (clip by clip, in time):
+    ``h = max(min_heldout, round(fraction * n))`` snippets are held out in ``max(1, round(h / block))``
+    contiguous blocks whose centres are spread evenly (block ``i`` centred on snippet ``(i + 0.5) n / blocks``;
+    one block sits in the middle of the video).  Every other snippet that uses any frame of a held-out snippet
+    (as target or source) is dropped (``guard``: ``2 * frame_skip`` snippets on each side of a block), so no
+    held-out frame is ever seen in training.  A sequence whose training snippets would then number fewer
+    than ``2 h`` is not split (listed in ``unsplit``; all its snippets train).
+    """
+    if not 0 < fraction < 1 or block < 1 or min_heldout < 1:
+        raise ValueError("split_heldout: need 0 < fraction < 1, block >= 1, min_heldout >= 1")
+    by_seq: dict[int, list[int]] = {}
+    for i, sn in enumerate(snippets):
+        by_seq.setdefault(sn.sequence, []).append(i)
+    held_idx: set[int] = set()
+    guard_idx: set[int] = set()
+    unsplit = []
+    for s, idx in by_seq.items():
+        n = len(idx)
+        h = max(min_heldout, int(round(fraction * n)))
+        n_blocks = max(1, int(round(h / block)))
+        sizes = [h // n_blocks + (1 if i < h % n_blocks else 0) for i in range(n_blocks)]
+        chosen: set[int] = set()
+        for i, size in enumerate(sizes):
+            start = int(round((i + 0.5) * n / n_blocks - size / 2))
+            start = min(max(start, 0), n - size)
+            chosen.update(range(start, start + size))
+        if len(chosen) >= n:
+            unsplit.append(s)
+            continue
+        frames = {f for j in chosen for f in snippets[idx[j]].frames}
+        guard = {j for j in range(n) if j not in chosen and frames.intersection(snippets[idx[j]].frames)}
+        if n - len(chosen) - len(guard) < 2 * len(chosen):
+            unsplit.append(s)
+            continue
+        held_idx.update(idx[j] for j in chosen)
+        guard_idx.update(idx[j] for j in guard)
+    return HeldoutSplit(
+        train=[sn for i, sn in enumerate(snippets) if i not in held_idx and i not in guard_idx],
+        heldout=[sn for i, sn in enumerate(snippets) if i in held_idx],
+        guard=[sn for i, sn in enumerate(snippets) if i in guard_idx],
+        unsplit=tuple(sorted(unsplit)),
+    )

@@ -285,7 +285,8 @@ class SelfSupervisedStage(_StageCommon):
 
     The defaults are the setting measured best on the shared real video sample (docs/finetune.md, "Real video"):
     batch 4, learning rate 1e-4, constant schedule, no auto-masking, BatchNorm statistics frozen, and the
-    log-depth anchor (weight 0.1) decaying linearly to 0 over every step after the pose warm-up.
+    log-depth anchor (weight 0.1) decaying linearly to 0 over every step after the pose warm-up, and
+    ``keep_best``: the stage never ends worse on the held-out snippets of its videos than it started.
     ``colondepth finetune`` takes its option defaults from these fields.
     """
 
@@ -314,6 +315,10 @@ class SelfSupervisedStage(_StageCommon):
     # scale of that depth network (no translation normalisation): a pose network for a finished depth model
     train_depth: bool = True
     rehearsal: SelfSupervisedRehearsal = SelfSupervisedRehearsal()
+    # keep the better model: the stage ends with the weights of lowest photometric error on the held-out
+    # snippets of its own videos, the initial model included (evaluated every promotion.eval_every_steps);
+    # false: the stage ends with its last weights
+    keep_best: bool = True
 
     @model_validator(mode="after")
     def _crop(self) -> "SelfSupervisedStage":

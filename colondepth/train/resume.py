@@ -153,6 +153,9 @@ class RunCheckpoints:
         from colondepth.train.checkpoint import make_card, rng_state, save_checkpoint
 
         card = make_card(self.net, self.curriculum_name, stage_name, stage_index, global_step, self.command)
+        kept = kind.card_entry() if hasattr(kind, "card_entry") else None
+        if kept:  # which weights the stage ended with (e.g. the initial model kept by keep_best)
+            card["keep_best"] = dict(kept)
         pose = kind.bundle_pose() if hasattr(kind, "bundle_pose") else None  # a self-supervised stage's pose net
         training = None
         if state is not None:

@@ -6,13 +6,23 @@ mid-epoch on ``--resume``), the NaN/inf stop, gradient averaging of parameters o
 training and validation records, plateau promotion and the ``last.pt`` rewrites during the stage.  The
 curriculum (:func:`colondepth.train.curriculum.train_curriculum`) runs one ``StageRunner`` per stage and writes
 the end-of-stage checkpoints.
+
+Three optional stage-kind methods let a kind choose the weights a stage ends with (the self-supervised kind
+keeps the model of lowest held-out photometric error, :mod:`colondepth.train.selfsup`):
+
+- ``validation_due(stage_step) -> bool``: validate after this many steps (``0``: before the first step), in
+  addition to plateau promotion's evaluations and the one at the end;
+- ``observe_validation(stage_step, metrics) -> dict``: sees every validation; its keys join the ``val`` record;
+- ``finish_stage(stage_step) -> dict``: after the final validation; may load other weights into the networks
+  (what the end-of-stage checkpoints then hold); its keys join the ``stage_end`` record and
+  :attr:`StageResult.summary`, and a ``warning`` entry is printed as one ``warning:`` line.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -58,13 +68,15 @@ class RunContext:
 
 @dataclass
 class StageResult:
-    """How a stage ended: ``reason`` is ``"budget"``, ``"plateau"`` or ``"stopped"`` (``stop_after_steps``)."""
+    """How a stage ended: ``reason`` is ``"budget"``, ``"plateau"`` or ``"stopped"`` (``stop_after_steps``);
+    ``summary``: what the kind's ``finish_stage`` reported (e.g. which weights were kept)."""
 
     stage_step: int
     global_step: int
     reason: str
     val_metrics: dict
     kind: Any
+    summary: dict = field(default_factory=dict)
 
     @property
     def stopped(self) -> bool:
@@ -164,6 +176,8 @@ class StageRunner:
                    disable=not (run.dist.is_main and run.progress), dynamic_ncols=True, file=sys.stderr)
         reason = "budget"
         val_metrics: dict = {}
+        if self.stage_step == 0 and self._kind_validation_due(0):
+            val_metrics = self._validate(plateau=False)  # the initial model, before the first step
         try:
             while self.stage_step < self.total and reason == "budget":
                 epoch = self.stage_step // self.steps_per_epoch
@@ -177,10 +191,12 @@ class StageRunner:
                                         "global_step": self.global_step, "epoch": epoch, "lr": lr, **logs})
                     if run.stop_after_steps is not None and self.global_step >= run.stop_after_steps:
                         return StageResult(self.stage_step, self.global_step, "stopped", val_metrics, self.kind)
-                    if (stage.promotion.rule == "plateau" and self.stage_step % stage.promotion.eval_every_steps == 0
-                            and self.stage_step < self.total):
-                        val_metrics = self._evaluate_plateau()
-                        if self.bad >= stage.promotion.patience and self.stage_step >= stage.promotion.min_steps:
+                    plateau_due = (stage.promotion.rule == "plateau" and self.stage_step < self.total
+                                   and self.stage_step % stage.promotion.eval_every_steps == 0)
+                    if plateau_due or (self.stage_step < self.total and self._kind_validation_due(self.stage_step)):
+                        val_metrics = self._validate(plateau=plateau_due)
+                        if (plateau_due and self.bad >= stage.promotion.patience
+                                and self.stage_step >= stage.promotion.min_steps):
                             reason = "plateau"
                     if (self.global_step % run.curriculum.checkpoint.every_steps == 0 and self.stage_step < self.total
                             and reason == "budget"):
@@ -192,11 +208,25 @@ class StageRunner:
         if self.val_loader is not None:
             val_metrics = run.dist.broadcast_from_main(self.kind.validate(self.val_loader))
             run.logger.log({"type": "val", **self.where, "step": self.stage_step, "global_step": self.global_step,
-                            **val_metrics, "best_val_loss": min(self.best, val_metrics.get("val_loss", self.best)),
+                            **val_metrics, **self._observe(val_metrics),
+                            "best_val_loss": min(self.best, val_metrics.get("val_loss", self.best)),
                             "bad_evals": self.bad})
+        finish = getattr(self.kind, "finish_stage", None)
+        summary = dict(finish(self.stage_step) or {}) if finish is not None else {}
+        warning = summary.pop("warning", None)
+        if warning and run.dist.is_main:
+            print(f"warning: {warning}", file=sys.stderr)
         run.logger.log({"type": "stage_end", **self.where, "steps": self.stage_step, "global_step": self.global_step,
-                        "reason": reason, **val_metrics})
-        return StageResult(self.stage_step, self.global_step, reason, val_metrics, self.kind)
+                        "reason": reason, **val_metrics, **summary})
+        return StageResult(self.stage_step, self.global_step, reason, val_metrics, self.kind, summary)
+
+    def _kind_validation_due(self, stage_step: int) -> bool:
+        due = getattr(self.kind, "validation_due", None)
+        return self.val_loader is not None and due is not None and bool(due(stage_step))
+
+    def _observe(self, val_metrics: dict) -> dict:
+        observe = getattr(self.kind, "observe_validation", None)
+        return dict(observe(self.stage_step, val_metrics) or {}) if observe is not None else {}
 
     def _epoch_loader(self, epoch: int):
         """The epoch's batches in the seeded order, without those this stage already consumed."""
@@ -237,17 +267,21 @@ class StageRunner:
         self.global_step += 1
         return loss, parts, lr
 
-    def _evaluate_plateau(self) -> dict:
-        """A validation for plateau promotion: updates the best loss and the count of evaluations without gain."""
+    def _validate(self, plateau: bool) -> dict:
+        """A validation during the stage; with ``plateau`` it updates the best loss and the count of evaluations
+        without gain (plateau promotion)."""
         stage = self.stage
         val_metrics = self.run.dist.broadcast_from_main(self.kind.validate(self.val_loader))
-        v = val_metrics["val_loss"]
-        if v < self.best - stage.promotion.min_delta:
-            self.best, self.bad = v, 0
-        else:
-            self.bad += 1
+        if plateau:
+            v = val_metrics["val_loss"]
+            if v < self.best - stage.promotion.min_delta:
+                self.best, self.bad = v, 0
+            else:
+                self.bad += 1
         self.run.logger.log({"type": "val", **self.where, "step": self.stage_step, "global_step": self.global_step,
-                             **val_metrics, "best_val_loss": self.best, "bad_evals": self.bad})
+                             **val_metrics, **self._observe(val_metrics),
+                             "best_val_loss": min(self.best, val_metrics.get("val_loss", self.best)) if not plateau
+                             else self.best, "bad_evals": self.bad})
         return val_metrics
 
     def resume_state(self) -> ResumeState:

@@ -10,10 +10,26 @@ Data
     ``intrinsics``; field-of-view mask; near-static frames dropped and clips split at cuts by
     :func:`~colondepth.datasets.video.select_clips`), ``colondepth`` / ``simcol3d`` / ``c3vd`` through
     :func:`colondepth.datasets.registry.open_sequences` (all frames, ground truth used for validation
-    only).  Snippets are ``(t - k, t, t + k)`` with ``k = frame_skip``; every 10th snippet (when there are
-    at least 10) is held out for validation.  Frames go through the letterbox of inference onto the depth
-    network's input grid (:class:`~colondepth.datasets.clips.SnippetDataset`, ``DepthNetConfig.input_grid``:
-    aspect ratio kept, zero padding outside the FOV mask); the pose network sees the same frames.
+    only).  Snippets are ``(t - k, t, t + k)`` with ``k = frame_skip``.  Frames go through the letterbox of
+    inference onto the depth network's input grid (:class:`~colondepth.datasets.clips.SnippetDataset`,
+    ``DepthNetConfig.input_grid``: aspect ratio kept, zero padding outside the FOV mask); the pose network
+    sees the same frames.
+
+Held-out split and keeping the better model
+    :func:`colondepth.datasets.clips.split_heldout` holds out about 12.5 % of every video's snippets (at least
+    3) in contiguous blocks spread over the video, and drops the training snippets that share a frame with
+    them, so no held-out frame is ever trained on; a video of fewer than about 14 snippets is not split (with
+    a warning).  Validation runs on the held-out snippets and reports ``val_loss`` (the full training
+    objective, for plateau promotion) and ``heldout_photometric``: the stage's photometric term alone (same
+    function, options, FOV/specular masks and auto-mask as training; no smoothness, anchor or explainability
+    terms, and the learned explainability masks are not applied, since a mask near 0 would hide any error),
+    averaged over snippets.  With ``keep_best`` (the default) the reference is the *initial* model: evaluated
+    before the first step with the ``init_from`` bundle's pose network when it has one of this stage's
+    configuration, otherwise (a fresh pose network is untrained at step 0) after the pose warm-up, when the
+    depth network still holds the initial weights bit for bit.  The held-out split is evaluated again every
+    ``promotion.eval_every_steps`` steps and at the end; the stage ends with the weights (depth and pose
+    networks) of the lowest held-out error, the reference included, and when no fine-tuned evaluation beat the
+    reference it ends with the reference and says so in one warning line.
 
 Step
     depth (multi-scale, mm) from the depth network on the target; ``src_from_tgt`` and optional
@@ -52,11 +68,16 @@ from colondepth.train.stage import load_init_weights, resolve_stage_path
 
 #: Steps at the start of a stage during which only the pose network learns (see module doc).
 POSE_WARMUP_STEPS = 100
-#: Held-out share of snippets: every VAL_EVERY-th snippet goes to validation.
+#: The validation split before the held-out blocks of :func:`colondepth.datasets.clips.split_heldout` (every
+#: VAL_EVERY-th snippet); benchmarks/bench_finetune.py still scores its real-video proxies on it.
 VAL_EVERY = 10
 SNIPPET_LENGTH = 3
 #: A warm-up mean translation below this (mm per frame step) is treated as "the pose network did not learn".
 MIN_TRANSLATION_NORM_MM = 1e-2
+#: A fine-tuned evaluation is a keep-best candidate only when its photometric error counts at least this share
+#: of the held-out pixels the initial model's counted: the masked mean ignores pixels without a valid warp, and
+#: a diverged model whose warps all leave the field of view scores 0 (measured: lr 0.03 on a tiny model).
+MIN_HELDOUT_COVERAGE_RATIO = 0.9
 
 
 def set_batchnorm_eval(net: torch.nn.Module) -> int:
@@ -71,13 +92,15 @@ def set_batchnorm_eval(net: torch.nn.Module) -> int:
 
 
 def open_stage_sequences(stage, base_dir: Path, min_frames: int = SNIPPET_LENGTH):
-    """``(sequences, clips)`` for the stage's sources; ``clips[s]`` is a list of frame-index lists."""
+    """``(sequences, clips, where)`` for the stage's sources; ``clips[s]`` is a list of frame-index lists and
+    ``where[s]`` names sequence ``s`` for messages (its video file or frame folder; ``folder: name`` for the
+    sequences of a dataset)."""
     import warnings
 
     from colondepth.datasets.registry import open_sequences
     from colondepth.datasets.video import read_video, select_clips
 
-    sequences, clips = [], []
+    sequences, clips, where = [], [], []
     for src in stage.sources:
         path = resolve_stage_path(src.path, base_dir)
         if src.format in ("video", "frames"):
@@ -87,11 +110,13 @@ def open_stage_sequences(stage, base_dir: Path, min_frames: int = SNIPPET_LENGTH
                 seq = read_video(path, crop=stage.crop, intrinsics=intr, min_frames=min_frames)
             sequences.append(seq)
             clips.append(select_clips(seq, min_clip_frames=min_frames))
+            where.append(str(path))
         else:
             for seq in open_sequences(path, src.format):
                 sequences.append(seq)
                 clips.append([list(range(seq.num_frames))])
-    return sequences, clips
+                where.append(f"{path}: {seq.name}")
+    return sequences, clips, where
 
 
 def _frame_abs_rel(*, gt_mm: torch.Tensor, pred_mm: torch.Tensor) -> tuple[float, float]:
@@ -139,6 +164,8 @@ class SelfSupervisedKind:
             num_mask_scales=min(n_scales, len(pose_channels)) if self.explain_weight > 0 else 0,
         )
         self.pose_net = PoseNet(self.pose_config).to(ctx.device)
+        self.init_pose_loaded = False
+        self._init_translation_norm_mm: float | None = None
         if init_payload is not None:  # a model bundle with a pose network: start from it as well
             self._init_pose_from(init_payload.get("pose"), init_path)
         self.pose_model = self.pose_net
@@ -178,6 +205,24 @@ class SelfSupervisedKind:
         self.rehearsal_weight = float(stage.rehearsal.weight)
         self._rehearsal_iter = None
         self._rehearsal_loader = None
+        # keeping the better model (module docstring): switched off in make_data when nothing is held out
+        self.keep_best = bool(stage.keep_best)
+        self.eval_every = int(stage.promotion.eval_every_steps)
+        self.reference_step = 0 if self.init_pose_loaded else self.warmup_steps
+        self.heldout_init: float | None = None  # held-out error of the reference (initial) model
+        self.coverage_init: float | None = None  # share of its held-out FOV pixels that error counted
+        self.fine_tuned_evals = 0  # fine-tuned evaluations seen, and those below the coverage floor
+        self.low_coverage_evals = 0
+        self._last_observed: int | None = None
+        # lowest candidate error once the depth network trains (after the pose warm-up), and its step
+        self.heldout_best_joint: float | None = None
+        self.heldout_best_joint_step: int | None = None
+        self.heldout_best: float | None = None  # lowest held-out error of a fine-tuned evaluation
+        self.heldout_best_step: int | None = None
+        self.kept_step: int | None = None  # stage step of the kept weights (reference_step: the initial model)
+        self.kept_error: float | None = None
+        self._kept_weights: dict | None = None  # {"depth", "pose", "translation_norm_mm"}
+        self.finished_record: dict | None = None  # finish_stage's summary, for the model card
 
     # -- interface -----------------------------------------------------------------------------------------
     def make_data(self):
@@ -185,16 +230,12 @@ class SelfSupervisedKind:
         from colondepth.train.stage import StageData
 
         stage = self.ctx.stage
-        sequences, clips = open_stage_sequences(stage, self.ctx.curriculum_dir)
+        sequences, clips, self.sequence_names = open_stage_sequences(stage, self.ctx.curriculum_dir)
         snippets = sequence_snippets(sequences, clips, SNIPPET_LENGTH, frame_skip=stage.frame_skip)
         names = ", ".join(s.path for s in stage.sources)
         require_snippets(snippets, f"stage {stage.name} ({names})", SNIPPET_LENGTH, stage.frame_skip)
         grid = self.ctx.net.config.input_grid  # the letterbox of inference (DepthNetConfig.input_grid)
-        if len(snippets) >= VAL_EVERY:
-            val = [s for i, s in enumerate(snippets) if i % VAL_EVERY == VAL_EVERY - 1]
-            train = [s for i, s in enumerate(snippets) if i % VAL_EVERY != VAL_EVERY - 1]
-        else:
-            train, val = snippets, []
+        train, val = self._split(snippets)
         if self.rehearsal_weight > 0:
             self._make_rehearsal()
         bs = int(stage.batch_size) * max(1, int(self.ctx.world_size))
@@ -205,6 +246,28 @@ class SelfSupervisedKind:
             train=SnippetDataset(sequences, train, grid),
             val=SnippetDataset(sequences, val, grid) if val else None,
         )
+
+    def _split(self, snippets) -> tuple[list, list]:
+        """``(train, held-out)`` snippets (:func:`colondepth.datasets.clips.split_heldout`), with a warning naming
+        every video too short to hold snippets out; ``keep_best`` is switched off when nothing is held out."""
+        import warnings
+
+        from colondepth.datasets.clips import split_heldout
+
+        split = split_heldout(snippets)
+        stage = self.ctx.stage
+        self.heldout_snippets, self.guard_snippets = split.heldout, split.guard
+        if split.unsplit:
+            counts = {s: sum(1 for sn in snippets if sn.sequence == s) for s in split.unsplit}
+            names = ", ".join(f"{self.sequence_names[s]} ({counts[s]} snippet{'s' if counts[s] != 1 else ''})"
+                              for s in split.unsplit)
+            what = ("its frames all train and are not checked" if split.heldout else
+                    "nothing is held out, so the stage cannot check that fine-tuning helps (keep_best is off)")
+            if self.keep_best or split.heldout:
+                warnings.warn(f"stage {stage.name}: {names}: too short for a held-out split; {what}", stacklevel=2)
+        if not split.heldout:
+            self.keep_best = False
+        return split.train, split.heldout
 
     def _make_rehearsal(self) -> None:
         """Supervised frames of the stage's ``rehearsal`` levels/datasets (training split), cycled forever."""
@@ -324,17 +387,7 @@ class SelfSupervisedKind:
                 self.trans_sum += t_norm
                 self.trans_count += 1
         elif self.ctx.stage.translation_normalisation and not self.scale_unset:
-            if self.translation_norm_mm is None:
-                c = self.trans_sum / max(self.trans_count, 1)
-                if c < MIN_TRANSLATION_NORM_MM:
-                    import warnings
-
-                    warnings.warn(f"stage {self.ctx.stage.name}: the pose network barely moved during its "
-                                  f"{self.warmup_steps}-step warm-up (mean translation {c:.4f} mm); translation "
-                                  "normalisation is off for this stage; give the stage more steps", stacklevel=2)
-                    self.scale_unset = True
-                else:
-                    self.translation_norm_mm = c
+            self._settle_translation_scale()
             if self.translation_norm_mm is not None:
                 pose = normalize_translation(pose, self.translation_norm_mm)
         total, parts = self._losses(tgt, src, K, fov, depths, pose_out, pose)
@@ -358,6 +411,45 @@ class SelfSupervisedKind:
         parts["pose_warmup"] = 1.0 if warm else 0.0
         return total, parts
 
+    def _settle_translation_scale(self) -> None:
+        """Fix the translation scale from the pose warm-up (once, after it; see the module docstring)."""
+        stage = self.ctx.stage
+        if (self.translation_norm_mm is not None or self.scale_unset or not stage.translation_normalisation
+                or not stage.train_depth or self.steps_done < self.warmup_steps):
+            return
+        c = self.trans_sum / max(self.trans_count, 1)
+        if c < MIN_TRANSLATION_NORM_MM:
+            import warnings
+
+            warnings.warn(f"stage {stage.name}: the pose network barely moved during its "
+                          f"{self.warmup_steps}-step warm-up (mean translation {c:.4f} mm); translation "
+                          "normalisation is off for this stage; give the stage more steps", stacklevel=3)
+            self.scale_unset = True
+        else:
+            self.translation_norm_mm = c
+
+    def _eval_translation_norm(self) -> float | None:
+        """The translation norm validation applies: the stage's once fixed; before the first step, that of the
+        ``init_from`` bundle's pose network (the initial model as it was saved)."""
+        if self.steps_done == 0 and self.init_pose_loaded:
+            return self._init_translation_norm_mm
+        return self.translation_norm_mm if self.ctx.stage.translation_normalisation else None
+
+    def _heldout_photometric(self, tgt, src, K, fov, depths, pose_out, pose) -> tuple[list, list]:
+        """Per snippet of the batch: the stage's photometric term (no regularisers, no explainability masks)
+        and the share of field-of-view pixels it counted."""
+        from colondepth.losses.photometric import photometric_loss
+
+        n_scales = len(pose_out.masks) if self.explain_weight > 0 and pose_out.masks is not None else len(depths)
+        errors, coverage = [], []
+        for b in range(len(tgt)):
+            sl = slice(b, b + 1)
+            photo, info = photometric_loss(tgt[sl], src[sl], [d[sl] for d in depths[:n_scales]], pose[sl], K[sl],
+                                           fov_mask=fov[sl], explainability=None, options=self.options)
+            errors.append(float(photo))
+            coverage.append(float(info["mask"].sum()) / max(1.0, float(fov[sl].sum())))
+        return errors, coverage
+
     @torch.no_grad()
     def validate(self, loader) -> dict[str, float]:
         from colondepth.losses.photometric import normalize_translation
@@ -366,16 +458,23 @@ class SelfSupervisedKind:
         was = (net.training, pose_net.training)
         net.eval()
         pose_net.eval()
+        if self.steps_done >= self.warmup_steps and self.ctx.stage.translation_normalisation:
+            self._settle_translation_scale()  # the reference after the warm-up uses the scale of later steps
+        t_norm = self._eval_translation_norm()
         losses, abs_rel, abs_rel_med, n = [], [], [], 0
+        photo, coverage = [], []
         try:
             for batch in loader:
                 tgt, src, K, fov, depths, pose_out = self._forward(batch, train_depth=True)
                 pose = pose_out.src_from_tgt
-                if self.translation_norm_mm is not None and self.ctx.stage.translation_normalisation:
-                    pose = normalize_translation(pose, self.translation_norm_mm)
+                if t_norm is not None:
+                    pose = normalize_translation(pose, t_norm)
                 total, _ = self._losses(tgt, src, K, fov, depths, pose_out, pose)
                 losses.append(float(total) * len(tgt))
                 n += len(tgt)
+                e, c = self._heldout_photometric(tgt, src, K, fov, depths, pose_out, pose)
+                photo += e
+                coverage += c
                 if "depth_mm" in batch:
                     gt = batch["depth_mm"].to(tgt.device)
                     pred = depths[0]
@@ -390,10 +489,148 @@ class SelfSupervisedKind:
             net.train(was[0])
             pose_net.train(was[1])
         out = {"val_loss": sum(losses) / max(n, 1)}
+        if photo:
+            out["heldout_photometric"] = float(np.mean(photo))
+            out["heldout_coverage"] = float(np.mean(coverage))
         if abs_rel:
             out["val_abs_rel"] = float(np.mean(abs_rel))
             out["val_abs_rel_median_scaled"] = float(np.mean(abs_rel_med))
         return out
+
+    # -- keeping the better model (driven by the runner: StageRunner.run_stage) ------------------------------
+    def validation_due(self, stage_step: int) -> bool:
+        """Whether the runner should validate after ``stage_step`` steps (0: before the first): the reference
+        point, the end of the pose warm-up (the last weights with the initial depth network) and every
+        ``promotion.eval_every_steps`` after the reference, when ``keep_best`` is on."""
+        if not self.keep_best:
+            return False
+        return stage_step in (self.reference_step, self.warmup_steps) or (stage_step > self.reference_step
+                                                                        and stage_step % self.eval_every == 0)
+
+    def _snapshot(self, translation_norm_mm: float | None) -> dict:
+        return {"depth": {k: v.detach().cpu().clone() for k, v in self.ctx.net.state_dict().items()},
+                "pose": {k: v.detach().cpu().clone() for k, v in self.pose_net.state_dict().items()},
+                "translation_norm_mm": -1.0 if translation_norm_mm is None else float(translation_norm_mm)}
+
+    def observe_validation(self, stage_step: int, metrics: dict) -> dict:
+        """Take the validation of the weights after ``stage_step`` steps: the reference (initial) model at the
+        reference point, afterwards a candidate kept when its held-out error is below every earlier one.
+        Returns the keep-best keys for the validation record."""
+        err, cov = metrics.get("heldout_photometric"), metrics.get("heldout_coverage")
+        if not self.keep_best or err is None or stage_step < self.reference_step:
+            return {}
+        if stage_step == self.reference_step and self.heldout_init is None:
+            self.heldout_init, self.coverage_init = float(err), float(cov)
+            self.kept_step, self.kept_error = stage_step, float(err)
+            t = self._eval_translation_norm() if stage_step == 0 else self.translation_norm_mm
+            self._kept_weights = self._snapshot(t)
+            return self._keep_best_record()
+        if stage_step <= self.reference_step or self.heldout_init is None:
+            return {}
+        if stage_step == self._last_observed:
+            return self._keep_best_record()  # the same weights validated twice (plateau and end of stage)
+        self._last_observed = stage_step
+        self.fine_tuned_evals += 1
+        eligible = bool(np.isfinite(err)) and float(cov) >= MIN_HELDOUT_COVERAGE_RATIO * self.coverage_init
+        if not eligible:
+            self.low_coverage_evals += 1
+        else:
+            if self._depth_trains_at(stage_step) and (self.heldout_best_joint is None or err < self.heldout_best_joint):
+                self.heldout_best_joint, self.heldout_best_joint_step = float(err), int(stage_step)
+            if self.heldout_best is not None and err >= self.heldout_best:
+                return {**self._keep_best_record(), "heldout_candidate": eligible}
+            self.heldout_best, self.heldout_best_step = float(err), int(stage_step)
+            if not np.isfinite(self.kept_error) or err < self.kept_error:
+                self.kept_step, self.kept_error = int(stage_step), float(err)
+                self._kept_weights = self._snapshot(self.translation_norm_mm)
+        return {**self._keep_best_record(), "heldout_candidate": eligible}
+
+    def _depth_trains_at(self, stage_step: int) -> bool:
+        """Whether the depth weights after ``stage_step`` steps may differ from the initial ones."""
+        return bool(self.ctx.stage.train_depth) and stage_step > self.warmup_steps
+
+    def _kept_label(self):
+        if self.kept_step is None:
+            return None
+        return "init" if self.kept_step == self.reference_step else int(self.kept_step)
+
+    def _keep_best_record(self) -> dict:
+        return {"heldout_photometric_init": self.heldout_init, "heldout_photometric_best": self.heldout_best,
+                "heldout_best_step": self.heldout_best_step, "kept": self._kept_label(),
+                "heldout_photometric_kept": self.kept_error,
+                "heldout_reference": "init" if self.reference_step == 0 else "pose_warmup_end",
+                "heldout_low_coverage_evals": self.low_coverage_evals}
+
+    def finish_stage(self, stage_step: int) -> dict:
+        """End of the stage after ``stage_step`` steps: load the kept weights into the depth and pose networks
+        (when they are not the last ones) and return the summary for the ``stage_end`` record, with a
+        ``warning`` line when fine-tuning never beat the initial model."""
+        if not self.keep_best or self._kept_weights is None:
+            return {}
+        out = self._keep_best_record()
+        if self.kept_step != stage_step:
+            w = self._kept_weights
+            self.ctx.net.load_state_dict(w["depth"])
+            self.pose_net.load_state_dict(w["pose"])
+            t = float(w["translation_norm_mm"])
+            self.translation_norm_mm = None if t < 0 else t
+        if self.kept_step == self.reference_step and self.fine_tuned_evals > 0:
+            names = ", ".join(sorted({self.sequence_names[sn.sequence] for sn in self.heldout_snippets}))
+            last = self.ctx.stage_index == len(self.ctx.curriculum.stages) - 1
+            where = "final.pt keeps the initial model" if last else \
+                f"stage {self.ctx.stage.name} ends with its initial model"
+            ref = "" if self.reference_step == 0 else \
+                f" after the {self.reference_step}-step pose warm-up, the initial bundle having no pose network"
+            best = (f"best {self.heldout_best:.5f} at step {self.heldout_best_step}" if self.heldout_best is not None
+                    else "best: none")
+            if self.low_coverage_evals:
+                best += (f"; {self.low_coverage_evals} of {self.fine_tuned_evals} evaluations counted under "
+                         f"{MIN_HELDOUT_COVERAGE_RATIO:.0%} of the initial model's pixels")
+            out["warning"] = (f"fine-tuning did not lower the held-out photometric error of {names} "
+                              f"(init {self.heldout_init:.5f}{ref}, {best}): {where}")
+        elif (self.kept_step != self.reference_step and not self._depth_trains_at(self.kept_step)
+              and self._depth_trains_at(stage_step)):
+            # only the pose network's adaptation helped: every evaluation with a fine-tuned depth network was worse
+            names = ", ".join(sorted({self.sequence_names[sn.sequence] for sn in self.heldout_snippets}))
+            joint = (f"best with fine-tuned depth {self.heldout_best_joint:.5f} at step {self.heldout_best_joint_step}"
+                     if self.heldout_best_joint is not None else "no fine-tuned depth evaluation was a candidate")
+            out["warning"] = (f"fine-tuning the depth network did not lower the held-out photometric error of {names} "
+                              f"(initial depth network {self.kept_error:.5f} at step {self.kept_step}, after the pose "
+                              f"warm-up; init {self.heldout_init:.5f}; {joint}): the checkpoint keeps the initial depth "
+                              f"network with the pose network of step {self.kept_step}")
+        out["kept_depth_is_initial"] = not self._depth_trains_at(self.kept_step)
+        self.finished_record = dict(out)
+        return out
+
+    def card_entry(self) -> dict | None:
+        """The ``keep_best`` entry of the model card of the end-of-stage checkpoints (which weights they hold)."""
+        return self.finished_record
+
+    def _keep_best_state(self) -> dict:
+        if self._kept_weights is None:
+            return {}
+        return {"heldout_init": self.heldout_init, "coverage_init": self.coverage_init,
+                "heldout_best": -1.0 if self.heldout_best is None else self.heldout_best,
+                "heldout_best_step": -1 if self.heldout_best_step is None else self.heldout_best_step,
+                "fine_tuned_evals": int(self.fine_tuned_evals), "low_coverage_evals": int(self.low_coverage_evals),
+                "heldout_best_joint": -1.0 if self.heldout_best_joint is None else self.heldout_best_joint,
+                "heldout_best_joint_step": -1 if self.heldout_best_joint_step is None else self.heldout_best_joint_step,
+                "kept_step": int(self.kept_step), "kept_error": float(self.kept_error),
+                "weights": self._kept_weights}
+
+    def _load_keep_best_state(self, state: dict) -> None:
+        if not state:
+            return
+        self.heldout_init, self.coverage_init = float(state["heldout_init"]), float(state["coverage_init"])
+        self.fine_tuned_evals = int(state["fine_tuned_evals"])
+        self.low_coverage_evals = int(state["low_coverage_evals"])
+        joint_step = int(state.get("heldout_best_joint_step", -1))
+        self.heldout_best_joint = None if joint_step < 0 else float(state["heldout_best_joint"])
+        self.heldout_best_joint_step = None if joint_step < 0 else joint_step
+        self.heldout_best = None if int(state["heldout_best_step"]) < 0 else float(state["heldout_best"])
+        self.heldout_best_step = None if int(state["heldout_best_step"]) < 0 else int(state["heldout_best_step"])
+        self.kept_step, self.kept_error = int(state["kept_step"]), float(state["kept_error"])
+        self._kept_weights = state["weights"]
 
     def _init_pose_from(self, entry, path) -> None:
         """Load the pose network ``entry`` of the ``init_from`` bundle ``path`` when it has this stage's
@@ -410,6 +647,9 @@ class SelfSupervisedKind:
                           stacklevel=2)
             return
         self.pose_net.load_state_dict(entry["state"])
+        self.init_pose_loaded = True
+        t = float(entry.get("translation_norm_mm", -1.0))
+        self._init_translation_norm_mm = None if t < 0 else t
 
     def bundle_pose(self) -> dict:
         """The pose network as the ``pose`` entry of the model bundle saved with every checkpoint."""
@@ -426,6 +666,7 @@ class SelfSupervisedKind:
             "trans_count": int(self.trans_count),
             "translation_norm_mm": -1.0 if self.translation_norm_mm is None else float(self.translation_norm_mm),
             "scale_unset": bool(self.scale_unset),
+            "keep_best": self._keep_best_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -440,6 +681,7 @@ class SelfSupervisedKind:
         t = float(state["translation_norm_mm"])
         self.translation_norm_mm = None if t < 0 else t
         self.scale_unset = bool(state.get("scale_unset", False))
+        self._load_keep_best_state(state.get("keep_best") or {})
 
     def pose_network(self):
         """A copy of the trained :class:`~colondepth.models.pose_net.PoseNet` in eval mode."""
