@@ -67,6 +67,7 @@ def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint) -> di
     frame, moved into the reconstruction's frame by the inverse alignment, and their distance to the fused
     surface (mm of the reconstruction).
     """
+    import numpy as np
     import trimesh
     from scipy.spatial import cKDTree
 
@@ -78,7 +79,6 @@ def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint) -> di
     out = work / "out_sinus_predicted_predicted"
     cfg = ReconstructionConfig(depth="predicted", poses="predicted", voxel_mm=voxel, checkpoint=checkpoint)
     rep = reconstruct_sequence(seq, out, cfg, progress=False)
-    traj = np.loadtxt(out / "trajectory.txt")
     from colondepth.datasets.tum import read_tum
 
     _, pred = read_tum(out / "trajectory.txt")
@@ -104,7 +104,7 @@ def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint) -> di
             "scale_mm_per_sfm_unit": 1.0 / s,
             "sfm_points": int(len(rec)), "sfm_point_to_surface_mm": {
                 "median": float(np.median(dist)), "mean": float(dist.mean()), "p90": float(np.percentile(dist, 90))},
-            "observed_fraction": rep["coverage"]["observed_fraction"], "trajectory_rows": int(len(traj))}
+            "observed_fraction": rep["coverage"]["observed_fraction"]}
 
 
 def throughput(seq, voxel: float, repeats: int = 1) -> tuple[float, float, int]:

@@ -104,7 +104,14 @@ def test_recon_table_matches_recon_json():
         assert _close(cells[2], gt["observed_ground_truth"]["fscore@1mm"]), (level, cells[2])
         assert _close(cells[3], pred["observed_ground_truth"]["chamfer_mm"]), (level, cells[3])
         assert _close(cells[4], pred["observed_ground_truth"]["fscore@2mm"]), (level, cells[4])
-        assert _close(cells[5].rstrip(" %"), 100 * gt["observed_fraction"]), (level, cells[5])
+        pp = by[(level, "predicted", "predicted")]
+        assert _close(cells[5], pp["trajectory_ate_mm"]), (level, cells[5])
+        assert _close(cells[6], pp["observed_ground_truth"]["chamfer_mm"]), (level, cells[6])
+        m = re.fullmatch(r"([\d.]+) % / ([\d.]+) % \(([\d.]+) %\)", cells[7])
+        assert m, cells[7]
+        assert _close(m.group(1), 100 * gt["observed_fraction"]), (level, cells[7])
+        assert _close(m.group(2), 100 * pp["observed_fraction"]), (level, cells[7])
+        assert _close(m.group(3), 100 * gt["oracle_observed_fraction"]), (level, cells[7])
         assert gt["passed"] is True
 
 
@@ -281,3 +288,14 @@ def test_finetune_paragraph_numbers_match_finetune_json():
     assert f"{round(r['seconds'])} s" in text and f"({r['depth']['fine_tuned']['frames']} frames)" in text
     assert f"({r['pose']['posenet']['snippets']} snippets" in text
     assert r["real"]["fine-tuned"]["changed"] < 0.01  # "fewer than 1 % of pixels change by more than 25 %"
+
+
+def test_sinus_reconstruction_numbers_match_recon_json():
+    sn = json.loads((RESULTS / "recon.json").read_text())["sinus"]
+    flat = " ".join(README.split())
+    m = re.search(r"ATE after a similarity alignment ([\d.]+) % of the path length, no better than a straight "
+                  r"constant-speed line \(([\d.]+) %", flat)
+    assert m, "sinus sentence missing"
+    assert _close(m.group(1), 100 * sn["ate_fraction_of_path"]) and _close(m.group(2), 100 * sn["line_ate_fraction_of_path"])
+    m = re.search(r"the SfM points lie a median (\d+) mm from the fused surface", flat)
+    assert m and _close(m.group(1), sn["sfm_point_to_surface_mm"]["median"])
