@@ -299,3 +299,15 @@ def test_sinus_reconstruction_numbers_match_recon_json():
     assert _close(m.group(1), 100 * sn["ate_fraction_of_path"]) and _close(m.group(2), 100 * sn["line_ate_fraction_of_path"])
     m = re.search(r"the SfM points lie a median (\d+) mm from the fused surface", flat)
     assert m and _close(m.group(1), sn["sfm_point_to_surface_mm"]["median"])
+
+
+def test_stream_row_matches_stream_json():
+    doc = json.loads((RESULTS / "stream.json").read_text())
+    rows = {r["loops"]: r for r in doc["rows"]}
+    line = next(line for line in README.splitlines() if line.startswith("| `reconstruct --video`, memory against length"))
+    m = re.search(r"\| (\d+) frames: (\d+) MB peak \(TSDF (\d+) MB\); (\d+) frames: (\d+) MB peak \(TSDF (\d+) MB\) \|", line)
+    assert m, line
+    for first, loops in ((1, min(rows)), (4, max(rows))):
+        r = rows[loops]
+        assert int(m.group(first)) == r["frames"]
+        assert int(m.group(first + 1)) == round(r["peak_rss_mb"]) and int(m.group(first + 2)) == round(r["tsdf_mb"])
