@@ -420,12 +420,12 @@ def curriculum_summary(section: dict) -> dict:
     return out
 
 
-def _repo_relative(value):
+def repo_relative(value):
     """``value`` with absolute paths inside the repository written relative to it (the JSON is committed)."""
     if isinstance(value, dict):
-        return {k: _repo_relative(v) for k, v in value.items()}
+        return {k: repo_relative(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_repo_relative(v) for v in value]
+        return [repo_relative(v) for v in value]
     if isinstance(value, str) and value.startswith(str(REPO) + os.sep):
         return os.path.relpath(value, REPO)
     return value
@@ -519,7 +519,7 @@ def main(argv=None) -> int:
 
     if "curriculum" in results:
         results["summary"] = curriculum_summary(results["curriculum"])
-    text = json.dumps(_repo_relative(results), indent=2, default=str) + "\n"
+    text = json.dumps(repo_relative(results), indent=2, default=str) + "\n"
     atomic_write_text(work / "results.json", text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

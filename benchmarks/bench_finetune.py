@@ -44,6 +44,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_depth import repo_relative  # noqa: E402  (one owner of the repo-relative paths of committed JSON)
 
 
 def _log(msg: str) -> None:
@@ -97,17 +100,6 @@ def resolved_stage(cur: dict) -> dict:
     return {k: stage[k] for k in STAGE_KEYS if k in stage}
 
 
-def _repo_relative(value):
-    """``value`` with absolute paths inside the repository written relative to it (the JSON is committed)."""
-    if isinstance(value, dict):
-        return {k: _repo_relative(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_repo_relative(v) for v in value]
-    if isinstance(value, str) and value.startswith(str(REPO) + os.sep):
-        return os.path.relpath(value, REPO)
-    return value
-
-
 def write_results_json(path: Path, tag: str, results: dict) -> None:
     """Merge ``results`` into ``path`` under ``variants.<tag>`` (other variants' numbers are kept)."""
     from colondepth.io import atomic_write_text
@@ -116,7 +108,7 @@ def write_results_json(path: Path, tag: str, results: dict) -> None:
     doc["description"] = ("benchmarks/bench_finetune.py: a model trained on synthetic L1+L2, fine-tuned "
                           "self-supervised on unlabelled L5 frames (and on the real video sample with --real); "
                           "one entry per fine-tuning variant")
-    doc.setdefault("variants", {})[tag] = _repo_relative(results)
+    doc.setdefault("variants", {})[tag] = repo_relative(results)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 

@@ -42,17 +42,22 @@ def _render_tube(world_from_cam, radius=15.0):
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def video_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("video") / "frames"
+def write_tube_video(d: Path, frames: int) -> Path:
+    """``frames`` PNGs of a camera moving 1.5 mm per frame down the analytic textured tube, in folder ``d``,
+    with its intrinsics in ``d.parent / "k.yaml"``."""
     d.mkdir()
-    for i in range(12):
+    for i in range(frames):
         T = np.eye(4)
         T[:3, :3] = Rotation.from_rotvec([0.02 * np.sin(i), 0.03, 0.0]).as_matrix()
         T[:3, 3] = [3.0, -2.0, 1.5 * i]
         iio.imwrite(d / f"{i:04d}.png", _render_tube(T))
     (d.parent / "k.yaml").write_text("fx: 40\nfy: 40\ncx: 31.5\ncy: 31.5\nwidth: 64\nheight: 64\n")
     return d
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory):
+    return write_tube_video(tmp_path_factory.mktemp("video") / "frames", 12)
 
 
 TINY = dict(input_height=32, input_width=32, min_depth_mm=1.0, max_depth_mm=150.0,

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 import yaml
-from scipy.spatial.transform import Rotation
 
 from colondepth.cli import main
 from colondepth.datasets.clips import Snippet, make_snippets, split_heldout
@@ -19,7 +17,7 @@ from colondepth.models.depth_net import DepthNet, DepthNetConfig
 from colondepth.models.pose_net import PoseNet, PoseNetConfig
 from colondepth.train.checkpoint import make_card, read_checkpoint, save_checkpoint
 from colondepth.train.logging import read_metrics
-from test_finetune import TINY, _render_tube
+from test_finetune import TINY, write_tube_video
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,15 +27,7 @@ FRAMES = 24  # 22 three-frame snippets: 3 held out, 4 guard snippets dropped, 15
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     """A camera moving 1.5 mm per frame down an analytic textured tube, with its intrinsics file."""
-    d = tmp_path_factory.mktemp("kb_video") / "frames"
-    d.mkdir()
-    for i in range(FRAMES):
-        T = np.eye(4)
-        T[:3, :3] = Rotation.from_rotvec([0.02 * np.sin(i), 0.03, 0.0]).as_matrix()
-        T[:3, 3] = [3.0, -2.0, 1.5 * i]
-        iio.imwrite(d / f"{i:04d}.png", _render_tube(T))
-    (d.parent / "k.yaml").write_text("fx: 40\nfy: 40\ncx: 31.5\ncy: 31.5\nwidth: 64\nheight: 64\n")
-    return d
+    return write_tube_video(tmp_path_factory.mktemp("kb_video") / "frames", FRAMES)
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,7 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def _table_after(heading: str) -> list[list[str]]:
     """Rows (cells stripped of ``**``) of the first markdown table after ``heading`` in the README."""
-    start = README.index(heading)
-    lines = README[start:].splitlines()
-    rows, inside = [], False
-    for line in lines[1:]:
-        if line.startswith("|"):
-            inside = True
-            cells = [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
-            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
-                rows.append(cells)
-        elif inside:
-            break
-    return rows
+    return [[c.replace("**", "") for c in row] for row in _raw_table_after(heading)]
 
 
 def _close(text: str, value: float) -> bool:
@@ -167,7 +156,7 @@ def test_selfsup_real_table_matches_its_json():
 
 
 def _raw_table_after(heading: str) -> list[list[str]]:
-    """Like :func:`_table_after`, keeping the ``**`` that mark a winner."""
+    """Rows of the first markdown table after ``heading`` in the README, cells keeping the ``**`` that mark a winner."""
     lines = README[README.index(heading):].splitlines()
     rows, inside = [], False
     for line in lines[1:]:

@@ -232,17 +232,22 @@ def guess_intrinsics(size: ImageSize, fov_deg: float = DEFAULT_FOV_DEG, source: 
 # ----------------------------------------------------------------------------------------------
 # decoding
 # ----------------------------------------------------------------------------------------------
-def _decode_video(path: Path, crop: Optional[Crop], max_frames: Optional[int], stride: int):
-    """Decode a video with PyAV; return (frames list of (H, W, 3) uint8, full ImageSize, fps)."""
+def _open_container(path: Path):
+    """``av.open(path)``, or a :class:`UserError` naming the file (PyAV raises many error types for bad files)."""
     import av
 
     try:
-        container = av.open(str(path))
-    except Exception as exc:  # noqa: BLE001 - PyAV raises many error types for bad files
+        return av.open(str(path))
+    except Exception as exc:  # noqa: BLE001
         raise UserError(
             f"{path}: cannot open video ({type(exc).__name__}: {exc}); check the file is a complete "
             "mp4/avi/mov or extract its frames to a folder"
         ) from None
+
+
+def _decode_video(path: Path, crop: Optional[Crop], max_frames: Optional[int], stride: int):
+    """Decode a video with PyAV; return (frames list of (H, W, 3) uint8, full ImageSize, fps)."""
+    container = _open_container(path)
     frames: list[np.ndarray] = []
     full: Optional[ImageSize] = None
     fps = float("nan")
@@ -292,16 +297,8 @@ class StreamedVideo:
     """
 
     def __init__(self, path: Path, crop: Optional["Crop"], max_frames: Optional[int], stride: int):
-        import av
-
         self.path, self.crop, self.stride = path, crop, stride
-        try:
-            container = av.open(str(path))
-        except Exception as exc:  # noqa: BLE001 - PyAV raises many error types for bad files
-            raise UserError(
-                f"{path}: cannot open video ({type(exc).__name__}: {exc}); check the file is a complete "
-                "mp4/avi/mov or extract its frames to a folder"
-            ) from None
+        container = _open_container(path)
         try:
             if not container.streams.video:
                 raise UserError(f"{path}: contains no video stream; pass a video file or a folder of frames")
