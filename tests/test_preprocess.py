@@ -275,3 +275,55 @@ def test_pose_input_of_a_non_square_frame_is_letterboxed_not_stretched(monkeypat
     squashed = resize_image(torch.from_numpy(seq.rgb(1)).permute(2, 0, 1)[None].float() / 255, ImageSize(32, 32))
     sq = squashed[0, 0] > 0.5
     assert int(sq.any(0).sum()) < 0.7 * int(sq.any(1).sum())
+
+
+# -- the lit view box is a property of each frame, not of its batch ----------------------------------
+def _bordered(hw, box, seed):
+    """A random frame black outside ``box`` = (y0, x0, h, w)."""
+    rng = np.random.default_rng(seed)
+    f = np.zeros(tuple(hw) + (3,), np.uint8)
+    y0, x0, h, w = box
+    f[y0:y0 + h, x0:x0 + w] = rng.integers(40, 256, (h, w, 3), dtype=np.uint8)
+    return f
+
+
+def test_predictor_view_box_is_per_frame():
+    """A frame's depth is the same alone and in a batch whose other frame has a different lit box; inside its
+    own box it equals the prediction on the crop itself, outside it repeats the border."""
+    from colondepth.infer.predictor import DepthPredictor, view_box
+
+    net = _small_unet()
+    pred = DepthPredictor(net, {"depth_range_mm": [1, 200]}, device="cpu", flip_average=False, batch_size=8)
+    a = _bordered((48, 64), (4, 10, 40, 44), seed=1)
+    b = _bordered((48, 64), (0, 0, 48, 30), seed=2)  # a narrow lit region on the left
+    assert view_box(a[None]) != view_box(b[None])
+    alone = pred.predict(a)
+    both = pred.predict_batch(np.stack([b, a, b]))
+    np.testing.assert_allclose(both[1], alone, rtol=1e-5)  # batch size changes float summation order only
+    np.testing.assert_allclose(both[0], both[2], rtol=1e-5)
+    np.testing.assert_allclose(both[0], pred.predict(b), rtol=1e-5)
+    y0, x0, h, w = view_box(a[None])
+    k = PinholeIntrinsics(fx=50.0, fy=50.0, cx=31.5, cy=23.5, size=ImageSize(48, 64))
+    alone = pred.predict(a, intrinsics=k)  # the camera follows the crop
+    crop_depth = pred.predict_batch(np.ascontiguousarray(a[None, y0:y0 + h, x0:x0 + w]), view=None,
+                                    intrinsics=k.cropped(x0, y0, ImageSize(h, w)))[0]
+    np.testing.assert_allclose(alone[y0:y0 + h, x0:x0 + w], crop_depth, rtol=1e-6)
+    np.testing.assert_allclose(alone[:y0, x0:x0 + w], np.broadcast_to(crop_depth[0], (y0, w)), rtol=1e-6)
+
+
+def test_predictor_fixed_view_box_and_errors():
+    from colondepth.errors import UserError
+    from colondepth.infer.predictor import DepthPredictor
+
+    net = _small_unet()
+    pred = DepthPredictor(net, {"depth_range_mm": [1, 200]}, device="cpu", flip_average=False)
+    a = _bordered((48, 64), (4, 10, 40, 44), seed=1)
+    k = PinholeIntrinsics(fx=50.0, fy=50.0, cx=31.5, cy=23.5, size=ImageSize(48, 64))
+    fixed = pred.predict_batch(a[None], view=(4, 10, 40, 44), intrinsics=k)[0]
+    direct = pred.predict_batch(np.ascontiguousarray(a[None, 4:44, 10:54]), view=None,
+                                intrinsics=k.cropped(10, 4, ImageSize(40, 44)))[0]
+    np.testing.assert_allclose(fixed[4:44, 10:54], direct, rtol=1e-6)
+    with pytest.raises(UserError, match="does not fit 64x48"):
+        pred.predict_batch(a[None], view=(10, 10, 40, 44))
+    with pytest.raises(ValueError, match="view must be"):
+        pred.predict_batch(a[None], view="video")

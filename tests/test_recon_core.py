@@ -240,6 +240,32 @@ def test_nifti_affine_round_trips(tmp_path, fused):
     np.testing.assert_allclose(data[tuple(ijk[1])], dense.tsdf_mm[tuple(ijk[1])])
 
 
+@pytest.mark.parametrize("name", ["tsdf.nii.gz", "tsdf.nii"])
+def test_streamed_nifti_equals_the_dense_file(tmp_path, fused, name):
+    """The volume written one block layer at a time is the dense volume's file, byte for byte (decompressed)."""
+    from colondepth.recon.export import write_tsdf_nifti_volume
+
+    vol, _ = fused
+    a = write_tsdf_nifti(vol.to_dense(with_color=False), tmp_path / ("dense_" + name)).read_bytes()
+    b = write_tsdf_nifti_volume(vol, tmp_path / ("slabs_" + name)).read_bytes()
+    if name.endswith(".gz"):
+        a, b = gzip.decompress(a), gzip.decompress(b)
+    assert len(b) == 352 + 4 * int(np.prod(vol.dense_shape()[1]))
+    assert a == b
+    slabs = list(vol.tsdf_mm_slabs())
+    assert len(slabs) == vol.dense_shape()[1][2] // vol.block_voxels
+    np.testing.assert_array_equal(np.concatenate(slabs, axis=2), vol.to_dense(with_color=False).tsdf_mm)
+    with pytest.raises(UserError, match="exceeds the cap of 10"):
+        write_tsdf_nifti_volume(vol, tmp_path / "capped.nii.gz", max_voxels=10)
+    assert not (tmp_path / "capped.nii.gz").exists()
+
+
+def test_volume_used_bytes(fused):
+    vol, _ = fused
+    per_block = 4 * vol.block_voxels ** 3 * (2 + (3 if vol.with_color else 0))
+    assert vol.used_bytes == vol.num_blocks * per_block <= vol.memory_bytes
+
+
 @pytest.mark.parametrize("suffix", [".ply", ".obj", ".stl"])
 def test_mesh_exports_load_back(tmp_path, suffix):
     mesh = trimesh.creation.icosphere(subdivisions=2, radius=5.0)

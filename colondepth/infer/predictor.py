@@ -75,8 +75,10 @@ class DepthPredictor:
     device : torch.device
     batch_size : int, frames per forward pass in :meth:`predict_batch`
     crop_to_view : bool, predict only inside the bounding box of the endoscope's field of view (the lit
-        part of the frames, :func:`view_box`) and fill the black border around it with the nearest predicted
-        depth: black borders and letterboxing are not part of any scene.  Default True.
+        part of each frame, :func:`view_box`) and fill the black border around it with the nearest predicted
+        depth: black borders and letterboxing are not part of any scene.  Default True.  The box is found per
+        frame, so a frame's depth never depends on the other frames of its batch (``predict_batch(view=...)``
+        fixes one box for all frames instead).
     flip_average : bool, also predict the mirrored frame (with the mirrored camera) and average the two
         depths geometrically: test-time augmentation that halves the speed.  ``None`` takes the model
         card's ``inference.flip_average`` (chosen on a validation split; off when absent).
@@ -132,7 +134,8 @@ class DepthPredictor:
                             f"use predict_batch for (B, H, W, 3)")
         return self.predict_batch(rgb[None], intrinsics=intrinsics)[0]
 
-    def predict_batch(self, rgbs: np.ndarray, intrinsics: Optional[Intrinsics] = None) -> np.ndarray:
+    def predict_batch(self, rgbs: np.ndarray, intrinsics: Optional[Intrinsics] = None,
+                      view: "str | tuple[int, int, int, int] | None" = "frame") -> np.ndarray:
         """Depth of frames of one size: ``(B, H, W, 3) uint8`` RGB -> ``(B, H, W) float32`` z-depth in mm.
 
         Parameters
@@ -142,9 +145,11 @@ class DepthPredictor:
             to the model.  Fisheye: frames are undistorted to a pinhole, predicted, and the depth is mapped
             back to the fisheye grid, so the output is always on the input's pixel grid.  ``None``: the model
             assumes its own camera.
+        view : ``"frame"`` (default): with :attr:`crop_to_view`, each frame is cropped to its own lit box
+            (:func:`view_box` of that frame alone), so the result for a frame is the same in any batch; a box
+            ``(y0, x0, height, width)`` in input pixels (after fisheye undistortion): every frame is cropped to
+            it; ``None``: no crop.
         """
-        import torch
-
         rgbs = np.asarray(rgbs)
         if rgbs.ndim != 4 or rgbs.shape[-1] != 3 or rgbs.dtype != np.uint8:
             raise UserError(f"predict_batch expects (B, H, W, 3) uint8 RGB frames, got shape {rgbs.shape} "
@@ -164,10 +169,35 @@ class DepthPredictor:
                 undistortion = fisheye_to_pinhole_maps(intrinsics)
                 k = undistortion.pinhole
                 rgbs = np.stack([undistortion.undistort_image(f) for f in rgbs])
-        box = view_box(rgbs) if self.crop_to_view else None
+        if isinstance(view, str):
+            if view != "frame":
+                raise ValueError(f"view must be 'frame', a (y0, x0, height, width) box or None, got {view!r}")
+            boxes = [view_box(f[None]) if self.crop_to_view else None for f in rgbs]
+        else:
+            if view is not None:
+                y0, x0, bh, bw = (int(v) for v in view)
+                if y0 < 0 or x0 < 0 or bh < 1 or bw < 1 or y0 + bh > size.height or x0 + bw > size.width:
+                    raise UserError(f"view box {tuple(view)} (y0, x0, height, width) does not fit "
+                                    f"{size.width}x{size.height} frames")
+                view = (y0, x0, bh, bw)
+            boxes = [view] * len(rgbs)
+        out = np.empty(rgbs.shape[:3], dtype=np.float32)
+        for box in dict.fromkeys(boxes):  # frames sharing a box share forward passes, in input order
+            idx = [i for i, b in enumerate(boxes) if b == box]
+            out[idx] = self._predict_in_box(rgbs[idx], k, box)
+        if undistortion is not None:
+            out = np.stack([undistortion.depth_to_fisheye(d) for d in out])
+        return out
+
+    def _predict_in_box(self, rgbs: np.ndarray, k: Optional[PinholeIntrinsics],
+                        box: Optional[tuple[int, int, int, int]]) -> np.ndarray:
+        """Depth ``(B, H, W)`` of pinhole frames ``(B, H, W, 3) uint8`` predicted inside ``box`` (None: the
+        whole frame); outside it the border repeats the nearest predicted depth."""
+        import torch
+
+        full_hw = rgbs.shape[1:3]
         if box is not None:
             y0, x0, bh, bw = box
-            full_hw = rgbs.shape[1:3]
             rgbs = rgbs[:, y0:y0 + bh, x0:x0 + bw]
             if k is not None:
                 k = k.cropped(x0, y0, ImageSize(bh, bw))
@@ -186,16 +216,13 @@ class DepthPredictor:
                 if self.flip_average:
                     depth = torch.sqrt(depth * self._predict_mirrored(x, k)[:, 0])
                 out[start:start + len(chunk)] = depth.float().cpu().numpy()
-        if box is not None:
-            import cv2
+        if box is None:
+            return out
+        import cv2
 
-            y0, x0, bh, bw = box
-            H, W = full_hw
-            out = np.stack([cv2.copyMakeBorder(d, y0, H - y0 - bh, x0, W - x0 - bw, cv2.BORDER_REPLICATE)
-                            for d in out])
-        if undistortion is not None:
-            out = np.stack([undistortion.depth_to_fisheye(d) for d in out])
-        return out
+        y0, x0, bh, bw = box
+        H, W = full_hw
+        return np.stack([cv2.copyMakeBorder(d, y0, H - y0 - bh, x0, W - x0 - bw, cv2.BORDER_REPLICATE) for d in out])
 
     def _predict_mirrored(self, x, k: Optional[PinholeIntrinsics]):
         """Depth of the left-right mirrored frames, mirrored back: ``(B, 1, H, W)``.

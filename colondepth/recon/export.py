@@ -105,12 +105,56 @@ def tsdf_nifti_image(dense):
     """A :class:`nibabel.Nifti1Image` of a :class:`colondepth.recon.fusion.DenseTSDF` (see module doc)."""
     import nibabel as nib
 
-    img = nib.Nifti1Image(dense.tsdf_mm, dense.affine)
-    img.set_sform(dense.affine, code=2)
-    img.set_qform(dense.affine, code=2)
-    img.header.set_xyzt_units(xyz="mm")
-    img.header["descrip"] = b"colondepth TSDF, mm, +free -tissue"
-    return img
+    data = dense.tsdf_mm
+    return nib.Nifti1Image(data, dense.affine, header=tsdf_nifti_header(data.shape, dense.affine))
+
+
+def tsdf_nifti_header(shape, affine: np.ndarray):
+    """The one NIfTI-1 header of our TSDF volumes: float32 ``shape``, sform and qform ``affine`` (code 2), mm."""
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(tuple(int(x) for x in shape))
+    hdr.set_data_dtype(np.float32)
+    hdr.set_sform(affine, code=2)
+    hdr.set_qform(affine, code=2)
+    hdr.set_xyzt_units(xyz="mm")
+    hdr["descrip"] = b"colondepth TSDF, mm, +free -tissue"
+    return hdr
+
+
+def write_tsdf_nifti_volume(volume, path, max_voxels: Optional[int] = None) -> Path:
+    """Write a :class:`colondepth.recon.fusion.TSDFVolume` to ``.nii`` / ``.nii.gz`` without a dense copy.
+
+    The file equals :func:`write_tsdf_nifti` of ``volume.to_dense()`` (same header and voxels); the data are
+    streamed one block layer at a time (:meth:`TSDFVolume.tsdf_mm_slabs`), so memory does not grow with the
+    size of the box.  ``max_voxels``: raise :class:`UserError` when the box has more voxels (a file-size
+    guard).  Atomic: complete or absent.
+    """
+    from colondepth.io import atomic_path
+
+    path = Path(path)
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise UserError(f"{path}: a NIfTI file must end in .nii or .nii.gz")
+    _, shape = volume.dense_shape()
+    if max_voxels is not None and int(np.prod(shape)) > max_voxels:
+        raise UserError(f"dense TSDF of {shape.tolist()} voxels exceeds the cap of {max_voxels}; "
+                        "use a larger --voxel-mm or fewer frames")
+    hdr = tsdf_nifti_header(shape, volume.dense_affine())
+    hdr.set_data_offset(352)  # single-file NIfTI: 348-byte header + 4-byte extension flag
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as raw:
+            f = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) if name.endswith(".gz") else raw
+            try:
+                f.write(hdr.binaryblock)
+                f.write(b"\0\0\0\0")  # no extensions
+                for slab in volume.tsdf_mm_slabs():  # (X, Y, b): NIfTI stores i fastest, then j, then k
+                    f.write(np.ascontiguousarray(slab.transpose(2, 1, 0)).astype("<f4", copy=False).tobytes())
+            finally:
+                if f is not raw:
+                    f.close()
+    return path
 
 
 def write_tsdf_nifti(dense, path) -> Path:

@@ -107,7 +107,13 @@ class DenseTSDF:
     @property
     def tsdf_mm(self) -> np.ndarray:
         """(X, Y, Z) float32 truncated signed distance in mm; ``+trunc_mm`` where unobserved."""
-        return np.where(self.weight > 0, self.tsdf * self.trunc_mm, self.trunc_mm).astype(np.float32)
+        return tsdf_in_mm(self.tsdf, self.weight, self.trunc_mm)
+
+
+def tsdf_in_mm(tsdf: np.ndarray, weight: np.ndarray, trunc_mm: float) -> np.ndarray:
+    """Normalised TSDF and weight (same shape) -> float32 signed distance in mm, ``+trunc_mm`` where unobserved
+    (weight 0): the one rule behind :attr:`DenseTSDF.tsdf_mm` and :meth:`TSDFVolume.tsdf_mm_slabs`."""
+    return np.where(weight > 0, tsdf * np.float32(trunc_mm), np.float32(trunc_mm)).astype(np.float32)
 
 
 class TSDFVolume:
@@ -220,6 +226,12 @@ class TSDFVolume:
         if self.with_color:
             n += self._color.nbytes
         return int(n)
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of the voxel arrays that hold allocated blocks (:attr:`memory_bytes` without spare capacity)."""
+        per_block = self._tsdf.itemsize * self._tsdf.shape[1] * (2 + (3 if self.with_color else 0))
+        return int(self._n * per_block)
 
     @property
     def block_keys(self) -> np.ndarray:
@@ -438,6 +450,42 @@ class TSDFVolume:
         tsdf, weight, color = self._dense_region(lo // B, shape // B, with_color=with_color)
         return DenseTSDF(tsdf=tsdf, weight=weight, color=color, index_origin=lo.astype(np.int64),
                          voxel_mm=self.voxel_mm, trunc_mm=self.trunc_mm)
+
+    def dense_shape(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(index_origin, shape)`` (int64 (3,) each) of the dense grid :meth:`to_dense` and
+        :meth:`tsdf_mm_slabs` cover: the allocated blocks' bounding box."""
+        lo, hi = self.bounds_index()
+        return lo.astype(np.int64), (hi - lo).astype(np.int64)
+
+    def dense_affine(self) -> np.ndarray:
+        """(4, 4) ``world_from_index`` of the dense grid (as :attr:`DenseTSDF.affine`)."""
+        lo, _ = self.dense_shape()
+        A = np.eye(4)
+        A[:3, :3] *= self.voxel_mm
+        A[:3, 3] = self.voxel_mm * lo.astype(np.float64)
+        return A
+
+    def tsdf_mm_slabs(self):
+        """The dense grid's signed distance in mm (:func:`tsdf_in_mm`) one block layer at a time along the
+        third axis: yields ``(X, Y, block_voxels)`` float32 slabs in order, so a writer never holds more than
+        one layer (memory ``8 * X * Y * block_voxels`` bytes, not the whole box)."""
+        lo, shape = self.dense_shape()
+        B = self.block_voxels
+        lo_b, nb = lo // B, shape // B
+        keys = self._keys[: self._n]
+        order = np.argsort(keys[:, 2], kind="stable")
+        zs = keys[order, 2]
+        for kz in range(int(nb[2])):
+            z = lo_b[2] + kz
+            sel = order[np.searchsorted(zs, z, "left"):np.searchsorted(zs, z, "right")]
+            tsdf = np.ones((int(nb[0]), int(nb[1]), B, B, B), dtype=np.float32)
+            weight = np.zeros_like(tsdf)
+            rel = keys[sel] - lo_b
+            tsdf[rel[:, 0], rel[:, 1]] = self._tsdf[sel].reshape(-1, B, B, B)
+            weight[rel[:, 0], rel[:, 1]] = self._weight[sel].reshape(-1, B, B, B)
+            shp = (int(shape[0]), int(shape[1]), B)
+            yield tsdf_in_mm(tsdf.transpose(0, 2, 1, 3, 4).reshape(shp), weight.transpose(0, 2, 1, 3, 4).reshape(shp),
+                             self.trunc_mm)
 
     # -- extraction -----------------------------------------------------------------------------
     def extract_mesh(self, min_weight: float = 0.0, chunk_voxels: int = 64, progress: bool = False):

@@ -303,7 +303,7 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     from colondepth.recon.coverage import compute_coverage, subdivide_to
     from colondepth.recon.lumen import oracle_segment_faces
     import trimesh
-    from colondepth.recon.export import export_mesh, export_point_cloud, write_tsdf_nifti
+    from colondepth.recon.export import export_mesh, export_point_cloud, write_tsdf_nifti_volume
     from colondepth.recon.fusion import TSDFVolume
     from colondepth.recon.metrics import surface_metrics
     from colondepth.recon.pointcloud import PointCloud, depth_to_pointcloud
@@ -366,10 +366,13 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     report_warnings = []
     if vol.failed_chunks:
         report_warnings.append(f"mesh.ply incomplete: {vol.incomplete_message()}")
-    try:
-        dense, nifti_note = vol.to_dense(max_voxels=cfg.max_dense_voxels, with_color=False), None
-    except UserError as exc:  # a huge bounding box: keep every other output, say why the volume is missing
-        dense, nifti_note = None, f"tsdf.nii.gz not written: {exc}"
+    # the dense TSDF is streamed to tsdf.nii.gz one block layer at a time when the files are written: no
+    # dense copy of the box in memory; a box above the cap is skipped (a file-size guard)
+    _, dense_shape = vol.dense_shape()
+    dense, nifti_note = True, None
+    if int(np.prod(dense_shape)) > cfg.max_dense_voxels:  # keep every other output, say why the volume is missing
+        dense, nifti_note = None, (f"tsdf.nii.gz not written: dense TSDF of {dense_shape.tolist()} voxels exceeds "
+                                   f"the cap of {cfg.max_dense_voxels}; use a larger --voxel-mm or fewer frames")
         print(f"warning: {nifti_note}", file=sys.stderr)
         report_warnings.append(nifti_note)
     emit(on_progress, "mesh", 2, 2, "dense TSDF volume skipped" if dense is None else "dense TSDF volume")
@@ -459,7 +462,7 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     export_mesh(lumen_cov.unobserved_mesh() if lumen_cov is not None else trimesh.Trimesh(), out / "unobserved.ply")
     wrote("unobserved.ply")
     if dense is not None:
-        write_tsdf_nifti(dense, out / "tsdf.nii.gz")
+        write_tsdf_nifti_volume(vol, out / "tsdf.nii.gz")
         wrote("tsdf.nii.gz")
     ts = seq.timestamps if seq.timestamps is not None else np.arange(seq.num_frames, dtype=np.float64)
     write_tum(out / "trajectory.txt", np.asarray(ts)[indices], poses)
@@ -478,8 +481,9 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
                                else None),  # the camera the frames were undistorted from
         "volume": {"voxel_mm": vol.voxel_mm, "trunc_mm": vol.trunc_mm, "blocks": vol.num_blocks,
                    "block_voxels": vol.block_voxels, "memory_mb": round(vol.memory_bytes / 2 ** 20, 2),
-                   "dense_shape": None if dense is None else list(dense.tsdf.shape),
-                   "affine_world_from_index": None if dense is None else dense.affine.tolist(),
+                   "used_mb": round(vol.used_bytes / 2 ** 20, 2),
+                   "dense_shape": None if dense is None else dense_shape.tolist(),
+                   "affine_world_from_index": None if dense is None else vol.dense_affine().tolist(),
                    "nifti": nifti_note or "tsdf.nii.gz: truncated signed distance in mm, +lumen -tissue"},
         "complete": not vol.failed_chunks,
         "warnings": report_warnings,
