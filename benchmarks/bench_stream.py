@@ -10,7 +10,8 @@ The real colonoscopy sample (``real_colon_video/colonoscopy_side_by_side.mp4``, 
 the product's command in a fresh process with the default model's depth and pose networks
 (``--crop 0 0 192 192 --depth predicted --poses predicted``).  For each length the peak resident memory
 of that process (``ru_maxrss``), the wall time and the TSDF's own memory (``report.json`` -> ``volume``
--> ``memory_mb``; the map grows with the surface explored, by design) are written to the JSON.  Streaming
+-> ``memory_mb``, allocated capacity, and ``used_mb``; the map grows with the surface explored, by design),
+its blocks and the mesh's faces are written to the JSON.  Streaming
 works when the peak memory minus the TSDF does not grow with the number of frames.
 """
 
@@ -75,7 +76,9 @@ def run_reconstruct(video: Path, out: Path) -> dict:
         raise SystemExit("ru_maxrss of children went down; run each length in a fresh benchmark process")
     report = json.loads((out / "report.json").read_text())
     return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 1024.0, 1),
-            "tsdf_mb": report["volume"]["memory_mb"], "frames": report["frames"]["integrated"],
+            "tsdf_mb": report["volume"]["memory_mb"], "tsdf_used_mb": report["volume"]["used_mb"],
+            "blocks": report["volume"]["blocks"], "mesh_faces": report["mesh"]["faces"],
+            "frames": report["frames"]["integrated"],
             "fps": round(report["frames"]["integrated"] / seconds, 2)}
 
 

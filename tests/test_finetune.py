@@ -255,6 +255,28 @@ def test_anchor_term_zero_at_init_and_decays(tmp_path):
     assert "anchor" not in parts
 
 
+def test_depth_scale_anchor_gives_the_initial_scale(tmp_path):
+    """With the depth-scale anchor a depth network whose output doubled (same shape) is trained on depth at the
+    initial model's scale: the photometric term equals the initial model's, and only the gauge term sees the
+    doubling; translations are never normalised."""
+    kind, net, batch = _kind(tmp_path, {"depth_scale_anchor": True, "translation_normalisation": True,
+                                        "anchor_weight": 0.0})
+    assert kind.depth_scale_anchor and not kind.normalise_translation
+    kind.steps_done = kind.warmup_steps
+    _, parts0 = kind.step(batch)
+    assert parts0["depth_scale_gauge"] == pytest.approx(0.0, abs=1e-12)
+    forward = kind.ctx.model.forward
+    kind.ctx.model.forward = lambda x, *a, **k: [2.0 * d for d in forward(x, *a, **k)]  # twice the depth
+    try:
+        kind.steps_done = kind.warmup_steps
+        _, parts1 = kind.step(batch)
+    finally:
+        del kind.ctx.model.forward
+    assert parts1["photometric"] == pytest.approx(parts0["photometric"], rel=1e-5)
+    assert parts1["depth_scale_gauge"] == pytest.approx(float(np.log(2.0)) ** 2, rel=1e-4)
+    assert kind.translation_norm_mm is None
+
+
 def test_frozen_encoder_gets_no_gradient(tmp_path):
     kind, net, batch = _kind(tmp_path, {"freeze_encoder_steps": 1})
     kind.steps_done = kind.warmup_steps

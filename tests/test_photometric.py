@@ -156,6 +156,42 @@ def test_automask_drops_static_pixels(pair):
     assert float(without) > 0.02
 
 
+def test_automask_identity_error_is_brightness_aligned(pair):
+    """A static camera under a changed light: the un-warped sources still explain the target once aligned, so
+    the auto-mask drops the static pixels as it does without the light change."""
+    static = 0.6 * pair["target"][:, None].expand(1, 2, 3, H, W) + 0.15
+    _, info = photometric_loss(pair["target"], static, pair["depth"], pair["pose"], pair["K"])
+    assert info["automask_fraction"] < 0.05
+
+
+def test_pixels_without_a_valid_warp_count_their_unwarped_error(pair):
+    """A pose that carries every pixel out of the sources' view: "skip" scores 0 over no pixels (the minimum a
+    collapsing model finds), "identity" scores the un-warped error over all pixels."""
+    away = pair["pose"].clone()
+    away[..., :3, 3] += torch.tensor([500.0, 0.0, 0.0])
+    skip, info_s = photometric_loss(pair["target"], pair["sources"], pair["depth"], away, pair["K"],
+                                    options=NO_AUTOMASK)
+    ident, info_i = photometric_loss(pair["target"], pair["sources"], pair["depth"], away, pair["K"],
+                                     options=PhotometricOptions(automask=False, invalid_warp="identity"))
+    assert info_s["valid_warp_fraction"] < 1e-3 and info_s["mask"].float().mean() < 1e-3 and float(skip) < 1e-3
+    assert info_i["mask"].all() and info_i["valid_warp_fraction"] < 1e-3
+    from colondepth.losses.photometric import photometric_error
+
+    unwarped = torch.cat([photometric_error(align_brightness(pair["sources"][:, n], pair["target"],
+                                                             torch.ones(1, 1, H, W, dtype=torch.bool))[0],
+                                            pair["target"], 0.85, 3, "box") for n in range(2)], 1)
+    assert float(ident) == pytest.approx(float(unwarped.min(1).values.mean()) + 1e-5, rel=2e-3)
+    # the true pose is unaffected: every counted pixel had a valid warp before
+    good_s, info_g = photometric_loss(pair["target"], pair["sources"], pair["depth"], pair["pose"], pair["K"],
+                                      options=NO_AUTOMASK)
+    good_i, _ = photometric_loss(pair["target"], pair["sources"], pair["depth"], pair["pose"], pair["K"],
+                                 options=PhotometricOptions(automask=False, invalid_warp="identity"))
+    assert float(good_i) > float(good_s) and float(good_i) < 4 * float(ident)
+    assert 0.6 < info_g["valid_warp_fraction"] < 1.0
+    with pytest.raises(ValueError, match="invalid_warp must be one of"):
+        PhotometricOptions(invalid_warp="zero")
+
+
 def test_fov_mask_limits_pixels(pair):
     fov = torch.zeros(1, 1, H, W, dtype=torch.bool)
     fov[..., 10:30, 10:40] = True

@@ -31,6 +31,8 @@ SCHEMA_DEFAULTS = {
     "smoothness": ("stage", "loss", "smoothness_weight"),
     "explainability": ("stage", "loss", "explainability_weight"),
     "translation_normalisation": ("stage", "translation_normalisation"),
+    "depth_scale_anchor": ("stage", "depth_scale_anchor"),
+    "invalid_warp": ("stage", "invalid_warp"),
     "anchor": ("stage", "anchor_weight"),
     "anchor_decay_steps": ("stage", "anchor_decay_steps"),
     "freeze_batchnorm": ("stage", "freeze_batchnorm"),
@@ -91,6 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=d("translation_normalisation"),
                         help="pin the translation scale after the pose warm-up; --no-translation-normalisation lets "
                              f"the depth scale float (default {_on_off(d('translation_normalisation'))})")
+    parser.add_argument("--depth-scale-anchor", action=argparse.BooleanOptionalAction,
+                        default=d("depth_scale_anchor"),
+                        help="per image, rescale the predicted depth to the --init model's median: the scale "
+                             "follows the supervised depth on every snippet and translations are not normalised "
+                             f"(default {_on_off(d('depth_scale_anchor'))})")
+    parser.add_argument("--invalid-warp", choices=("skip", "identity"), default=d("invalid_warp"),
+                        help="target pixels with no valid warp: skip them, or count the un-warped source's error so "
+                             f"that warping out of view never lowers the loss (default {d('invalid_warp')})")
     parser.add_argument("--anchor", type=float, default=d("anchor"), metavar="W",
                         help="weight of the scale-invariant log-depth anchor to the --init model's prediction "
                              f"(keeps its depth shape; default {d('anchor'):g}; 0: off)")
@@ -153,6 +163,8 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
         "frame_skip": int(args.frame_skip),
         "loss": {"smoothness_weight": float(args.smoothness), "explainability_weight": float(args.explainability)},
         "translation_normalisation": bool(args.translation_normalisation),
+        "depth_scale_anchor": bool(args.depth_scale_anchor),
+        "invalid_warp": str(args.invalid_warp),
         "anchor_weight": float(args.anchor),
         "freeze_batchnorm": bool(args.freeze_batchnorm),
         "automask": bool(args.automask),

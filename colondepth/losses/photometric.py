@@ -41,6 +41,8 @@ __all__ = [
 
 #: Error assigned to pixels a source cannot explain (outside its image): never the per-pixel minimum.
 _INVALID_ERROR = 1.0e3
+#: :attr:`PhotometricOptions.invalid_warp` choices.
+INVALID_WARP_MODES = ("skip", "identity")
 
 
 @dataclass
@@ -56,7 +58,10 @@ class PhotometricOptions:
     brightness : ``"affine"`` (closed-form ``a I + b`` per image and channel) or ``"none"``.
     specular_threshold : grey level in ``[0, 1]`` above which a pixel counts as a highlight (``None``: off).
     specular_dilate : dilation radius (px) of highlight masks.
-    min_valid_fraction : a pixel also needs a valid warp from at least one source.
+    invalid_warp : what a target pixel with no valid warp from any source (it lands outside every source's
+        field of view, or behind the camera) counts: ``"skip"`` leaves it out of the mean (monodepth2-style:
+        a model that warps everything out of view scores 0 over no pixels), ``"identity"`` gives it the error
+        of the un-warped source (no gradient), so leaving the view never lowers the loss.
     """
 
     alpha: float = 0.85
@@ -68,8 +73,11 @@ class PhotometricOptions:
     specular_threshold: float | None = 0.95
     specular_dilate: int = 2
     scales_weight: list[float] = field(default_factory=list)
+    invalid_warp: str = "skip"
 
     def __post_init__(self) -> None:
+        if self.invalid_warp not in INVALID_WARP_MODES:
+            raise ValueError(f"invalid_warp must be one of {INVALID_WARP_MODES}, got {self.invalid_warp!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.reduction not in ("min", "mean"):
@@ -281,10 +289,14 @@ def photometric_loss(
         base = base & specular_mask(target, opts.specular_threshold, opts.specular_dilate)
 
     identity_err = None
-    if opts.automask:
-        # Un-warped sources: a pixel they already explain carries no depth/pose information.
+    if opts.automask or opts.invalid_warp == "identity":
+        # Un-warped sources: a pixel they already explain carries no depth/pose information.  They get the
+        # brightness alignment the warped sources get, so the two errors compare like with like.
+        unwarped = [sources[:, n] for n in range(N)]
+        if opts.brightness == "affine":
+            unwarped = [align_brightness(u, target, base)[0] for u in unwarped]
         identity_err = torch.cat(
-            [photometric_error(sources[:, n], target, opts.alpha, opts.ssim_window, opts.ssim_kind) for n in range(N)], 1
+            [photometric_error(u, target, opts.alpha, opts.ssim_window, opts.ssim_kind) for u in unwarped], 1
         )
         # a tiny deterministic offset breaks ties in favour of the warped error on textureless pixels
         identity_err = identity_err + 1e-5
@@ -314,6 +326,10 @@ def photometric_loss(
         mask = base & any_valid
         if identity_err is not None:
             id_min, _ = identity_err.min(dim=1, keepdim=True)
+        if opts.invalid_warp == "identity":  # no valid warp: the un-warped error, counted, without gradient
+            reproj = torch.where(any_valid, reproj, id_min.detach())
+            mask = base
+        if opts.automask:
             auto = reproj < id_min
             mask = mask & auto.detach()
         m = mask.to(reproj.dtype)
@@ -324,9 +340,43 @@ def photometric_loss(
             info["mask"] = mask.detach()
             info["warped"] = warped.detach()
             denom = (base & any_valid).sum().clamp(min=1)
-            info["automask_fraction"] = float((mask.sum() / denom).detach()) if identity_err is not None else 1.0
+            info["automask_fraction"] = float((mask.sum() / denom).detach()) if opts.automask else 1.0
+            info["valid_warp_fraction"] = float((denom / base.sum().clamp(min=1)).detach())
     info["per_scale"] = per_scale
     return torch.stack(losses).sum() / sum(weights), info
+
+
+def median_scale_to(depth_mm: torch.Tensor, reference_mm: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image scale that gives ``depth_mm`` the median of ``reference_mm``, and the gauge term that keeps it.
+
+    ``depth_mm``, ``reference_mm``: (B, 1, H, W) mm; ``mask``: (B, 1, H, W) bool pixels to take medians over
+    (None: all; an image with no masked pixel uses all of its pixels).  Returns ``scale`` (B, 1, 1, 1),
+    ``median(reference) / median(depth)`` without gradient, and ``gauge``, the scalar mean over images of
+    ``(log median(depth) - log median(reference))^2`` (0 when the scales already agree).
+
+    >>> d = torch.full((2, 1, 2, 2), 4.0); r = torch.full((2, 1, 2, 2), 8.0)
+    >>> s, g = median_scale_to(d, r)
+    >>> s.flatten().tolist(), round(float(g), 4)
+    ([2.0, 2.0], 0.4805)
+    """
+    if depth_mm.shape != reference_mm.shape or depth_mm.dim() != 4:
+        raise ValueError(f"depth and reference must both be (B, 1, H, W); got {tuple(depth_mm.shape)} and "
+                         f"{tuple(reference_mm.shape)}")
+    med_d, med_r = [], []
+    for b in range(depth_mm.shape[0]):
+        m = None if mask is None else mask[b].to(torch.bool)
+        if m is None or not bool(m.any()):
+            med_d.append(depth_mm[b].median())
+            med_r.append(reference_mm[b].median())
+        else:
+            med_d.append(depth_mm[b][m].median())
+            med_r.append(reference_mm[b][m].median())
+    med_d = torch.stack(med_d).clamp(min=1e-6)
+    med_r = torch.stack(med_r).clamp(min=1e-6)
+    scale = (med_r / med_d).detach().view(-1, 1, 1, 1)
+    gauge = ((med_d.log() - med_r.log()) ** 2).mean()
+    return scale, gauge
 
 
 def log_depth_anchor_loss(depth_mm: torch.Tensor, init_depth_mm: torch.Tensor,

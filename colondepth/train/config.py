@@ -304,6 +304,11 @@ class SelfSupervisedStage(_StageCommon):
     automask: bool = False
     brightness_alignment: bool = True
     translation_normalisation: bool = True
+    # per image, rescale predicted depth to the initial model's median (the scale follows the supervised depth
+    # on every snippet, not a constant speed); translations are then not normalised
+    depth_scale_anchor: bool = False
+    # target pixels without a valid warp: "skip" (left out of the mean) or "identity" (count the un-warped error)
+    invalid_warp: Literal["skip", "identity"] = "skip"
     # scale-invariant log-depth anchor to the initial (supervised) model's prediction; 0: off
     anchor_weight: float = Field(0.1, ge=0)
     # linear decay to 0 over this many joint steps (0: constant); unset: every step after the pose warm-up

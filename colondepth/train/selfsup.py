@@ -53,6 +53,13 @@ Scale
     for the stage, with a warning.  ``train_depth: false`` makes the whole stage a warm-up: only the pose
     network learns, its translations take the frozen depth network's (metric) scale, and no normalisation is
     applied: how a pose network is trained for a finished depth model.
+
+    ``depth_scale_anchor`` lets the scale follow the video instead of a constant speed: after the warm-up every
+    predicted depth map is rescaled, per image, so that its median over the field of view equals the initial
+    (supervised) model's median on the same frame (a factor without gradient), and ``(log median - log
+    initial median)^2`` keeps the network's own output at that scale.  The photometric loss then sees depth
+    whose scale is the supervised model's on every snippet, translations are learned at that scale and are
+    not normalised (``translation_normalisation`` is ignored), and a paused camera may predict zero motion.
 """
 
 from __future__ import annotations
@@ -183,6 +190,7 @@ class SelfSupervisedKind:
             reduction="min" if stage.min_reprojection else "mean",
             automask=bool(stage.automask),
             brightness="affine" if stage.brightness_alignment else "none",
+            invalid_warp=stage.invalid_warp,
         )
         self.smooth_weight = float(stage.loss.smoothness_weight)
         budget_steps = stage.budget.steps
@@ -197,7 +205,10 @@ class SelfSupervisedKind:
         self.anchor_weight = float(stage.anchor_weight)
         self.anchor_decay_steps = int(stage.anchor_decay_steps)
         self.anchor_net = None
-        if self.anchor_weight > 0:
+        self.depth_scale_anchor = bool(stage.depth_scale_anchor) and bool(stage.train_depth)
+        #: translations rescaled to the warm-up's norm after the warm-up (off with the depth-scale anchor)
+        self.normalise_translation = bool(stage.translation_normalisation) and not self.depth_scale_anchor
+        if self.anchor_weight > 0 or self.depth_scale_anchor:
             self.anchor_net = copy.deepcopy(net).eval()
             for p in self.anchor_net.parameters():
                 p.requires_grad_(False)
@@ -356,20 +367,24 @@ class SelfSupervisedKind:
             smooth = smooth + edge_aware_smoothness(depth_to_disp(d), img, m) / (2 ** s)
         total = self.photo_weight * photo + self.smooth_weight * smooth
         parts = {"photometric": float(photo.detach()), "smoothness": float(smooth.detach()),
-                 "automask_fraction": info["automask_fraction"]}
+                 "automask_fraction": info["automask_fraction"], "valid_warp_fraction": info["valid_warp_fraction"]}
         if masks is not None:
             reg = explainability_regularization(masks)
             total = total + self.explain_weight * reg
             parts["explainability"] = float(reg.detach())
         return total, parts
 
-    def _anchor_loss(self, tgt: torch.Tensor, K: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        """Scale-invariant log-depth distance of ``depth`` (B, 1, H, W) mm to the initial model's prediction."""
-        from colondepth.losses.photometric import log_depth_anchor_loss
-
+    def _initial_depth(self, tgt: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        """The initial (supervised) model's depth (B, 1, H, W) mm of the target frames, no gradient."""
         with torch.no_grad():
-            init = self.anchor_net(self.ctx.net.normalise(tgt, K))[0]
-        return log_depth_anchor_loss(depth, init, fov)
+            return self.anchor_net(self.ctx.net.normalise(tgt, K))[0]
+
+    def _anchor_scale(self, depths: list, init: torch.Tensor, fov: torch.Tensor) -> tuple[list, torch.Tensor]:
+        """The depth-scale anchor (module docstring): ``(depths rescaled per image, gauge loss)``."""
+        from colondepth.losses.photometric import median_scale_to
+
+        scale, gauge = median_scale_to(depths[0], init, fov)
+        return [d * scale for d in depths], gauge
 
     def step(self, batch) -> tuple[torch.Tensor, dict]:
         from colondepth.losses.photometric import normalize_translation
@@ -386,16 +401,27 @@ class SelfSupervisedKind:
             if self.steps_done >= (3 * self.warmup_steps) // 4:
                 self.trans_sum += t_norm
                 self.trans_count += 1
-        elif self.ctx.stage.translation_normalisation and not self.scale_unset:
+        elif self.normalise_translation and not self.scale_unset:
             self._settle_translation_scale()
             if self.translation_norm_mm is not None:
                 pose = normalize_translation(pose, self.translation_norm_mm)
+        init = None
+        gauge = None
+        if not warm and self.depth_scale_anchor:
+            init = self._initial_depth(tgt, K)
+            depths, gauge = self._anchor_scale(depths, init, fov)
         total, parts = self._losses(tgt, src, K, fov, depths, pose_out, pose)
+        if gauge is not None:
+            total = total + gauge
+            parts["depth_scale_gauge"] = float(gauge.detach())
         if not warm:
+            from colondepth.losses.photometric import log_depth_anchor_loss
+
             joint = self.steps_done - self.warmup_steps
             w_anchor = self.anchor_weight_at(joint)
             if w_anchor > 0:
-                anchor = self._anchor_loss(tgt, K, fov, depths[0])
+                init = self._initial_depth(tgt, K) if init is None else init
+                anchor = log_depth_anchor_loss(depths[0], init, fov)
                 total = total + w_anchor * anchor
                 parts["anchor"] = float(anchor.detach())
                 parts["anchor_weight"] = w_anchor
@@ -414,7 +440,7 @@ class SelfSupervisedKind:
     def _settle_translation_scale(self) -> None:
         """Fix the translation scale from the pose warm-up (once, after it; see the module docstring)."""
         stage = self.ctx.stage
-        if (self.translation_norm_mm is not None or self.scale_unset or not stage.translation_normalisation
+        if (self.translation_norm_mm is not None or self.scale_unset or not self.normalise_translation
                 or not stage.train_depth or self.steps_done < self.warmup_steps):
             return
         c = self.trans_sum / max(self.trans_count, 1)
@@ -433,7 +459,7 @@ class SelfSupervisedKind:
         ``init_from`` bundle's pose network (the initial model as it was saved)."""
         if self.steps_done == 0 and self.init_pose_loaded:
             return self._init_translation_norm_mm
-        return self.translation_norm_mm if self.ctx.stage.translation_normalisation else None
+        return self.translation_norm_mm if self.normalise_translation else None
 
     def _heldout_photometric(self, tgt, src, K, fov, depths, pose_out, pose) -> tuple[list, list]:
         """Per snippet of the batch: the stage's photometric term (no regularisers, no explainability masks)
@@ -458,7 +484,7 @@ class SelfSupervisedKind:
         was = (net.training, pose_net.training)
         net.eval()
         pose_net.eval()
-        if self.steps_done >= self.warmup_steps and self.ctx.stage.translation_normalisation:
+        if self.steps_done >= self.warmup_steps and self.normalise_translation:
             self._settle_translation_scale()  # the reference after the warm-up uses the scale of later steps
         t_norm = self._eval_translation_norm()
         losses, abs_rel, abs_rel_med, n = [], [], [], 0
@@ -469,6 +495,8 @@ class SelfSupervisedKind:
                 pose = pose_out.src_from_tgt
                 if t_norm is not None:
                     pose = normalize_translation(pose, t_norm)
+                if self.depth_scale_anchor:  # as in training (the initial model is its own reference)
+                    depths, _ = self._anchor_scale(depths, self._initial_depth(tgt, K), fov)
                 total, _ = self._losses(tgt, src, K, fov, depths, pose_out, pose)
                 losses.append(float(total) * len(tgt))
                 n += len(tgt)
