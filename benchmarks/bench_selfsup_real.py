@@ -99,8 +99,9 @@ def score_model(checkpoint, root: Path, frames, max_frames) -> dict:
             "depth_frames": depth["frames"], "depth_points": depth["num_points"], "pose": pose}
 
 
-def finetune(checkpoint, root: Path, work: Path, steps: int, frames) -> tuple[Path, float]:
-    """Fine-tune ``checkpoint`` with ``colondepth finetune`` (its defaults) on ``frames``; ``(final.pt, seconds)``."""
+def finetune(checkpoint, root: Path, work: Path, steps: int, frames, options=()) -> tuple[Path, float]:
+    """Fine-tune ``checkpoint`` with ``colondepth finetune`` on ``frames`` (its defaults, plus the command-line
+    ``options``, e.g. ``["--seed", "1"]``); ``(final.pt, seconds)``."""
     import yaml
 
     from colondepth import cli
@@ -119,7 +120,7 @@ def finetune(checkpoint, root: Path, work: Path, steps: int, frames) -> tuple[Pa
         {"width": k.size.width, "height": k.size.height, "fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy}))
     run = work / "run"
     argv = ["finetune", "--init", str(checkpoint), "--video", str(src), "--intrinsics", str(work / "intrinsics.yaml"),
-            "--out", str(run), "--steps", str(steps), "--no-progress"]
+            "--out", str(run), "--steps", str(steps), "--no-progress", *options]
     if (run / "checkpoints" / "last.pt").is_file():
         argv.append("--resume")
     t0 = time.perf_counter()

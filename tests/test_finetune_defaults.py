@@ -12,7 +12,7 @@ import yaml
 from colondepth import cli
 from colondepth.commands import finetune
 from colondepth.errors import UserError
-from colondepth.train.config import (CheckpointSection, SelfSupervisedStage, load_curriculum, parse_curriculum,
+from colondepth.train.config import (CheckpointSection, Curriculum, SelfSupervisedStage, load_curriculum, parse_curriculum,
                                      resolved_dict)
 
 CARD = {"model": {"input_height": 32, "input_width": 32, "min_depth_mm": 1.0, "max_depth_mm": 150.0,
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 def _schema_value(path: tuple):
     """Walk the schema independently of the command's helper: the field default, then attributes."""
     section, key, *rest = path
-    model = {"stage": SelfSupervisedStage, "checkpoint": CheckpointSection}[section]
+    model = {"stage": SelfSupervisedStage, "checkpoint": CheckpointSection, "curriculum": Curriculum}[section]
     value = model.model_fields[key].get_default(call_default_factory=True)
     for attr in rest:
         value = getattr(value, attr)

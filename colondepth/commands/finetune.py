@@ -22,8 +22,9 @@ HELP = "fine-tune a trained depth model on unlabelled video with photometric sel
 
 
 #: Option (argparse dest) -> where its default lives in the curriculum schema: ``("stage", key, ...)`` in
-#: :class:`colondepth.train.config.SelfSupervisedStage`, ``("checkpoint", key)`` in ``CheckpointSection``.  The
-#: command's defaults are read from there, so they are the stage defaults (tests/test_finetune_defaults.py).
+#: :class:`colondepth.train.config.SelfSupervisedStage`, ``("checkpoint", key)`` in ``CheckpointSection``,
+#: ``("curriculum", key)`` in ``Curriculum``.  The command's defaults are read from there, so they are the stage
+#: defaults (tests/test_finetune_defaults.py).
 SCHEMA_DEFAULTS = {
     "batch_size": ("stage", "batch_size"),
     "lr": ("stage", "optimizer", "lr"),
@@ -33,6 +34,7 @@ SCHEMA_DEFAULTS = {
     "translation_normalisation": ("stage", "translation_normalisation"),
     "depth_scale_anchor": ("stage", "depth_scale_anchor"),
     "invalid_warp": ("stage", "invalid_warp"),
+    "light": ("stage", "light"),
     "anchor": ("stage", "anchor_weight"),
     "anchor_decay_steps": ("stage", "anchor_decay_steps"),
     "freeze_batchnorm": ("stage", "freeze_batchnorm"),
@@ -42,6 +44,7 @@ SCHEMA_DEFAULTS = {
     "keep_best": ("stage", "keep_best"),
     "eval_every": ("stage", "promotion", "eval_every_steps"),
     "checkpoint_every": ("checkpoint", "every_steps"),
+    "seed": ("curriculum", "seed"),
 }
 #: ``--steps`` when not given (the schema requires a budget, so it has no default of its own).
 DEFAULT_STEPS = 1000
@@ -49,10 +52,10 @@ DEFAULT_STEPS = 1000
 
 def schema_default(dest: str):
     """The curriculum-schema default behind option ``dest`` (see :data:`SCHEMA_DEFAULTS`)."""
-    from colondepth.train.config import CheckpointSection, SelfSupervisedStage
+    from colondepth.train.config import CheckpointSection, Curriculum, SelfSupervisedStage
 
     section, key, *rest = SCHEMA_DEFAULTS[dest]
-    model = SelfSupervisedStage if section == "stage" else CheckpointSection
+    model = {"stage": SelfSupervisedStage, "checkpoint": CheckpointSection, "curriculum": Curriculum}[section]
     value = model.model_fields[key].get_default(call_default_factory=True)
     for attr in rest:
         value = getattr(value, attr)
@@ -101,6 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--invalid-warp", choices=("skip", "identity"), default=d("invalid_warp"),
                         help="target pixels with no valid warp: skip them, or count the un-warped source's error so "
                              f"that warping out of view never lowers the loss (default {d('invalid_warp')})")
+    parser.add_argument("--light", choices=("none", "tip"), default=d("light"),
+                        help="view synthesis with the light at the endoscope tip (inverse-square fall-off and "
+                             "incidence angle from the predicted depth and pose, in linear intensity) before the "
+                             f"affine brightness alignment (default {d('light')})")
     parser.add_argument("--anchor", type=float, default=d("anchor"), metavar="W",
                         help="weight of the scale-invariant log-depth anchor to the --init model's prediction "
                              f"(keeps its depth shape; default {d('anchor'):g}; 0: off)")
@@ -130,6 +137,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"evaluate the held-out snippets every N steps (default {d('eval_every')})")
     parser.add_argument("--checkpoint-every", type=int, default=d("checkpoint_every"), metavar="N",
                         help=f"rewrite RUN/checkpoints/last.pt every N steps (default {d('checkpoint_every')})")
+    parser.add_argument("--seed", type=int, default=d("seed"), metavar="S",
+                        help=f"seed of the data order and of the networks' random parts (default {d('seed')})")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
@@ -165,6 +174,7 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
         "translation_normalisation": bool(args.translation_normalisation),
         "depth_scale_anchor": bool(args.depth_scale_anchor),
         "invalid_warp": str(args.invalid_warp),
+        "light": str(args.light),
         "anchor_weight": float(args.anchor),
         "freeze_batchnorm": bool(args.freeze_batchnorm),
         "automask": bool(args.automask),
@@ -184,6 +194,7 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
     return {
         "name": "finetune",
         "description": "self-supervised photometric fine-tuning (colondepth finetune)",
+        "seed": int(args.seed),
         "model": ModelSection.dict_from_card(m),
         "checkpoint": {"every_steps": int(args.checkpoint_every), "log_every_steps": 10},
         "stages": [stage],

@@ -43,6 +43,10 @@ __all__ = [
 _INVALID_ERROR = 1.0e3
 #: :attr:`PhotometricOptions.invalid_warp` choices.
 INVALID_WARP_MODES = ("skip", "identity")
+#: :attr:`PhotometricOptions.light` choices.
+LIGHT_MODELS = ("none", "tip")
+#: Smallest incidence cosine :func:`tip_light_gain` uses (grazing views would divide by ~0).
+MIN_INCIDENCE_COS = 0.05
 
 
 @dataclass
@@ -58,6 +62,15 @@ class PhotometricOptions:
     brightness : ``"affine"`` (closed-form ``a I + b`` per image and channel) or ``"none"``.
     specular_threshold : grey level in ``[0, 1]`` above which a pixel counts as a highlight (``None``: off).
     specular_dilate : dilation radius (px) of highlight masks.
+    light : ``"none"`` or ``"tip"``: the light sits at the endoscope tip (the camera centre) and moves with it.
+        A Lambertian surface point then looks ``(cos_t / cos_s) * (r_s / r_t)^2`` times brighter in the target
+        than in the source (inverse-square fall-off and incidence angle; :func:`tip_light_gain`, from the
+        target depth, its normals and the pose), in *linear* intensity.  The warped source is taken to linear
+        intensity with the camera response ``I_linear = I ** light_gamma`` (an sRGB-like display gamma,
+        2.2 by default; endoscope processors apply such a curve), multiplied by that gain and taken back, before
+        the (optional, then residual) affine brightness alignment.  The un-warped (identity) term is the
+        hypothesis "the camera did not move", under which the light did not change either: its gain is 1.
+    light_gamma : exponent of the camera response for ``light="tip"``.
     invalid_warp : what a target pixel with no valid warp from any source (it lands outside every source's
         field of view, or behind the camera) counts: ``"skip"`` leaves it out of the mean (monodepth2-style:
         a model that warps everything out of view scores 0 over no pixels), ``"identity"`` gives it the error
@@ -74,8 +87,14 @@ class PhotometricOptions:
     specular_dilate: int = 2
     scales_weight: list[float] = field(default_factory=list)
     invalid_warp: str = "skip"
+    light: str = "none"
+    light_gamma: float = 2.2
 
     def __post_init__(self) -> None:
+        if self.light not in LIGHT_MODELS:
+            raise ValueError(f"light must be one of {LIGHT_MODELS}, got {self.light!r}")
+        if not self.light_gamma > 0:
+            raise ValueError(f"light_gamma must be positive, got {self.light_gamma}")
         if self.invalid_warp not in INVALID_WARP_MODES:
             raise ValueError(f"invalid_warp must be one of {INVALID_WARP_MODES}, got {self.invalid_warp!r}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -201,6 +220,49 @@ def explainability_regularization(masks: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(terms).mean()
 
 
+def tip_light_gain(target_depth_mm: torch.Tensor, K: torch.Tensor, src_from_tgt: torch.Tensor,
+                   min_cos: float = MIN_INCIDENCE_COS) -> torch.Tensor:
+    """Brightness ratio target / source of each target pixel's surface point under a light at the camera centre.
+
+    Parameters
+    ----------
+    target_depth_mm : (B, 1, H, W) z-depth of the target view (mm), > 0.
+    K : (B, 3, 3) or (3, 3) intrinsics (px).
+    src_from_tgt : (B, 4, 4) target-camera -> source-camera (mm).
+    min_cos : incidence cosines are clamped to ``[min_cos, 1]``.
+
+    Returns
+    -------
+    (B, 1, H, W) ``g = (cos_t / cos_s) * (r_s / r_t) ** 2``: ``r`` the distance of the point to each camera
+    centre (and light), ``cos`` the cosine between the surface normal (from the depth map,
+    ``kornia.geometry.depth.depth_to_normals``) and the direction to that centre.  Lambertian linear intensity
+    ``I = albedo * cos / r^2`` gives ``I_target = g * I_source``.  Differentiable in depth and pose.
+    """
+    from kornia.geometry.depth import depth_to_normals
+
+    from colondepth.geometry.projection import _batched_K, backproject_depth
+
+    B = target_depth_mm.shape[0]
+    Kb = _batched_K(K, B, target_depth_mm)
+    pts_t = backproject_depth(target_depth_mm, Kb)  # (B, 3, H, W)
+    normals_t = depth_to_normals(target_depth_mm, Kb)  # (B, 3, H, W), unit
+    R, t = src_from_tgt[:, :3, :3], src_from_tgt[:, :3, 3]
+    pts_s = torch.einsum("bij,bjhw->bihw", R, pts_t) + t[:, :, None, None]
+    normals_s = torch.einsum("bij,bjhw->bihw", R, normals_t)
+    r_t = pts_t.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    r_s = pts_s.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    cos_t = ((normals_t * pts_t).sum(1, keepdim=True) / r_t).abs().clamp(min_cos, 1.0)
+    cos_s = ((normals_s * pts_s).sum(1, keepdim=True) / r_s).abs().clamp(min_cos, 1.0)
+    return (cos_t / cos_s) * (r_s / r_t) ** 2
+
+
+def relight(image: torch.Tensor, gain: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``image`` in [0, 1] (display intensity, camera response ``I_linear = I ** gamma``) times a linear
+    ``gain`` (B, 1, H, W), back in display intensity and clipped to [0, 1] like a sensor."""
+    lin = image.clamp(0.0, 1.0) ** gamma * gain
+    return (lin.clamp(0.0, 1.0) + 1e-8) ** (1.0 / gamma)
+
+
 def _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, valid_base, source_fov=None):
     """Reprojection errors ``(B, N, H, W)``, warp validity ``(B, N, H, W)`` and warped images.
 
@@ -219,6 +281,9 @@ def _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, valid
             warped = warped[:, :-1]
         if opts.specular_threshold is not None:
             valid = valid & specular_mask(warped.detach(), opts.specular_threshold, opts.specular_dilate)
+        if opts.light == "tip":
+            gain = tip_light_gain(depth_full.clamp(min=1e-3), K, src_from_tgt[:, n])
+            warped = relight(warped, gain, opts.light_gamma)
         fit_mask = valid & valid_base
         if opts.brightness == "affine":
             warped, _, _ = align_brightness(warped, target, fit_mask)

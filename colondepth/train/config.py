@@ -309,6 +309,10 @@ class SelfSupervisedStage(_StageCommon):
     depth_scale_anchor: bool = False
     # target pixels without a valid warp: "skip" (left out of the mean) or "identity" (count the un-warped error)
     invalid_warp: Literal["skip", "identity"] = "skip"
+    # light at the endoscope tip in the view synthesis (inverse square and incidence angle, linear intensity
+    # through the camera response I_linear = I ** light_gamma); "none": only the affine brightness alignment
+    light: Literal["none", "tip"] = "none"
+    light_gamma: float = Field(2.2, gt=0)
     # scale-invariant log-depth anchor to the initial (supervised) model's prediction; 0: off
     anchor_weight: float = Field(0.1, ge=0)
     # linear decay to 0 over this many joint steps (0: constant); unset: every step after the pose warm-up

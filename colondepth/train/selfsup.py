@@ -191,6 +191,8 @@ class SelfSupervisedKind:
             automask=bool(stage.automask),
             brightness="affine" if stage.brightness_alignment else "none",
             invalid_warp=stage.invalid_warp,
+            light=stage.light,
+            light_gamma=float(stage.light_gamma),
         )
         self.smooth_weight = float(stage.loss.smoothness_weight)
         budget_steps = stage.budget.steps
