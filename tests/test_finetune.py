@@ -277,6 +277,27 @@ def test_depth_scale_anchor_gives_the_initial_scale(tmp_path):
     assert kind.translation_norm_mm is None
 
 
+def test_coopnet_stage_trains_a_flow_network_and_masks_after_the_warm_up(tmp_path):
+    kind, net, batch = _kind(tmp_path, {"coopnet": {"enabled": True, "features": [4, 4, 8, 8, 8, 4]}})
+    assert kind.flow_net is not None
+    flow_ids = {id(p) for p in kind.flow_net.parameters()}
+    assert flow_ids <= {id(p) for p in kind.parameters()}
+    loss, parts = kind.step(batch)  # warm-up: the flow learns, no mask yet
+    assert "flow_photometric" in parts and "nonrigid_fraction" not in parts
+    loss.backward()
+    assert all(p.grad is not None for p in kind.flow_net.parameters())
+    kind.steps_done = kind.warmup_steps
+    _, parts = kind.step(batch)
+    assert 0.0 <= parts["nonrigid_fraction"] <= kind.coop.max_nonrigid_fraction
+    state = kind.state_dict()
+    with torch.no_grad():
+        for p in kind.flow_net.parameters():
+            p.add_(1.0)
+    kind.load_state_dict(state)
+    for k, v in kind.flow_net.state_dict().items():
+        assert torch.equal(v, state["flow_net"][k])
+
+
 def test_frozen_encoder_gets_no_gradient(tmp_path):
     kind, net, batch = _kind(tmp_path, {"freeze_encoder_steps": 1})
     kind.steps_done = kind.warmup_steps

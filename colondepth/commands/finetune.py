@@ -35,6 +35,7 @@ SCHEMA_DEFAULTS = {
     "depth_scale_anchor": ("stage", "depth_scale_anchor"),
     "invalid_warp": ("stage", "invalid_warp"),
     "light": ("stage", "light"),
+    "coopnet": ("stage", "coopnet", "enabled"),
     "anchor": ("stage", "anchor_weight"),
     "anchor_decay_steps": ("stage", "anchor_decay_steps"),
     "freeze_batchnorm": ("stage", "freeze_batchnorm"),
@@ -108,6 +109,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="view synthesis with the light at the endoscope tip (inverse-square fall-off and "
                              "incidence angle from the predicted depth and pose, in linear intensity) before the "
                              f"affine brightness alignment (default {d('light')})")
+    parser.add_argument("--coopnet", action=argparse.BooleanOptionalAction, default=d("coopnet"),
+                        help="co-train an optical-flow network and leave pixels whose flow disagrees with the rigid "
+                             "flow of depth and pose (moving debris, fluid, deforming wall, instruments) out of the "
+                             f"photometric loss (default {_on_off(d('coopnet'))})")
     parser.add_argument("--anchor", type=float, default=d("anchor"), metavar="W",
                         help="weight of the scale-invariant log-depth anchor to the --init model's prediction "
                              f"(keeps its depth shape; default {d('anchor'):g}; 0: off)")
@@ -175,6 +180,7 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
         "depth_scale_anchor": bool(args.depth_scale_anchor),
         "invalid_warp": str(args.invalid_warp),
         "light": str(args.light),
+        "coopnet": {"enabled": bool(args.coopnet)},
         "anchor_weight": float(args.anchor),
         "freeze_batchnorm": bool(args.freeze_batchnorm),
         "automask": bool(args.automask),

@@ -263,7 +263,8 @@ def relight(image: torch.Tensor, gain: torch.Tensor, gamma: float) -> torch.Tens
     return (lin.clamp(0.0, 1.0) + 1e-8) ** (1.0 / gamma)
 
 
-def _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, valid_base, source_fov=None):
+def _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, valid_base, source_fov=None,
+                       rigid_mask=None):
     """Reprojection errors ``(B, N, H, W)``, warp validity ``(B, N, H, W)`` and warped images.
 
     ``source_fov`` (B, 1, H, W) bool: a warp is valid only where it samples inside the source's field of view
@@ -284,6 +285,8 @@ def _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, valid
         if opts.light == "tip":
             gain = tip_light_gain(depth_full.clamp(min=1e-3), K, src_from_tgt[:, n])
             warped = relight(warped, gain, opts.light_gamma)
+        if rigid_mask is not None:  # pixels that moved on their own (CoopNet) are no warp of this source
+            valid = valid & rigid_mask[:, n:n + 1].to(torch.bool)
         fit_mask = valid & valid_base
         if opts.brightness == "affine":
             warped, _, _ = align_brightness(warped, target, fit_mask)
@@ -308,6 +311,7 @@ def photometric_loss(
     fov_mask: torch.Tensor | None = None,
     explainability: list[torch.Tensor] | None = None,
     options: PhotometricOptions | None = None,
+    rigid_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Multi-scale photometric reprojection loss of a target frame against N source frames.
 
@@ -323,6 +327,8 @@ def photometric_loss(
     explainability : optional list (one per scale, same length as ``depths_mm``) of (B, N, h, w) soft
         masks; each per-source error is multiplied by the (upsampled) mask.
     options : :class:`PhotometricOptions`.
+    rigid_mask : optional (B, N, H, W) bool: per source, the target pixels that moved rigidly with the scene
+        (:func:`colondepth.losses.flow.nonrigid_mask` negated); the others are no valid warp of that source.
 
     Returns
     -------
@@ -374,7 +380,8 @@ def photometric_loss(
     for s, depth in enumerate(depths_mm):
         depth_full = upsample_depth(depth, H, W)
         err, valid, warped = _per_source_errors(target, sources, depth_full, src_from_tgt, K, opts, base,
-                                                source_fov=fov_mask.to(torch.bool) if fov_mask is not None else None)
+                                                source_fov=fov_mask.to(torch.bool) if fov_mask is not None else None,
+                                                rigid_mask=rigid_mask)
         if explainability is not None:
             e = explainability[s]
             if e.shape[-2:] != (H, W):

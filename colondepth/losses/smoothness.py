@@ -22,22 +22,25 @@ def mean_normalized_disparity(disp: torch.Tensor, mask: torch.Tensor | None = No
     return disp / (mean + eps)
 
 
-def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None,
+                          normalize: bool = True) -> torch.Tensor:
     """Scalar edge-aware smoothness of mean-normalised disparity.
 
     Parameters
     ----------
-    disp : (B, 1, H, W) disparity (1/mm) or any inverse-depth-like map.
+    disp : (B, C', H, W) disparity (1/mm) or any inverse-depth-like map (C' = 1), or with ``normalize=False``
+        any map whose gradients should be small, e.g. a flow (C' = 2, gradients summed over channels).
     image : (B, C, H, W) image at the same resolution, [0, 1].
     mask : (B, 1, H, W) bool; a gradient counts only where both of its pixels are in the mask.
+    normalize : divide ``disp`` by its per-image mean first (disparity); ``False`` for signed maps.
 
-    Returns the mean over counted gradients (0 for a constant disparity).
+    Returns the mean over counted gradients (0 for a constant map).
     """
     if disp.shape[-2:] != image.shape[-2:]:
         raise ValueError(f"disp {tuple(disp.shape)} and image {tuple(image.shape)} need the same H x W")
-    d = mean_normalized_disparity(disp, mask)
-    gdx = (d[..., :, 1:] - d[..., :, :-1]).abs()
-    gdy = (d[..., 1:, :] - d[..., :-1, :]).abs()
+    d = mean_normalized_disparity(disp, mask) if normalize else disp
+    gdx = (d[..., :, 1:] - d[..., :, :-1]).abs().sum(1, keepdim=True)
+    gdy = (d[..., 1:, :] - d[..., :-1, :]).abs().sum(1, keepdim=True)
     gix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
     giy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
     tx = gdx * torch.exp(-gix)

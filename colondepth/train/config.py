@@ -246,6 +246,22 @@ class VideoSource(_Strict):
     format: Literal["video", "frames", "colondepth", "simcol3d", "c3vd"] = "video"
 
 
+class CoopNetSection(_Strict):
+    """CoopNet-style co-training (``colondepth.losses.flow``): an optical-flow network trained by its own
+    photometric loss next to depth and pose; after the pose warm-up, target pixels whose flow and the rigid flow
+    of the predicted depth and pose differ by more than ``max(threshold_px, threshold_rel * |rigid flow|)`` are
+    left out of the depth/pose photometric loss, except in an image where more than ``max_nonrigid_fraction``
+    of the field of view would be (an untrained flow, not a moving scene)."""
+
+    enabled: bool = False
+    flow_weight: float = Field(1.0, ge=0)
+    flow_smoothness: float = Field(0.01, ge=0)
+    threshold_px: float = Field(2.0, gt=0)
+    threshold_rel: float = Field(0.2, ge=0)
+    max_nonrigid_fraction: float = Field(0.5, gt=0, le=1)
+    features: list[int] = Field(default_factory=lambda: [16, 16, 32, 64, 128, 16], min_length=6, max_length=6)
+
+
 class SelfSupervisedRehearsal(_Strict):
     """Supervised synthetic batches mixed into every self-supervised step (see docs/finetune.md)."""
 
@@ -324,6 +340,7 @@ class SelfSupervisedStage(_StageCommon):
     # scale of that depth network (no translation normalisation): a pose network for a finished depth model
     train_depth: bool = True
     rehearsal: SelfSupervisedRehearsal = SelfSupervisedRehearsal()
+    coopnet: CoopNetSection = CoopNetSection()
     # keep the better model: the stage ends with the weights of lowest photometric error on the held-out
     # snippets of its own videos, the initial model included (evaluated every promotion.eval_every_steps);
     # false: the stage ends with its last weights

@@ -214,6 +214,13 @@ class SelfSupervisedKind:
             self.anchor_net = copy.deepcopy(net).eval()
             for p in self.anchor_net.parameters():
                 p.requires_grad_(False)
+        # CoopNet-style co-training: an optical-flow network and the non-rigid mask (colondepth.losses.flow)
+        self.coop = stage.coopnet
+        self.flow_net = None
+        if self.coop.enabled:
+            from colondepth.models.flow_net import FlowNet, FlowNetConfig
+
+            self.flow_net = FlowNet(FlowNetConfig(features=tuple(self.coop.features))).to(ctx.device)
         self.freeze_encoder_steps = int(stage.freeze_encoder_steps)
         self.rehearsal_weight = float(stage.rehearsal.weight)
         self._rehearsal_iter = None
@@ -322,9 +329,35 @@ class SelfSupervisedKind:
             p.requires_grad_(flag)
 
     def parameters(self) -> list:
+        flow = [] if self.flow_net is None else list(self.flow_net.parameters())
         if not self.ctx.stage.train_depth:
-            return list(self.pose_net.parameters())
-        return list(self.ctx.net.parameters()) + list(self.pose_net.parameters())
+            return list(self.pose_net.parameters()) + flow
+        return list(self.ctx.net.parameters()) + list(self.pose_net.parameters()) + flow
+
+    def _coop(self, tgt, src, K, fov, depth, pose, use_mask: bool) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
+        """The flow network's loss on every (target, source) pair, and, with ``use_mask``, the rigid mask
+        ``(B, N, H, W)`` bool for the photometric loss (CoopNetSection)."""
+        from colondepth.losses.flow import flow_photometric_loss, nonrigid_mask, rigid_flow
+
+        c = self.coop
+        N = src.shape[1]
+        loss = tgt.new_zeros(())
+        parts: dict = {}
+        masks = []
+        for n in range(N):
+            flow = self.flow_net(tgt, src[:, n])
+            l, info = flow_photometric_loss(tgt, src[:, n], flow, fov, smoothness_weight=c.flow_smoothness)
+            loss = loss + l / N
+            parts["flow_photometric"] = parts.get("flow_photometric", 0.0) + info["flow_photometric"] / N
+            if use_mask:
+                rigid = rigid_flow(depth.detach(), K, pose[:, n].detach())
+                nonrigid = nonrigid_mask(flow, rigid, c.threshold_px, c.threshold_rel) & fov.to(torch.bool)
+                share = nonrigid.flatten(1).float().sum(1) / fov.flatten(1).float().sum(1).clamp(min=1.0)
+                trusted = (share <= c.max_nonrigid_fraction).view(-1, 1, 1, 1)
+                masks.append(~(nonrigid & trusted))
+                parts["nonrigid_fraction"] = parts.get("nonrigid_fraction", 0.0) + float(
+                    (nonrigid & trusted).float().mean()) / N
+        return loss, parts, (torch.cat(masks, 1) if masks else None)
 
     def _forward(self, batch, train_depth: bool):
         dev = self.ctx.device
@@ -347,7 +380,7 @@ class SelfSupervisedKind:
         pose_out = self.pose_model(tgt, src)
         return tgt, src, K, fov, depths, pose_out
 
-    def _losses(self, tgt, src, K, fov, depths, pose_out, src_from_tgt):
+    def _losses(self, tgt, src, K, fov, depths, pose_out, src_from_tgt, rigid_mask=None):
         from colondepth.losses.photometric import explainability_regularization, photometric_loss
         from colondepth.losses.smoothness import edge_aware_smoothness
         from colondepth.conventions import ImageSize
@@ -361,7 +394,7 @@ class SelfSupervisedKind:
         else:
             depths_used = depths
         photo, info = photometric_loss(tgt, src, depths_used, src_from_tgt, K, fov_mask=fov,
-                                       explainability=masks, options=self.options)
+                                       explainability=masks, options=self.options, rigid_mask=rigid_mask)
         smooth = tgt.new_zeros(())
         for s, d in enumerate(depths):
             hw = ImageSize(*d.shape[-2:])
@@ -412,7 +445,13 @@ class SelfSupervisedKind:
         if not warm and self.depth_scale_anchor:
             init = self._initial_depth(tgt, K)
             depths, gauge = self._anchor_scale(depths, init, fov)
-        total, parts = self._losses(tgt, src, K, fov, depths, pose_out, pose)
+        coop_loss, coop_parts, rigid_mask = None, {}, None
+        if self.flow_net is not None:  # the mask waits for the pose warm-up (the flow learns meanwhile)
+            coop_loss, coop_parts, rigid_mask = self._coop(tgt, src, K, fov, depths[0], pose, use_mask=not warm)
+        total, parts = self._losses(tgt, src, K, fov, depths, pose_out, pose, rigid_mask=rigid_mask)
+        if coop_loss is not None:
+            total = total + float(self.coop.flow_weight) * coop_loss
+            parts.update(coop_parts)
         if gauge is not None:
             total = total + gauge
             parts["depth_scale_gauge"] = float(gauge.detach())
@@ -690,6 +729,8 @@ class SelfSupervisedKind:
     def state_dict(self) -> dict:
         return {
             "pose_net": {k: v.detach().cpu() for k, v in self.pose_net.state_dict().items()},
+            "flow_net": None if self.flow_net is None else {k: v.detach().cpu()
+                                                             for k, v in self.flow_net.state_dict().items()},
             "pose_config": self.pose_config.to_dict(),
             "steps_done": int(self.steps_done),
             "trans_sum": float(self.trans_sum),
@@ -705,6 +746,8 @@ class SelfSupervisedKind:
         # resumed mid-stage: the interrupted run's depth weights win over init_from
         self.ctx.net.load_state_dict(self._held_state)
         self.pose_net.load_state_dict(state["pose_net"])
+        if self.flow_net is not None and state.get("flow_net") is not None:
+            self.flow_net.load_state_dict(state["flow_net"])
         self.steps_done = int(state["steps_done"])
         self.trans_sum = float(state["trans_sum"])
         self.trans_count = int(state["trans_count"])
