@@ -40,6 +40,7 @@ ARMS = {
     "anchor_and_identity": ["--depth-scale-anchor", "--invalid-warp", "identity"],
     "frame_skip_2": ["--frame-skip", "2"],
     "light_tip": ["--light", "tip"],
+    "coopnet": ["--coopnet"],
 }
 
 

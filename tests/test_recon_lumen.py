@@ -55,6 +55,43 @@ def test_fit_lumen_recovers_a_straight_tube_radius_and_axis():
     np.testing.assert_allclose(frame_dots, 0.0, atol=1e-9)
 
 
+def test_expected_wall_does_not_fold_at_a_sharp_bend():
+    """A camera path bending on a quarter circle of radius 8 mm inside a torus-like tube of radius 12 mm: the
+    inner wall cannot be 12 mm from the centreline, and unclipped rings would cross there.  After the fit every
+    wall vertex moves forward along the path from one ring to the next, and the outside of the bend keeps the
+    measured radius."""
+    from colondepth.recon.lumen import clip_to_curvature
+
+    bend_r, tube_r = 8.0, 12.0
+    a = np.linspace(0.0, np.pi / 2, 60)
+    path = np.stack([bend_r * (1 - np.cos(a)), np.zeros_like(a), bend_r * np.sin(a)], axis=1)
+    path = np.concatenate([np.stack([np.zeros(20), np.zeros(20), np.linspace(-20, 0, 20, endpoint=False)], 1),
+                           path, np.stack([np.linspace(bend_r, bend_r + 20, 20)[1:], np.zeros(19),
+                                           np.full(19, bend_r)], 1)])
+    rng = np.random.default_rng(0)
+    pts = []
+    for c, t in zip(path[1:], np.diff(path, axis=0)):
+        t = t / np.linalg.norm(t)
+        n = np.cross(t, [0.0, 1.0, 0.0]); n /= np.linalg.norm(n)
+        b = np.cross(t, n)
+        th = rng.uniform(0, 2 * np.pi, 40)
+        pts.append(c + tube_r * (np.cos(th)[:, None] * n + np.sin(th)[:, None] * b))
+    lum = fit_lumen(path, np.concatenate(pts), step_mm=0.5, smooth_mm=1.0, window_mm=1.0)
+    wall = lum.wall_mesh()
+    A = lum.num_sectors
+    V = wall.vertices.reshape(-1, A, 3)
+    ks = np.flatnonzero(lum.travelled)
+    steps = np.einsum("kaj,kj->ka", V[1:] - V[:-1], lum.tangent[ks[:-1]])
+    assert steps.min() > 0.0  # no ring crosses its neighbour
+    assert np.median(lum.radius[ks]) == pytest.approx(tube_r, rel=0.1)  # only the inside of the bend is cut
+    # the clip is exactly the radius of curvature on the inside and leaves a straight tube alone
+    straight = np.tile(np.eye(3)[None], (5, 1, 1))
+    r = np.full((5, 8), 5.0)
+    centre = np.stack([np.zeros(5), np.zeros(5), np.arange(5.0)], 1)
+    np.testing.assert_array_equal(clip_to_curvature(r, centre, straight[:, 2], straight[:, 0], straight[:, 1],
+                                                    1.0), r)
+
+
 def test_lumen_coverage_matches_the_analytic_answer_and_the_oracle():
     """Cameras on the axis looking forward: the wall beside the first camera, outside its view, is unseen.
 

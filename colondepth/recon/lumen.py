@@ -12,7 +12,9 @@ be there and tests which part of it the frames saw:
    ``(s, theta, rho)`` around it.  The wall radius ``r(s, theta)`` is the median ``rho`` of the points
    within ``window_mm`` of arc length and inside the angular sector; sectors without points (the
    holes) are filled by circular interpolation over ``theta`` and then linear interpolation over
-   ``s``, so the expected wall is a closed tube.
+   ``s``, so the expected wall is a closed tube.  On the inside of a bend the radius is clipped to the
+   centreline's radius of curvature (:func:`clip_to_curvature`), where neighbouring cross-sections would
+   cross and fold the tube over itself.
 3. **Travelled segment**: the samples whose arc length lies strictly between the first and the last
    camera centre (the ends of the path).
 4. **Observed** (:func:`lumen_coverage`): a wall face is observed when its centroid passes some
@@ -259,7 +261,34 @@ def fit_lumen(camera_centres: np.ndarray, surface_points: np.ndarray, step_mm: f
     known = np.flatnonzero(rows)
     for jj in range(sectors):
         radius[:, jj] = np.interp(np.arange(N), known, radius[known, jj])
+    radius = clip_to_curvature(radius, centre, tangent, normal, binormal, s[1] - s[0])
     return Lumen(centre, tangent, normal, binormal, s, radius, measured, length)
+
+
+def clip_to_curvature(radius: np.ndarray, centre: np.ndarray, tangent: np.ndarray, normal: np.ndarray,
+                      binormal: np.ndarray, step_mm: float, margin: float = 0.9) -> np.ndarray:
+    """Radii ``(N, A)`` clipped so that neighbouring cross-sections never cross on the inside of a bend.
+
+    A wall point at radius ``r`` in direction ``d`` of sample ``k`` lies ``r (d . u_k)`` towards the centre of
+    curvature ``u_k`` (unit), and the cross-section planes of a bend of curvature ``kappa_k`` meet at
+    ``1 / kappa_k`` on that side: beyond it the tube folds over itself.  Where ``d . u_k > 0`` the radius is
+    limited to ``margin / (kappa_k (d . u_k))``.  ``kappa_k`` is the larger turning angle per mm of the centreline
+    towards sample ``k - 1`` or ``k + 1``.
+    """
+    N, A = radius.shape
+    dT = np.gradient(tangent, step_mm, axis=0)
+    u = dT / np.maximum(np.linalg.norm(dT, axis=1)[:, None], 1e-12)
+    # the turning angle to each neighbour over the spacing, the larger of the two (a kink between two samples
+    # must limit both rings, where a central difference would halve it)
+    turn = np.arccos(np.clip(np.einsum("ij,ij->i", tangent[1:], tangent[:-1]), -1.0, 1.0)) / step_mm
+    kappa = np.maximum(np.concatenate([turn[:1], turn]), np.concatenate([turn, turn[-1:]]))
+    th = 2 * np.pi * np.arange(A) / A
+    dirs = np.cos(th)[None, :, None] * normal[:, None, :] + np.sin(th)[None, :, None] * binormal[:, None, :]
+    towards = np.einsum("kaj,kj->ka", dirs, u)  # (N, A) cosine between sector direction and bend centre
+    with np.errstate(divide="ignore"):
+        limit = np.where((towards > 1e-6) & (kappa[:, None] > 1e-9),
+                         margin / (kappa[:, None] * np.maximum(towards, 1e-6)), np.inf)
+    return np.minimum(radius, limit)
 
 
 @dataclass
