@@ -248,7 +248,7 @@ def test_command_with_predicted_depth_from_a_checkpoint(tmp_path, capsys):
                 "state": pose_net.state_dict(), "translation_norm_mm": 1.5}, tmp_path / "pose_net_ft.pt")
     code = cli.main(["reconstruct", "--sequence", str(seq), "--out", str(tmp_path / "out3"), "--depth", "predicted",
                      "--poses", "predicted", "--checkpoint", str(ckpt), "--no-progress",
-                     "--metric-samples-per-mm2", "1"])
+                     "--metric-samples-per-mm2", "1", "--tracking", "none"])
     assert code == 0, capsys.readouterr().err
     traj = np.loadtxt(tmp_path / "out3" / "trajectory.txt")
     assert traj.shape == (N, 8)

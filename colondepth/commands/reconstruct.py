@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "field-of-view guess, with a warning)")
     parser.add_argument("--crop", nargs=4, type=int, default=None, metavar=("X", "Y", "W", "H"),
                         help="video only: keep columns [X, X+W) and rows [Y, Y+H) (e.g. 0 0 192 192)")
+    parser.add_argument("--tracking", choices=("model", "none"), default="model",
+                        help="with --poses predicted: refine each pose-network pose against the fused model "
+                             "(ICP with a per-frame depth scale; a new segment after a tracking failure) or chain "
+                             "the pose network's motions as they are (default model)")
     parser.add_argument("--format", default="colondepth", help="dataset layout of --sequence (default colondepth)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N for the networks (default: CUDA when available)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -110,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ReconstructionConfig(depth=depth, poses=poses, voxel_mm=args.voxel_mm, trunc_mm=args.trunc_mm,
                                frames=frames, min_depth_mm=args.min_depth_mm, max_depth_mm=args.max_depth_mm,
                                depth_tol_mm=args.depth_tol_mm, checkpoint=args.checkpoint,
-                               metric_samples_per_mm2=args.metric_samples_per_mm2, device=args.device)
+                               metric_samples_per_mm2=args.metric_samples_per_mm2, device=args.device,
+                               tracking=args.tracking)
     if events is None:
         report = reconstruct_sequence(seq, args.out, cfg, progress=not args.no_progress)
     else:

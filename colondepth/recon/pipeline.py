@@ -60,6 +60,9 @@ from colondepth.progress import ProgressCallback, emit
 
 DEPTH_SOURCES = ("gt", "predicted")
 POSE_SOURCES = ("gt", "predicted")
+#: ``--tracking`` for predicted poses: ``model`` refines every pose-network pose against the fused model
+#: (:mod:`colondepth.recon.tracking`), ``none`` chains the pose network's motions as they are.
+TRACKING_MODES = ("model", "none")
 
 #: Relative depth error assumed for a network's depth in fusion (weights and truncation); chosen on
 #: validation sequences (docs/reconstruction.md, *TSDF fusion*).
@@ -82,6 +85,7 @@ class ReconstructionConfig:
     ``lumen_*``: the expected-wall estimate of :mod:`colondepth.recon.lumen` (centreline spacing and
     smoothing, angular sectors, and its wider relative depth tolerance, since that wall is a fit).
     ``coverage_max_edge_mm``: the ground-truth surface is subdivided until no edge is longer.  ``max_points``: size of ``points.ply``.
+    ``tracking`` (:data:`TRACKING_MODES`): with predicted poses, refine them against the fused model.
     ``metric_samples_per_mm2``: surface sampling density of the accuracy metrics.  ``max_blocks``: cap on
     the sparse TSDF's blocks.  ``max_dense_voxels``: cap on the dense copy written to ``tsdf.nii.gz``
     (above it that file is skipped with a warning; everything else is still written).
@@ -109,12 +113,15 @@ class ReconstructionConfig:
     max_dense_voxels: int = 64 * 1024 ** 2
     metric_samples_per_mm2: float = 20.0
     checkpoint: Optional[str] = None
+    tracking: str = "model"  # predicted poses: "model" (refined against the fused model) or "none" (chained)
 
     def validate(self) -> None:
         if self.depth not in DEPTH_SOURCES:
             raise UserError(f"--depth {self.depth}: choose one of {', '.join(DEPTH_SOURCES)}")
         if self.poses not in POSE_SOURCES:
             raise UserError(f"--poses {self.poses}: choose one of {', '.join(POSE_SOURCES)}")
+        if self.tracking not in TRACKING_MODES:
+            raise UserError(f"--tracking {self.tracking}: choose one of {', '.join(TRACKING_MODES)}")
         if not (self.voxel_mm > 0 and math.isfinite(self.voxel_mm)):
             raise UserError(f"--voxel-mm {self.voxel_mm}: must be a positive number of millimetres")
         if not 0 <= self.min_depth_mm < self.max_depth_mm:
@@ -194,11 +201,23 @@ class _FrameSource:
 
             pose_estimator = load_pose_estimator(cfg.checkpoint, device=cfg.device)
         self.depth_predictor, self.pose_estimator = depth_predictor, pose_estimator
+        self.tracker = None
+        if cfg.poses == "predicted" and cfg.tracking == "model":
+            from colondepth.recon.tracking import ModelTracker, TrackingConfig
+
+            self.tracker = ModelTracker(seq.intrinsics, TrackingConfig(min_depth_mm=cfg.min_depth_mm,
+                                                                       max_depth_mm=cfg.max_depth_mm),
+                                        valid=seq.fov_mask)
+        #: running tracking statistics (counts and sums; nothing per frame, so memory does not grow)
+        self.track_stats = {"tracked": 0, "lost": 0, "first": 0, "keyframes": 0, "scale_sum": 0.0,
+                            "scale_sq_sum": 0.0, "inlier_sum": 0.0}
+        #: index of the current segment (a new one after a tracking failure)
+        self.segment = 0
 
     def __iter__(self):
         from colondepth.recon.poses import chain_relative_poses
 
-        prev_rgb, prev_pose = None, None
+        prev_rgb, prev_pose, before_prev_pose = None, None, None
         next_rgb = self.seq.rgb(self.indices[0])
         for k, i in enumerate(self.indices):
             rgb = next_rgb
@@ -214,6 +233,21 @@ class _FrameSource:
             else:
                 rel = self.pose_estimator(prev_rgb, rgb, next_rgb)
                 pose = chain_relative_poses([rel], prev_pose)[1]
+            if self.tracker is not None:
+                # the pose-network guess and the constant-velocity one, refined against the model
+                others = () if before_prev_pose is None else (prev_pose @ np.linalg.inv(before_prev_pose) @ prev_pose,)
+                r = self.tracker.track(depth, pose, others)
+                pose = r.world_from_cam
+                depth = (depth * np.float32(r.scale)).astype(np.float32)
+                if r.status == "lost":
+                    self.segment += 1
+                st = self.track_stats
+                st[r.status] += 1
+                st["keyframes"] += int(r.keyframe)
+                st["scale_sum"] += r.scale
+                st["scale_sq_sum"] += r.scale ** 2
+                st["inlier_sum"] += r.inlier_fraction
+            before_prev_pose = prev_pose
             prev_rgb, prev_pose = rgb, pose
             yield i, rgb, depth, pose
 
@@ -324,8 +358,14 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
     valid = seq.fov_mask
     sigma_rel = cfg.depth_sigma_rel if cfg.depth_sigma_rel is not None else (
         PREDICTED_DEPTH_SIGMA_REL if cfg.depth == "predicted" else 0.0)
-    vol = TSDFVolume(voxel_mm=cfg.voxel_mm, trunc_mm=cfg.trunc_mm, max_blocks=cfg.max_blocks,
-                     min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm, depth_sigma_rel=sigma_rel)
+    def new_volume():
+        return TSDFVolume(voxel_mm=cfg.voxel_mm, trunc_mm=cfg.trunc_mm, max_blocks=cfg.max_blocks,
+                          min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm, depth_sigma_rel=sigma_rel)
+
+    # one volume per tracking segment: after a tracking failure the next frames start a new volume instead of
+    # fusing into (and corrupting) the model built so far
+    volumes = [new_volume()]
+    vol = volumes[0]
     per_frame_points = max(1, cfg.max_points // len(indices)) * 4
     clouds, poses = [], []
     depths = _DepthSpill(intr.size.as_hw()) if cfg.depth == "predicted" else None  # for the coverage pass
@@ -339,6 +379,9 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
                             "the depth source must return depth on the frame's pixel grid")
         if not np.all(np.isfinite(depth)):
             raise UserError(f"{what}: depth has NaN/inf values; mark invalid pixels with 0 instead")
+        if source.segment >= len(volumes):
+            volumes.append(new_volume())
+            vol = volumes[-1]
         ts = time.perf_counter()
         vol.integrate(depth, intr, pose, rgb=rgb, valid=valid)
         t_fuse += time.perf_counter() - ts
@@ -353,19 +396,32 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
                                     min_depth_mm=cfg.min_depth_mm, max_depth_mm=cfg.max_depth_mm)
             clouds.append(c.subsample(per_frame_points, seed=k))
         emit(on_progress, "fusion", k + 1, n_sel, f"frame {i}")
-    if vol.frames_integrated == 0:
+    frames_integrated = sum(v.frames_integrated for v in volumes)
+    frames_empty = sum(v.frames_empty for v in volumes)
+    if frames_integrated == 0:
         raise UserError(f"{seq.name}: no selected frame has valid depth within "
                         f"{cfg.min_depth_mm}-{cfg.max_depth_mm} mm; "
                         "check the depth source and the working range")
     poses = np.stack(poses)
     emit(on_progress, "mesh", 0, 2, "marching cubes")
     t_mesh = time.perf_counter()
-    mesh = vol.extract_mesh(progress=progress)  # warns (IncompleteMeshWarning) when a chunk fails
+    used = [v for v in volumes if v.frames_integrated > 0]
+    meshes = [v.extract_mesh(progress=progress) for v in used]  # warns (IncompleteMeshWarning) when a chunk fails
+    mesh = meshes[0] if len(meshes) == 1 else trimesh.util.concatenate([m for m in meshes if len(m.faces)]
+                                                                       or meshes[:1])
     t_mesh = time.perf_counter() - t_mesh
     emit(on_progress, "mesh", 1, 2, f"{len(mesh.faces)} faces; dense TSDF volume")
     report_warnings = []
-    if vol.failed_chunks:
-        report_warnings.append(f"mesh.ply incomplete: {vol.incomplete_message()}")
+    failed_chunks = [c for v in used for c in v.failed_chunks]
+    surface_chunks = sum(v.surface_chunks for v in used)
+    for v in used:
+        if v.failed_chunks:
+            report_warnings.append(f"mesh.ply incomplete: {v.incomplete_message()}")
+    vol = max(used, key=lambda v: v.frames_integrated)  # the dense TSDF: the segment with the most frames
+    if len(used) > 1:
+        report_warnings.append(f"tracking failed {len(used) - 1} time(s): mesh.ply holds {len(used)} separately "
+                               "fused segments (report.json -> tracking -> segments); tsdf.nii.gz is the segment "
+                               "with the most frames")
     # the dense TSDF is streamed to tsdf.nii.gz one block layer at a time when the files are written: no
     # dense copy of the box in memory; a box above the cap is skipped (a file-size guard)
     _, dense_shape = vol.dense_shape()
@@ -475,7 +531,12 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
         "level": seq.level,
         "config": asdict(cfg),
         "frames": {"selected": len(indices), "first": indices[0], "last": indices[-1],
-                   "integrated": vol.frames_integrated, "empty": vol.frames_empty},
+                   "integrated": frames_integrated, "empty": frames_empty},
+        "tracking": None if source.tracker is None else {
+            "mode": cfg.tracking, "config": source.tracker.cfg.to_dict(),
+            "segments": [{"first": int(indices[g["first"]]), "last": int(indices[g["last"]]), "reason": g["reason"]}
+                         for g in source.tracker.segments],
+            **_tracking_summary(source.track_stats)},
         "intrinsics": intr.to_dict(),
         "fisheye_intrinsics": (seq.extra.get("fisheye").to_dict() if seq.extra.get("fisheye") is not None
                                else None),  # the camera the frames were undistorted from
@@ -485,21 +546,32 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
                    "dense_shape": None if dense is None else dense_shape.tolist(),
                    "affine_world_from_index": None if dense is None else vol.dense_affine().tolist(),
                    "nifti": nifti_note or "tsdf.nii.gz: truncated signed distance in mm, +lumen -tissue"},
-        "complete": not vol.failed_chunks,
+        "complete": not failed_chunks,
         "warnings": report_warnings,
         "mesh": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
                  "area_mm2": round(float(mesh.area), 3),
-                 "marching_cubes": {"surface_chunks": vol.surface_chunks, "failed_chunks": vol.failed_chunks}},
+                 "marching_cubes": {"surface_chunks": surface_chunks, "failed_chunks": failed_chunks}},
         "points": int(len(cloud)),
         "coverage": cov_dict,
         "metrics": metrics,
         "timing_s": {"total": round(total, 3), "fusion": round(t_fuse, 3), "marching_cubes": round(t_mesh, 3),
-                     "fusion_fps": round(vol.frames_integrated / t_fuse, 3) if t_fuse > 0 else None},
+                     "fusion_fps": round(frames_integrated / t_fuse, 3) if t_fuse > 0 else None},
         "outputs": outputs,
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=_json_default) + "\n")
     wrote("report.json")
     return report
+
+
+def _tracking_summary(st: dict) -> dict:
+    """report.json's tracking counts from :attr:`_FrameSource.track_stats`."""
+    n = st["tracked"] + st["lost"] + st["first"]
+    mean = st["scale_sum"] / n if n else None
+    return {"tracked_frames": st["tracked"], "lost_frames": st["lost"], "keyframes": st["keyframes"],
+            "depth_scale_mean": None if mean is None else round(mean, 5),
+            "depth_scale_std": None if mean is None else round(float(np.sqrt(max(st["scale_sq_sum"] / n - mean ** 2,
+                                                                                  0.0))), 5),
+            "inlier_fraction_mean": None if not n else round(st["inlier_sum"] / n, 4)}
 
 
 def _json_default(o):

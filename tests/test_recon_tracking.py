@@ -1,0 +1,110 @@
+"""Tracking against the model (colondepth.recon.tracking) in an analytic room: the camera looks into the corner
+of a box (three planes) with two balls in it, closed-form depth.  The planes constrain the rigid motion; the
+balls' curved surfaces make a depth scale observable too (against planes alone a scale about the camera centre
+is the same as a translation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from colondepth.recon.tracking import ModelTracker, TrackingConfig, similarity_point_to_plane
+from test_recon_analytic import look_pose, small_intrinsics
+
+#: planes n . x = d of the room's corner (world, mm): floor y = 20, back wall z = 60, side wall x = 25
+PLANES = [(np.array([0.0, 1.0, 0.0]), 20.0), (np.array([0.0, 0.0, 1.0]), 60.0), (np.array([1.0, 0.0, 0.0]), 25.0)]
+#: balls (centre, radius) in the room (world, mm)
+BALLS = [(np.array([6.0, 12.0, 42.0]), 8.0), (np.array([-6.0, 2.0, 50.0]), 6.0)]
+
+
+def corner_depth(intr, world_from_cam):
+    """(H, W) z-depth (mm) of the nearest of the three planes along each pixel's ray (0 where none is hit)."""
+    h, w = intr.size.as_hw()
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays = np.stack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones_like(u)], -1)  # z = 1
+    R, c = world_from_cam[:3, :3], world_from_cam[:3, 3]
+    d = rays @ R.T
+    best = np.full((h, w), np.inf)
+    for n, off in PLANES:
+        den = d @ n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam = (off - c @ n) / den
+        best = np.where((lam > 0) & (lam < best), lam, best)
+    for centre, r in BALLS:  # |c + lam d - centre|^2 = r^2, nearest root
+        oc = c - centre
+        a = np.einsum("hwj,hwj->hw", d, d)
+        b = 2 * d @ oc
+        disc = b * b - 4 * a * (oc @ oc - r * r)
+        with np.errstate(invalid="ignore"):
+            lam = (-b - np.sqrt(disc)) / (2 * a)
+        best = np.where((disc > 0) & (lam > 0) & (lam < best), lam, best)
+    return np.where(np.isfinite(best), best, 0.0).astype(np.float32)
+
+
+def _poses(n=12):
+    return np.stack([look_pose([-5.0 + 0.8 * k, -4.0 + 0.3 * k, 0.5 * k], [0.35, 0.25, 1.0], up_hint=(0.0, -1.0, 0.0))
+                     for k in range(n)])
+
+
+def _perturbed(T, dt=(1.2, -0.8, 0.9), deg=2.0):
+    from scipy.spatial.transform import Rotation
+
+    P = T.copy()
+    P[:3, :3] = Rotation.from_rotvec(np.radians(deg) * np.array([0.3, 1.0, -0.2]) / np.linalg.norm([0.3, 1.0, -0.2])
+                                     ).as_matrix() @ T[:3, :3]
+    P[:3, 3] += dt
+    return P
+
+
+def test_similarity_step_recovers_a_small_motion_and_scale():
+    rng = np.random.default_rng(0)
+    q = rng.uniform(-20, 20, (400, 3))
+    n = rng.normal(size=(400, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    c = np.array([1.0, 2.0, -3.0])
+    s_true = 1.03
+    p = c + (q - c) / s_true + np.array([0.05, -0.02, 0.03])  # the frame's points: a bit off and too small
+    T, sig = similarity_point_to_plane(p, q, n, c)  # one Gauss-Newton step: 1 % of the error is left
+    p2 = np.exp(sig) * (p - c) @ T[:3, :3].T + c + (T[:3, 3] - (c - T[:3, :3] @ c))
+    before = np.abs(np.einsum("ij,ij->i", n, p - q)).max()
+    assert np.abs(np.einsum("ij,ij->i", n, p2 - q)).max() < 0.03 * before
+    assert np.exp(sig) == pytest.approx(s_true, rel=2e-3)
+    T6, sig6 = similarity_point_to_plane(p, q, n, c, estimate_scale=False)
+    assert sig6 == 0.0 and np.allclose(T6[:3, :3] @ T6[:3, :3].T, np.eye(3))
+
+
+def test_tracker_corrects_a_wrong_pose_guess_and_a_wrong_depth_scale():
+    intr = small_intrinsics(64, fov_deg=90.0)
+    G = _poses()
+    tr = ModelTracker(intr, TrackingConfig(scale_prior=0.0, keyframe_translation_mm=1.0))
+    r0 = tr.track(corner_depth(intr, G[0]), G[0])
+    assert r0.status == "first" and r0.keyframe
+    for k in range(1, len(G)):
+        depth = corner_depth(intr, G[k]) * (1.08 if k == 5 else 1.0)  # one frame's depth 8 % too far
+        r = tr.track(depth, _perturbed(G[k]))
+        assert r.status == "tracked"
+        assert np.linalg.norm(r.world_from_cam[:3, 3] - G[k][:3, 3]) < 0.3, k
+        assert r.scale == pytest.approx(1 / 1.08 if k == 5 else 1.0, abs=0.02), k
+    assert tr.segments == [{"first": 0, "last": len(G) - 1, "reason": "start"}]
+    assert 2 <= len(tr.keyframes) <= tr.cfg.model_keyframes
+
+
+def test_a_lost_frame_starts_a_new_segment():
+    intr = small_intrinsics(64, fov_deg=90.0)
+    G = _poses(6)
+    tr = ModelTracker(intr, TrackingConfig(max_correction_mm=5.0))
+    for k in range(3):
+        tr.track(corner_depth(intr, G[k]), G[k])
+    far = G[3].copy()
+    far[:3, 3] += [40.0, 0.0, 0.0]  # a cut: the guess is nowhere near the model
+    r = tr.track(corner_depth(intr, G[3]), far)
+    assert r.status == "lost" and np.allclose(r.world_from_cam, far) and r.scale == 1.0
+    r = tr.track(corner_depth(intr, G[4]), far @ np.linalg.inv(G[3]) @ G[4])  # tracked in the new segment
+    assert r.status == "tracked"
+    assert [g["first"] for g in tr.segments] == [0, 3] and tr.segments[0]["last"] == 2
+    assert tr.segments[1]["last"] == 4 and tr.segments[1]["reason"].startswith("lost")
+    # the constant-velocity alternative wins when the first guess is far off but the other is close
+    tr2 = ModelTracker(intr, TrackingConfig())
+    tr2.track(corner_depth(intr, G[0]), G[0])
+    r = tr2.track(corner_depth(intr, G[1]), far, other_guesses=(_perturbed(G[1]),))
+    assert r.status == "tracked" and np.linalg.norm(r.world_from_cam[:3, 3] - G[1][:3, 3]) < 0.15
