@@ -1,0 +1,46 @@
+"""benchmarks/select_finetune.py: the split stays away from every reported frame, the arms are real options of
+`colondepth finetune`, and the comparison rule needs the mean to beat the spread."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def sel(repo_root):
+    sys.path.insert(0, str(repo_root / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("select_finetune", repo_root / "benchmarks" / "select_finetune.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_split_is_disjoint_from_the_reported_frames(sel, repo_root):
+    import bench_selfsup_real
+
+    chosen = set(sel.TRAIN_FRAMES) | set(sel.VAL_FRAMES)
+    assert not chosen & set(bench_selfsup_real.TEST_FRAMES)
+    assert max(chosen) < 110  # bench_transfer reports sinus frames 110-380
+    assert not set(sel.TRAIN_FRAMES) & set(sel.VAL_FRAMES)
+
+
+def test_every_arm_parses_as_finetune_options(sel):
+    import argparse
+
+    from colondepth.commands import finetune
+
+    ap = argparse.ArgumentParser()
+    finetune.add_arguments(ap)
+    for arm, opts in sel.ARMS.items():
+        ap.parse_args(["--init", "a.pt", "--video", "v.mp4", "--out", "r", *opts])
+
+
+def test_better_than_needs_the_gap_to_exceed_the_spread(sel):
+    base = sel.summarize([0.150, 0.152, 0.148])
+    assert base["mean"] == pytest.approx(0.150) and base["std"] == pytest.approx(0.002)
+    assert sel.better_than(sel.summarize([0.140, 0.141, 0.139]), base)
+    assert not sel.better_than(sel.summarize([0.140, 0.160, 0.120]), base)  # lower mean, but the spread is 0.02
+    assert not sel.better_than(base, base)
