@@ -113,9 +113,14 @@ def shown_path(path) -> str:
     return os.path.relpath(Path(path).resolve(), REPO)
 
 
-def make_predict(predictor, intrinsics=None):
-    """``rgbs -> depth_mm`` through ``predictor.predict_batch``, with ``intrinsics=`` when it accepts it."""
+def make_predict(predictor, intrinsics=None, seq=None):
+    """``rgbs -> depth_mm`` through ``predictor.predict_batch``, with ``intrinsics=`` when it accepts it and,
+    given the sequence ``seq``, the crop to its lit view box (``predictor.video_view``) as ``colondepth
+    evaluate`` uses it."""
     takes_k = accepts_intrinsics(predictor)
+    kw = {}
+    if seq is not None and hasattr(predictor, "video_view"):
+        kw["view"] = predictor.video_view(seq, intrinsics)
 
     def predict(rgbs):
         if takes_k and intrinsics is not None:
@@ -123,8 +128,8 @@ def make_predict(predictor, intrinsics=None):
 
             h, w = rgbs.shape[1:3]
             k = intrinsics if intrinsics.size.as_hw() == (h, w) else intrinsics.resized(ImageSize(h, w))
-            return predictor.predict_batch(rgbs, intrinsics=k)
-        return predictor.predict_batch(rgbs)
+            return predictor.predict_batch(rgbs, intrinsics=k, **kw)
+        return predictor.predict_batch(rgbs, **kw)
 
     return predict
 
@@ -158,12 +163,14 @@ def score_dense(sequences, predictor, max_frames=None, batch_size=8) -> dict:
     for s, f in pairs:
         by_seq.setdefault(s, []).append(f)
     parts = [(_subset(sequences[s], fr), fr) for s, fr in sorted(by_seq.items())]
+    sub_index = {id(sub): s for (sub, _), s in zip(parts, sorted(by_seq))}  # the whole sequence gives the view
     constant_mm = dataset_median_depth_mm(sub.depth_mm(i) for sub, _ in parts for i in range(len(sub)))
     out = {"num_frames": len(pairs), "num_sequences": len(parts)}
     for align, key in (("median", "median"), ("none", "metric")):
         merged = None
         for sub, frames in parts:
-            rep = evaluate_sequences([sub], make_predict(predictor, sub.intrinsics), align=align,
+            rep = evaluate_sequences([sub], make_predict(predictor, sub.intrinsics, sequences[sub_index[id(sub)]]),
+                                     align=align,
                                      constant_mm=constant_mm, batch_size=batch_size, progress=False)
             for fr in rep.frames:
                 fr["frame"] = int(frames[fr["frame"]])
@@ -210,7 +217,7 @@ def score_sinus(root: Path, predictor, max_frames, batch_size, sampling="bilinea
     seq = sinus_sfm.read_sequence(root)
     pool = list(range(len(seq))) if frames is None else [f for f in frames if 0 <= f < len(seq)]
     frames = [pool[i] for _, i in select_frames([len(pool)], max_frames)] if pool else []
-    predict = make_predict(predictor, seq.intrinsics)
+    predict = make_predict(predictor, seq.intrinsics, seq)
     scores = {m: SparseScores(align="median") for m in ("model", "physics", "constant")}
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]

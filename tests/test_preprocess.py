@@ -327,3 +327,30 @@ def test_predictor_fixed_view_box_and_errors():
         pred.predict_batch(a[None], view=(10, 10, 40, 44))
     with pytest.raises(ValueError, match="view must be"):
         pred.predict_batch(a[None], view="video")
+
+
+def test_video_view_is_one_box_for_the_whole_video_and_evaluate_passes_it():
+    """video_view pools frames spread over a sequence; evaluate_sequences hands each sequence's view to
+    predict_batch, so every frame of a video is cropped alike."""
+    from colondepth.eval.evaluate import evaluate_sequences
+    from colondepth.infer.predictor import DepthPredictor, view_box
+
+    net = _small_unet()
+    pred = DepthPredictor(net, {"depth_range_mm": [1, 200]}, device="cpu", flip_average=False)
+    frames = [_bordered((48, 64), (4, 10, 40, 44), seed=1), _bordered((48, 64), (4, 14, 40, 36), seed=2)]
+    seq = Sequence(name="v", intrinsics=PinholeIntrinsics(fx=50.0, fy=50.0, cx=31.5, cy=23.5, size=ImageSize(48, 64)),
+                   num_frames=2, load_rgb=lambda i: frames[i], load_depth_mm=lambda i: np.full((48, 64), 30.0, np.float32),
+                   world_from_cam=np.tile(np.eye(4), (2, 1, 1)))
+    box = pred.video_view(seq)
+    assert box == view_box(np.stack(frames)) and box != view_box(frames[1][None])
+    assert DepthPredictor(net, {"depth_range_mm": [1, 200]}, device="cpu", crop_to_view=False).video_view(seq) is None
+    seen = []
+
+    def predict_batch(rgbs, intrinsics=None, view="frame"):
+        seen.append(view)
+        return pred.predict_batch(rgbs, intrinsics=intrinsics, view=view)
+
+    evaluate_sequences([seq], predict_batch, batch_size=1, progress=False, cameras=[seq.intrinsics], views=[box])
+    assert seen == [box, box]
+    with pytest.raises(ValueError, match="views has 2 entries"):
+        evaluate_sequences([seq], predict_batch, progress=False, views=[box, box])

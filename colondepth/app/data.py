@@ -427,7 +427,7 @@ def prediction_sequence_metrics(seq, pred_dir: str | os.PathLike, max_frames: in
 
 def score_sequence_with_model(seq, predict_batch: Callable, max_frames: int = MAX_SCORED_FRAMES,
                               align: str = "median", batch_size: int = 8,
-                              on_frames: Optional[Callable[[int, int], None]] = None) -> dict:
+                              on_frames: Optional[Callable[[int, int], None]] = None, view="frame") -> dict:
     """Score a depth model on ``seq`` by running :func:`colondepth.eval.evaluate.evaluate_sequences`.
 
     The numbers are those of ``colondepth evaluate --data SEQ --max-frames max_frames --align align``
@@ -439,6 +439,8 @@ def score_sequence_with_model(seq, predict_batch: Callable, max_frames: int = MA
     predict_batch : ``(B, H, W, 3) uint8 RGB, intrinsics= -> (B, h, w) float32`` depth in mm, e.g.
         :meth:`colondepth.infer.predictor.DepthPredictor.predict_batch`.
     on_frames : optional ``(frames_predicted, frames_total)`` callback, called after each batch.
+    view : the crop ``predict_batch`` gets (``view=``), e.g. ``DepthPredictor.video_view(seq, seq.intrinsics)``
+        as ``colondepth evaluate`` passes it; ``"frame"``: the predictor's per-frame default.
 
     Returns
     -------
@@ -459,7 +461,7 @@ def score_sequence_with_model(seq, predict_batch: Callable, max_frames: int = MA
     from colondepth.eval.evaluate import evaluate_sequences
 
     report = evaluate_sequences([seq], counted, align=align, max_frames=max_frames, batch_size=batch_size,
-                                progress=False, cameras=[seq.intrinsics])
+                                progress=False, cameras=[seq.intrinsics], views=[view])
     summary = report.summary()
     return {**summary["metrics"]["model"], "frames": summary["num_frames"]}
 

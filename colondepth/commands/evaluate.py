@@ -130,4 +130,5 @@ def _evaluate(evaluate_sequences, sequences, predictor, args, cameras=None):
         constant_mm=args.constant_depth_mm,
         physics_kwargs={"gamma": args.physics_gamma},
         cameras=cameras,
+        views=[predictor.video_view(seq, None if cameras is None else cameras[k]) for k, seq in enumerate(sequences)],
     )

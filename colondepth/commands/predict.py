@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
     from colondepth.datasets.video import Crop, intrinsics_for_frames, load_intrinsics
     from colondepth.errors import UserError
-    from colondepth.infer.predictor import DepthPredictor
+    from colondepth.infer.predictor import VIEW_SAMPLE_FRAMES, DepthPredictor
     from colondepth.io import staged_files
 
     if args.batch_size < 1:
@@ -224,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         first = [next(frames)]
     except StopIteration:
         raise UserError(f"{args.input}: no frames to predict; check --input") from None
+    first += list(itertools.islice(frames, VIEW_SAMPLE_FRAMES - 1))  # the video's view box comes from these
     # the first frame passed the size and crop checks: the camera of the (cropped) frames
     camera = None if full_camera is None else intrinsics_for_frames(full_camera, full_camera.size, crop,
                                                                      source=args.intrinsics)
@@ -235,8 +236,14 @@ def run(args: argparse.Namespace) -> int:
 
     stage = None  # outputs go to a hidden folder inside --out and are moved in only when every frame worked
 
+    # one crop to the lit view for every frame of the first frames' size (a video), found on up to
+    # VIEW_SAMPLE_FRAMES of them; frames of another size (a folder of mixed images) get their own box
+    shape0 = first[0][1].shape
+    view = predictor.video_view([f for _, f in first if f.shape == shape0], camera)
+
     def flush(batch):
-        depths = predictor.predict_batch(np.stack([f for _, f in batch]), intrinsics=camera)
+        rgbs = np.stack([f for _, f in batch])
+        depths = predictor.predict_batch(rgbs, intrinsics=camera, view=view if rgbs.shape[1:] == shape0 else "frame")
         for (stem, _), depth in zip(batch, depths):
             np.save(stage / f"{stem}_depth.npy", depth.astype(np.float32))
             if not args.no_png:

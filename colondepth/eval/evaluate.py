@@ -164,6 +164,7 @@ def evaluate_sequences(
     physics_kwargs: Optional[dict] = None,
     progress: bool = True,
     cameras: Optional[TypingSequence] = None,
+    views: Optional[TypingSequence] = None,
 ) -> EvaluationReport:
     """Score ``predict_batch`` and the baselines on every selected frame with ground truth.
 
@@ -192,6 +193,9 @@ def evaluate_sequences(
         One camera per sequence (PinholeIntrinsics or FisheyeIntrinsics of its RGB frames): passed to
         ``predict_batch(rgbs, intrinsics=camera)`` and used by the physics baseline instead of
         ``seq.intrinsics``.  ``None``: ``predict_batch(rgbs)`` and each sequence's own intrinsics.
+    views : list, optional
+        One crop per sequence, passed as ``predict_batch(rgbs, view=...)`` (e.g. the video's lit box,
+        :meth:`colondepth.infer.predictor.DepthPredictor.video_view`); ``None``: no ``view`` argument.
     """
     from tqdm import tqdm
 
@@ -206,6 +210,8 @@ def evaluate_sequences(
     sequences = list(sequences)
     if cameras is not None and len(cameras) != len(sequences):
         raise ValueError(f"cameras has {len(cameras)} entries for {len(sequences)} sequences")
+    if views is not None and len(views) != len(sequences):
+        raise ValueError(f"views has {len(views)} entries for {len(sequences)} sequences")
     for seq in sequences:
         if not seq.has_depth:
             raise UserError(
@@ -252,6 +258,8 @@ def evaluate_sequences(
             if predict_batch is not None:
                 batch = np.stack(rgbs, axis=0)
                 kw = {} if cameras is None else {"intrinsics": camera}
+                if views is not None:
+                    kw["view"] = views[chunk[0][0]]
                 preds = np.asarray(predict_batch(batch, **kw))
                 if preds.ndim != 3 or preds.shape[0] != len(chunk):
                     raise ValueError(

@@ -65,6 +65,10 @@ def view_box(rgbs: np.ndarray, threshold: int = VIEW_THRESHOLD) -> Optional[tupl
     return int(y0), int(x0), int(y1 - y0), int(x1 - x0)
 
 
+#: Frames of a video that :meth:`DepthPredictor.video_view` looks at (evenly spaced).
+VIEW_SAMPLE_FRAMES = 32
+
+
 class DepthPredictor:
     """Run a :class:`colondepth.models.depth_net.DepthNet` on uint8 RGB frames.
 
@@ -76,9 +80,11 @@ class DepthPredictor:
     batch_size : int, frames per forward pass in :meth:`predict_batch`
     crop_to_view : bool, predict only inside the bounding box of the endoscope's field of view (the lit
         part of each frame, :func:`view_box`) and fill the black border around it with the nearest predicted
-        depth: black borders and letterboxing are not part of any scene.  Default True.  The box is found per
-        frame, so a frame's depth never depends on the other frames of its batch (``predict_batch(view=...)``
-        fixes one box for all frames instead).
+        depth: black borders and letterboxing are not part of any scene.  Default True.  A frame on its own is
+        cropped to its own box, so its depth never depends on the other frames of its batch; for a video,
+        :meth:`video_view` finds one box from frames spread over it and ``predict_batch(view=box)`` uses it for
+        every frame (what ``predict``, ``evaluate``, ``reconstruct`` and the app do: a frame-by-frame box
+        follows dark corners of the mucosa and makes the depth of neighbouring frames jump).
     flip_average : bool, also predict the mirrored frame (with the mirrored camera) and average the two
         depths geometrically: test-time augmentation that halves the speed.  ``None`` takes the model
         card's ``inference.flip_average`` (chosen on a validation split; off when absent).
@@ -123,16 +129,16 @@ class DepthPredictor:
         lo, hi = self.card["depth_range_mm"]
         return float(lo), float(hi)
 
-    def predict(self, rgb: np.ndarray, intrinsics: Optional[Intrinsics] = None) -> np.ndarray:
+    def predict(self, rgb: np.ndarray, intrinsics: Optional[Intrinsics] = None, view="frame") -> np.ndarray:
         """Depth of one frame: ``(H, W, 3) uint8`` RGB -> ``(H, W) float32`` z-depth in mm.
 
-        ``intrinsics``: the camera of this frame (see :meth:`predict_batch`).
+        ``intrinsics``, ``view``: the camera of this frame and the crop (see :meth:`predict_batch`).
         """
         rgb = np.asarray(rgb)
         if rgb.ndim != 3:
             raise UserError(f"predict expects one (H, W, 3) uint8 RGB frame, got shape {rgb.shape}; "
                             f"use predict_batch for (B, H, W, 3)")
-        return self.predict_batch(rgb[None], intrinsics=intrinsics)[0]
+        return self.predict_batch(rgb[None], intrinsics=intrinsics, view=view)[0]
 
     def predict_batch(self, rgbs: np.ndarray, intrinsics: Optional[Intrinsics] = None,
                       view: "str | tuple[int, int, int, int] | None" = "frame") -> np.ndarray:
@@ -188,6 +194,26 @@ class DepthPredictor:
         if undistortion is not None:
             out = np.stack([undistortion.depth_to_fisheye(d) for d in out])
         return out
+
+    def video_view(self, frames, intrinsics: Optional[Intrinsics] = None) -> Optional[tuple[int, int, int, int]]:
+        """The lit view box of a video (``(y0, x0, height, width)`` or None) for ``predict_batch(view=...)``.
+
+        ``frames``: a :class:`colondepth.datasets.base.Sequence` (up to :data:`VIEW_SAMPLE_FRAMES` evenly
+        spaced frames are read) or a list of ``(H, W, 3) uint8`` frames (all are used); ``intrinsics``: their
+        camera (a fisheye camera's frames are undistorted first, as :meth:`predict_batch` does).  None when
+        :attr:`crop_to_view` is off or nothing is worth cropping (:func:`view_box`).
+        """
+        if not self.crop_to_view:
+            return None
+        if hasattr(frames, "rgb") and hasattr(frames, "num_frames"):
+            n = int(frames.num_frames)
+            idx = sorted(set(np.linspace(0, n - 1, min(n, VIEW_SAMPLE_FRAMES)).round().astype(int).tolist()))
+            frames = [frames.rgb(i) for i in idx]
+        rgbs = np.stack([np.asarray(f)[..., :3] for f in frames])
+        if isinstance(intrinsics, FisheyeIntrinsics):
+            undistortion = fisheye_to_pinhole_maps(intrinsics)
+            rgbs = np.stack([undistortion.undistort_image(f) for f in rgbs])
+        return view_box(rgbs)
 
     def _predict_in_box(self, rgbs: np.ndarray, k: Optional[PinholeIntrinsics],
                         box: Optional[tuple[int, int, int, int]]) -> np.ndarray:

@@ -195,7 +195,11 @@ class _FrameSource:
             from colondepth.infer.predictor import DepthPredictor
 
             depth_predictor = DepthPredictor.from_checkpoint(cfg.checkpoint, device=cfg.device)
-            self.predict_kwargs = {"intrinsics": seq.intrinsics}  # the network sees the sequence's camera
+            # the network sees the sequence's camera, cropped to the video's lit view box (from its first
+            # selected frames: a streamed video is read once, in order)
+            first = [seq.rgb(i) for i in indices[:32]]
+            self.predict_kwargs = {"intrinsics": seq.intrinsics,
+                                   "view": depth_predictor.video_view(first, seq.intrinsics)}
         if cfg.poses == "predicted" and pose_estimator is None:
             from colondepth.recon.poses import load_pose_estimator
 

@@ -59,6 +59,14 @@ i = c_slider.slider("Frame", 0, max(n - 1, 0), key=frame_key, disabled=n == 1)
 c_play.toggle("Play", key="playing", help=f"play at up to {fps:g} frames/s")
 
 
+def _view(model):
+    """The sequence's lit view box for ``model`` (DepthPredictor.video_view), once per session and sequence."""
+    key = ("view", str(src_path), seq.name, int(seq.num_frames))
+    if key not in st.session_state:
+        st.session_state[key] = model.video_view(seq, seq.intrinsics)
+    return st.session_state[key]
+
+
 def predicted_depth(idx: int):
     """Predicted depth of frame ``idx`` (mm) or None, plus an error message."""
     if src_kind == "dir":
@@ -67,9 +75,10 @@ def predicted_depth(idx: int):
         if stem not in index:
             return None, f"{common.rel(root, src_path)}: no {stem}_depth.npy"
         return appdata.load_prediction(index[stem]), None
-    if src_kind == "model":  # given the sequence's camera, as 'colondepth evaluate' gives it
+    if src_kind == "model":  # given the sequence's camera and view box, as 'colondepth evaluate' gives them
         model = common.predictor(str(src_path) if src_path is not None else None)
-        return np.asarray(model.predict(seq.rgb(idx), intrinsics=seq.intrinsics), np.float32), None
+        return np.asarray(model.predict(seq.rgb(idx), intrinsics=seq.intrinsics, view=_view(model)),
+                          np.float32), None
     return None, None
 
 
@@ -165,7 +174,7 @@ elif src_kind == "model" and seq.has_depth and pred is not None:
         model = common.predictor(str(src_path) if src_path is not None else None)
         try:
             seq_m = appdata.score_sequence_with_model(
-                seq, model.predict_batch,
+                seq, model.predict_batch, view=_view(model),
                 on_frames=lambda k, total: bar.progress(k / total, text=f"{k}/{total} frames"))
         except (UserError, ValueError) as exc:
             seq_m = None
