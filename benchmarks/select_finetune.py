@@ -48,8 +48,15 @@ ARMS = {
 }
 
 
-def better_than(a: dict, b: dict) -> bool:
-    """Whether arm summary ``a`` beats ``b``: a lower mean abs_rel by more than the larger standard deviation."""
+#: A comparison needs at least this many seeds on both sides.
+MIN_SEEDS = 3
+
+
+def better_than(a: dict, b: dict):
+    """Whether arm summary ``a`` beats ``b``: a lower mean abs_rel by more than the larger standard deviation,
+    with at least :data:`MIN_SEEDS` seeds each; ``None`` when either has fewer (no claim either way)."""
+    if min(a["seeds"], b["seeds"]) < MIN_SEEDS:
+        return None
     return (b["mean"] - a["mean"]) > max(a["std"], b["std"])
 
 
@@ -77,6 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".cache" / "select_finetune")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the runs already in --work again with the current scoring code (no training)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = (args.shared_data or Path("missing")) / "sinus_sfm_sample"
@@ -99,6 +108,12 @@ def main(argv=None) -> int:
         if (old.get("steps"), old.get("finetune_frames")) == (doc["steps"], doc["finetune_frames"]):
             doc["arms"] = old.get("arms", {})
     print(f"initial model: {doc['initial']:.4f}", flush=True)
+    if args.rescore:  # every finished run, scored again: one scoring code for every row
+        for arm, rec in doc["arms"].items():
+            for seed, row in rec["per_seed"].items():
+                row["abs_rel"] = score(args.work / f"{arm}_seed{seed}" / "run" / "checkpoints" / "final.pt")
+            rec["summary"] = summarize([v["abs_rel"] for v in rec["per_seed"].values()])
+        args.arms = []
     for arm in args.arms:
         rec = doc["arms"].setdefault(arm, {"options": ARMS[arm], "per_seed": {}})
         for seed in args.seeds:

@@ -44,3 +44,4 @@ def test_better_than_needs_the_gap_to_exceed_the_spread(sel):
     assert sel.better_than(sel.summarize([0.140, 0.141, 0.139]), base)
     assert not sel.better_than(sel.summarize([0.140, 0.160, 0.120]), base)  # lower mean, but the spread is 0.02
     assert not sel.better_than(base, base)
+    assert sel.better_than(sel.summarize([0.10]), base) is None  # one seed: no claim
