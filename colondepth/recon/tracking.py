@@ -13,7 +13,9 @@ every new frame:
    ``max(max_distance_mm, max_distance_rel * z)``; ``log s`` is held near 0 by a prior of weight
    ``scale_prior`` (relative to the data's own weight on the scale) and limited to ``+- max_log_scale``;
    further starting points (``other_guesses``, e.g. the constant-velocity extrapolation) are refined too and
-   the refinement that matches most points wins;
+   replace the first guess's refinement only when they match clearly more points (``alternative_margin``)
+   or, matching as many, leave a residual 20 % lower: along a direction the surface does not constrain (the
+   axis of a straight tube) every start matches alike, and the pose network's motion must survive there;
 3. declares the frame **lost** when fewer than ``min_inlier_fraction`` of its points find a model point at
    the end, or the refinement moved the camera more than ``max_correction_mm`` from the guess: the guess is
    kept, and the model restarts from this frame (a new *segment*; the caller records it);
@@ -53,6 +55,7 @@ class TrackingConfig:
     scale_prior: float = 1.0
     max_log_scale: float = 0.3
     min_inlier_fraction: float = 0.25
+    alternative_margin: float = 0.05
     max_correction_mm: float = 10.0
     min_depth_mm: float = 2.0
     max_depth_mm: float = 150.0
@@ -240,10 +243,14 @@ class ModelTracker:
             if len(pts_cam) >= 10:
                 self._add_keyframe(pts_cam, nrm_cam, guess, 1.0)
             return TrackResult(guess, 1.0, "first", 1.0, 0.0, bool(self.keyframes))
-        best = None
-        for start in (guess, *[np.asarray(g, dtype=np.float64) for g in other_guesses]):
+        best = self._refine(pts_cam, guess) + (guess,)
+        for start in [np.asarray(g, dtype=np.float64) for g in other_guesses]:
             out = self._refine(pts_cam, start)
-            if best is None or (out[2], -out[3]) > (best[2], -best[3]):
+            # another start wins only when it clearly matches better: along a direction the surface does not
+            # constrain (the axis of a straight tube) every start matches alike, and the first guess must keep
+            # its motion there
+            if out[2] >= best[2] + c.alternative_margin or (out[2] >= best[2] - c.alternative_margin
+                                                             and out[3] < 0.8 * best[3]):
                 best = out + (start,)
         pose, log_s, inl_frac, rmse, start = best
         moved = float(np.linalg.norm(pose[:3, 3] - start[:3, 3]))
