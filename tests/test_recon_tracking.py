@@ -108,3 +108,41 @@ def test_a_lost_frame_starts_a_new_segment():
     tr2.track(corner_depth(intr, G[0]), G[0])
     r = tr2.track(corner_depth(intr, G[1]), far, other_guesses=(_perturbed(G[1]),))
     assert r.status == "tracked" and np.linalg.norm(r.world_from_cam[:3, 3] - G[1][:3, 3]) < 0.15
+
+
+def test_reconstruction_records_segments_and_fuses_them_apart(tmp_path):
+    """Predicted depth and poses through reconstruct_sequence; from frame 4 on the video shows the room from
+    another direction (a cut) while the pose estimator knows nothing of it: that frame starts a second segment,
+    report.json records both and the mesh holds both volumes."""
+    import json
+
+    from colondepth.datasets.base import Sequence
+    from colondepth.recon.pipeline import ReconstructionConfig, reconstruct_sequence
+
+    intr = small_intrinsics(64, fov_deg=90.0)
+    G = _poses(8)
+    frames = [np.full((64, 64, 3), k, np.uint8) for k in range(len(G))]  # the frame index, for the fakes
+    seq = Sequence(name="room", intrinsics=intr, num_frames=len(G), load_rgb=lambda i: frames[i])
+
+    seen = [G[k] if k < 4 else look_pose(G[k][:3, 3], [0.9, 0.6, 0.3], up_hint=(0.0, -1.0, 0.0))
+            for k in range(len(G))]  # what the camera shows: after the cut, the side wall and the floor
+
+    class Depth:
+        def predict(self, rgb, **kw):
+            return corner_depth(intr, seen[int(rgb[0, 0, 0])])
+
+    def estimator(prev, cur, nxt=None):
+        a, b = int(prev[0, 0, 0]), int(cur[0, 0, 0])
+        return np.linalg.inv(G[a]) @ G[b]
+
+    cfg = ReconstructionConfig(depth="predicted", poses="predicted", voxel_mm=1.0, max_depth_mm=150.0)
+    report = reconstruct_sequence(seq, tmp_path / "out", cfg, depth_predictor=Depth(), pose_estimator=estimator,
+                                  progress=False)
+    tr = report["tracking"]
+    assert [(g["first"], g["last"]) for g in tr["segments"]] == [(0, 3), (4, 7)]
+    assert tr["segments"][1]["reason"].startswith("lost") and tr["lost_frames"] == 1
+    assert any("2 separately fused segments" in w for w in report["warnings"])
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert on_disk["tracking"]["segments"] == tr["segments"]
+    traj = np.loadtxt(tmp_path / "out" / "trajectory.txt")
+    assert np.linalg.norm(traj[1, 1:4] - (np.linalg.inv(G[0]) @ G[1])[:3, 3]) < 0.3  # tracked within a segment

@@ -197,7 +197,9 @@ class _FrameSource:
             depth_predictor = DepthPredictor.from_checkpoint(cfg.checkpoint, device=cfg.device)
             # the network sees the sequence's camera, cropped to the video's lit view box (from its first
             # selected frames: a streamed video is read once, in order)
-            first = [seq.rgb(i) for i in indices[:32]]
+            from colondepth.infer.predictor import VIEW_SAMPLE_FRAMES
+
+            first = [seq.rgb(i) for i in indices[:VIEW_SAMPLE_FRAMES]]
             self.predict_kwargs = {"intrinsics": seq.intrinsics,
                                    "view": depth_predictor.video_view(first, seq.intrinsics)}
         if cfg.poses == "predicted" and pose_estimator is None:
