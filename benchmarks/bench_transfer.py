@@ -215,7 +215,10 @@ def score_sinus(root: Path, predictor, max_frames, batch_size, sampling="bilinea
     from colondepth.eval.sparse_depth import SparseScores, sample_depth
 
     seq = sinus_sfm.read_sequence(root)
-    pool = list(range(len(seq))) if frames is None else [f for f in frames if 0 <= f < len(seq)]
+    n = len(seq)
+    if isinstance(frames, range):  # an open-ended range (e.g. "from frame 110 on") is clipped, not walked
+        frames = range(max(frames.start, 0), min(frames.stop, n), frames.step) if frames.step > 0 else frames
+    pool = list(range(n)) if frames is None else [f for f in frames if 0 <= f < n]
     frames = [pool[i] for _, i in select_frames([len(pool)], max_frames)] if pool else []
     predict = make_predict(predictor, seq.intrinsics, seq)
     scores = {m: SparseScores(align="median") for m in ("model", "physics", "constant")}
