@@ -28,6 +28,21 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (``benchmarks/`` goes on ``sys.path`` first, so the script's
+    imports of its sibling benchmarks resolve)."""
+    import importlib.util
+    import sys
+
+    folder = REPO_ROOT / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run a module's tiny-tensor tests on one torch thread (restored afterwards).

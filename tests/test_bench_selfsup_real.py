@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from conftest import load_benchmark
+
 
 @pytest.fixture(scope="module")
-def bench(repo_root):
-    sys.path.insert(0, str(repo_root / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_selfsup_real",
-                                                  repo_root / "benchmarks" / "bench_selfsup_real.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench():
+    return load_benchmark("bench_selfsup_real")
 
 
 def test_pose_scores_exact_estimator_is_zero(bench):

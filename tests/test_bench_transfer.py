@@ -3,7 +3,6 @@ protocol checked on an analytic scene, and the README table generated from the c
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
@@ -14,13 +13,12 @@ from colondepth.datasets.sinus_sfm import write_sequence
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+from conftest import load_benchmark
+
 
 @pytest.fixture(scope="module")
-def bench(repo_root):
-    spec = importlib.util.spec_from_file_location("bench_transfer", repo_root / "benchmarks" / "bench_transfer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench():
+    return load_benchmark("bench_transfer")
 
 
 def _tiny_checkpoint(path):

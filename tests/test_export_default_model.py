@@ -3,7 +3,6 @@ pose-only run on exactly the same depth weights (and a clear refusal otherwise).
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
@@ -13,14 +12,12 @@ from colondepth.models.depth_net import DepthNet, DepthNetConfig
 from colondepth.models.pose_net import PoseNet, PoseNetConfig
 from colondepth.train.checkpoint import make_card, save_checkpoint
 
+from conftest import load_benchmark
+
 
 @pytest.fixture(scope="module")
-def export(repo_root):
-    spec = importlib.util.spec_from_file_location("export_default_model",
-                                                  repo_root / "benchmarks" / "export_default_model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+def export():
+    return load_benchmark("export_default_model").main
 
 
 def _depth(seed):
@@ -56,10 +53,7 @@ def test_export_with_pose_network(tmp_path, export, capsys):
 
 
 def test_average_checkpoints(tmp_path, repo_root):
-    spec = importlib.util.spec_from_file_location("average_checkpoints",
-                                                  repo_root / "benchmarks" / "average_checkpoints.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("average_checkpoints")
     a, b = _depth(0), _depth(1)
     pa = save_checkpoint(tmp_path / "a.pt", a, make_card(a, "d", "s", 0, 10, "x"), {})
     pb = save_checkpoint(tmp_path / "b.pt", b, make_card(b, "d", "s", 0, 20, "x"), {})

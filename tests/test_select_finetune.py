@@ -3,19 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import pytest
 
+from conftest import load_benchmark
+
 
 @pytest.fixture(scope="module")
-def sel(repo_root):
-    sys.path.insert(0, str(repo_root / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("select_finetune", repo_root / "benchmarks" / "select_finetune.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def sel():
+    return load_benchmark("select_finetune")
 
 
 def test_split_is_disjoint_from_the_reported_frames(sel, repo_root):

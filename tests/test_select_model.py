@@ -4,20 +4,16 @@ committed selection result agreeing with the shipped model."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 
 import pytest
 
+from conftest import load_benchmark
+
 
 @pytest.fixture(scope="module")
-def sel(repo_root):
-    sys.path.insert(0, str(repo_root / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("select_model", repo_root / "benchmarks" / "select_model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def sel():
+    return load_benchmark("select_model")
 
 
 def _res(sel, *abs_rels):
