@@ -162,16 +162,16 @@ def score_dense(sequences, predictor, max_frames=None, batch_size=8) -> dict:
     by_seq: dict = {}
     for s, f in pairs:
         by_seq.setdefault(s, []).append(f)
-    parts = [(_subset(sequences[s], fr), fr) for s, fr in sorted(by_seq.items())]
-    sub_index = {id(sub): s for (sub, _), s in zip(parts, sorted(by_seq))}  # the whole sequence gives the view
-    constant_mm = dataset_median_depth_mm(sub.depth_mm(i) for sub, _ in parts for i in range(len(sub)))
+    # each scored subset with its predictor, made once: the crop comes from the whole sequence's view box
+    parts = [(_subset(sequences[s], fr), fr, make_predict(predictor, sequences[s].intrinsics, sequences[s]))
+             for s, fr in sorted(by_seq.items())]
+    constant_mm = dataset_median_depth_mm(sub.depth_mm(i) for sub, _, _ in parts for i in range(len(sub)))
     out = {"num_frames": len(pairs), "num_sequences": len(parts)}
     for align, key in (("median", "median"), ("none", "metric")):
         merged = None
-        for sub, frames in parts:
-            rep = evaluate_sequences([sub], make_predict(predictor, sub.intrinsics, sequences[sub_index[id(sub)]]),
-                                     align=align,
-                                     constant_mm=constant_mm, batch_size=batch_size, progress=False)
+        for sub, frames, predict in parts:
+            rep = evaluate_sequences([sub], predict, align=align, constant_mm=constant_mm, batch_size=batch_size,
+                                     progress=False)
             for fr in rep.frames:
                 fr["frame"] = int(frames[fr["frame"]])
             if merged is None:
