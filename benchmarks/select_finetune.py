@@ -2,13 +2,17 @@
 
     python benchmarks/select_finetune.py                       # every arm, seeds 0 1 2
     python benchmarks/select_finetune.py --arms defaults depth_scale_anchor --seeds 0
+    python benchmarks/select_finetune.py --split long --steps 1000   # the longer clip
 
-The sinus SfM sample (``SHARED/sinus_sfm_sample``) is split in time, away from every reported frame
-(``bench_selfsup_real`` reports frames 250-380, ``bench_transfer`` 110-380):
+The sinus SfM sample (``SHARED/sinus_sfm_sample``) is split in time, away from the frames the fine-tuning is
+reported on (``bench_selfsup_real`` fine-tunes on 0-249 and reports frames 250-380):
 
-- frames 0-69: fine-tuning input (images and intrinsics only), ``colondepth finetune`` with its defaults
-  plus the arm's options, ``--seed`` and ``--no-keep-best``;
-- frames 70-109: validation, median-scaled abs_rel at the SfM points (``bench_transfer.score_sinus``).
+- ``--split short`` (default): fine-tune on frames 0-69 (images and intrinsics only: ``colondepth finetune``
+  with its defaults plus the arm's options, ``--seed`` and ``--no-keep-best``), validate on frames 70-109
+  (median-scaled abs_rel at the SfM points, ``bench_transfer.score_sinus``); both before ``bench_transfer``'s
+  test frames 110-380;
+- ``--split long``: fine-tune on frames 0-199, validate on 200-249: closer to the reported use (250 frames of
+  input) and still disjoint from its test frames 250-380.
 
 Every run ends with its last weights (``--no-keep-best``): the held-out check of ``colondepth finetune`` is a
 safety net of the product, and on this short clip it keeps the initial depth network in every arm (measured:
@@ -33,9 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "finetune_selection.json"
-TRAIN_FRAMES = range(0, 70)
-VAL_FRAMES = range(70, 110)
+#: split name -> (fine-tuning frames, validation frames, results JSON)
+SPLITS = {
+    "short": (range(0, 70), range(70, 110), REPO / "benchmarks" / "results" / "finetune_selection.json"),
+    "long": (range(0, 200), range(200, 250), REPO / "benchmarks" / "results" / "finetune_selection_long.json"),
+}
+TRAIN_FRAMES, VAL_FRAMES, DEFAULT_OUT = SPLITS["short"]
 #: arm name -> extra ``colondepth finetune`` options (on top of its defaults)
 ARMS = {
     "defaults": [],
@@ -45,6 +52,7 @@ ARMS = {
     "frame_skip_2": ["--frame-skip", "2"],
     "light_tip": ["--light", "tip"],
     "coopnet": ["--coopnet"],
+    "always_normalise": ["--min-translation-norm", "0"],
 }
 
 
@@ -78,15 +86,22 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--split", choices=list(SPLITS), default="short",
+                    help="short: fine-tune on 0-69, validate on 70-109; long: 0-199 -> 200-249 (default short)")
     ap.add_argument("--steps", type=int, default=400, help="fine-tuning steps per run (default 400)")
     ap.add_argument("--checkpoint", default=None, help="model to start from (default: the shipped default model)")
     ap.add_argument("--shared-data", type=Path, default=default_shared_data())
-    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".cache" / "select_finetune")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--work", type=Path, default=None,
+                    help="run folders (default benchmarks/.cache/select_finetune, _long for the long split)")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default: the split's, see SPLITS)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rescore", action="store_true",
                     help="score the runs already in --work again with the current scoring code (no training)")
     args = ap.parse_args(argv)
+    train_frames, val_frames, out = SPLITS[args.split]
+    args.out = args.out or out
+    args.work = args.work or REPO / "benchmarks" / ".cache" / ("select_finetune" + ("" if args.split == "short"
+                                                                                  else f"_{args.split}"))
     torch.set_num_threads(args.threads)
     root = (args.shared_data or Path("missing")) / "sinus_sfm_sample"
     if not root.is_dir():
@@ -95,12 +110,13 @@ def main(argv=None) -> int:
 
     def score(ckpt) -> float:
         pred = DepthPredictor.from_checkpoint(ckpt, device="cpu")
-        return float(score_sinus(root, pred, None, 8, frames=VAL_FRAMES)["model"]["pooled"]["abs_rel"])
+        return float(score_sinus(root, pred, None, 8, frames=val_frames)["model"]["pooled"]["abs_rel"])
 
     doc = {"benchmark": "finetune_selection",
            "command": "python benchmarks/select_finetune.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "finetune_frames": [TRAIN_FRAMES[0], TRAIN_FRAMES[-1]], "validation_frames": [VAL_FRAMES[0], VAL_FRAMES[-1]],
+           "split": args.split, "finetune_frames": [train_frames[0], train_frames[-1]],
+           "validation_frames": [val_frames[0], val_frames[-1]],
            "steps": args.steps, "metric": "median-scaled abs_rel at the SfM points of the validation frames",
            "initial": score(checkpoint), "arms": {}}
     if args.out.is_file():  # runs already measured with the same split and steps are kept (resumable)
@@ -120,7 +136,7 @@ def main(argv=None) -> int:
             if str(seed) in rec["per_seed"]:
                 continue
             work = args.work / f"{arm}_seed{seed}"
-            tuned, seconds = finetune(checkpoint, root, work, args.steps, TRAIN_FRAMES,
+            tuned, seconds = finetune(checkpoint, root, work, args.steps, train_frames,
                                       options=[*ARMS[arm], "--seed", str(seed), "--no-keep-best"])
             rec["per_seed"][str(seed)] = {"abs_rel": score(tuned), "seconds": round(seconds, 1)}
             print(f"{arm} seed {seed}: {rec['per_seed'][str(seed)]['abs_rel']:.4f} ({seconds:.0f} s)", flush=True)

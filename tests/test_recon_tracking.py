@@ -73,6 +73,29 @@ def test_similarity_step_recovers_a_small_motion_and_scale():
     assert sig6 == 0.0 and np.allclose(T6[:3, :3] @ T6[:3, :3].T, np.eye(3))
 
 
+def test_degeneracy_aware_step_keeps_the_guess_along_the_axis_of_a_tube():
+    """A tube (radius 10 mm around the z axis) constrains x, y and the rotations about x and y, not the motion
+    along z; five points of an end cap (normal z) pull 3 mm along z.  The plain step follows the cap; the
+    degeneracy-aware step corrects the lateral offset alike and leaves z where the guess put it."""
+    rng = np.random.default_rng(1)
+    th, z = rng.uniform(0, 2 * np.pi, 2000), rng.uniform(5, 60, 2000)
+    q = np.stack([10 * np.cos(th), 10 * np.sin(th), z], 1)
+    n = -np.stack([np.cos(th), np.sin(th), np.zeros_like(th)], 1)
+    cap_q = np.column_stack([rng.uniform(-3, 3, (5, 2)), np.full(5, 70.0)])
+    cap_p = cap_q + [0.0, 0.0, 3.0]
+    off = np.array([0.5, -0.3, 0.0])
+    p = np.concatenate([q + off, cap_p])
+    Q = np.concatenate([q, cap_q])
+    N = np.concatenate([n, np.tile([0.0, 0.0, -1.0], (5, 1))])
+    c = np.zeros(3)
+    for ratio, dz in ((0.0, -3.0), (0.03, 0.0)):
+        T, _ = similarity_point_to_plane(p, Q, N, c, estimate_scale=False, degeneracy_ratio=ratio)
+        assert T[:2, 3] == pytest.approx(-off[:2], abs=0.02), ratio
+        assert T[2, 3] == pytest.approx(dz, abs=0.05), ratio
+    T, sig = similarity_point_to_plane(p, Q, N, c, degeneracy_ratio=0.03)  # with the depth scale as well
+    assert T[:2, 3] == pytest.approx(-off[:2], abs=0.05) and abs(T[2, 3]) < 0.05 and abs(sig) < 0.01
+
+
 def test_tracker_corrects_a_wrong_pose_guess_and_a_wrong_depth_scale():
     intr = small_intrinsics(64, fov_deg=90.0)
     G = _poses()

@@ -14,13 +14,16 @@ def sel():
     return load_benchmark("select_finetune")
 
 
-def test_split_is_disjoint_from_the_reported_frames(sel, repo_root):
+def test_splits_are_disjoint_from_the_reported_frames(sel, repo_root):
     import bench_selfsup_real
 
-    chosen = set(sel.TRAIN_FRAMES) | set(sel.VAL_FRAMES)
-    assert not chosen & set(bench_selfsup_real.TEST_FRAMES)
-    assert max(chosen) < 110  # bench_transfer reports sinus frames 110-380
-    assert not set(sel.TRAIN_FRAMES) & set(sel.VAL_FRAMES)
+    for name, (train, val, out) in sel.SPLITS.items():
+        assert not (set(train) | set(val)) & set(bench_selfsup_real.TEST_FRAMES), name
+        assert not set(train) & set(val), name
+        assert max(train) < min(val), name  # validation after the fine-tuning frames, as the benchmark's test
+    short_train, short_val, _ = sel.SPLITS["short"]
+    assert max(set(short_train) | set(short_val)) < 110  # bench_transfer reports sinus frames 110-380
+    assert len({out for _, _, out in sel.SPLITS.values()}) == len(sel.SPLITS)  # one JSON per split
 
 
 def test_every_arm_parses_as_finetune_options(sel):

@@ -32,6 +32,7 @@ SCHEMA_DEFAULTS = {
     "smoothness": ("stage", "loss", "smoothness_weight"),
     "explainability": ("stage", "loss", "explainability_weight"),
     "translation_normalisation": ("stage", "translation_normalisation"),
+    "min_translation_norm": ("stage", "min_translation_norm_mm"),
     "depth_scale_anchor": ("stage", "depth_scale_anchor"),
     "invalid_warp": ("stage", "invalid_warp"),
     "light": ("stage", "light"),
@@ -97,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=d("translation_normalisation"),
                         help="pin the translation scale after the pose warm-up; --no-translation-normalisation lets "
                              f"the depth scale float (default {_on_off(d('translation_normalisation'))})")
+    parser.add_argument("--min-translation-norm", type=float, default=d("min_translation_norm"), metavar="MM",
+                        help="a pose warm-up mean translation below MM per frame step switches translation "
+                             f"normalisation off (default {d('min_translation_norm'):g}; 0: always normalise)")
     parser.add_argument("--depth-scale-anchor", action=argparse.BooleanOptionalAction,
                         default=d("depth_scale_anchor"),
                         help="per image, rescale the predicted depth to the --init model's median: the scale "
@@ -177,6 +181,7 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
         "frame_skip": int(args.frame_skip),
         "loss": {"smoothness_weight": float(args.smoothness), "explainability_weight": float(args.explainability)},
         "translation_normalisation": bool(args.translation_normalisation),
+        "min_translation_norm_mm": float(args.min_translation_norm),
         "depth_scale_anchor": bool(args.depth_scale_anchor),
         "invalid_warp": str(args.invalid_warp),
         "light": str(args.light),
@@ -240,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--lr {args.lr:g}: the learning rate must be positive (e.g. 1e-4)")
     if args.frame_skip < 1:
         raise UserError(f"--frame-skip {args.frame_skip}: must be at least 1")
+    if not args.min_translation_norm >= 0:
+        raise UserError(f"--min-translation-norm {args.min_translation_norm:g}: must be 0 or more mm per frame step")
     if args.checkpoint_every < 1:
         raise UserError(f"--checkpoint-every {args.checkpoint_every}: must be at least 1 step")
     if args.eval_every < 1:

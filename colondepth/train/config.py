@@ -320,6 +320,9 @@ class SelfSupervisedStage(_StageCommon):
     automask: bool = False
     brightness_alignment: bool = True
     translation_normalisation: bool = True
+    # a pose warm-up mean translation (mm per frame step) below this turns translation normalisation off for the
+    # stage ("the pose network did not learn"); 0: normalise to whatever the warm-up measured
+    min_translation_norm_mm: float = Field(1e-2, ge=0)
     # per image, rescale predicted depth to the initial model's median (the scale follows the supervised depth
     # on every snippet, not a constant speed); translations are then not normalised
     depth_scale_anchor: bool = False

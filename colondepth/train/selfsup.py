@@ -49,8 +49,9 @@ Scale
     predicted translation norm over the last quarter of that warm-up becomes a fixed per-frame-step
     translation scale (see docs/finetune.md for the measured warm-up).  With ``translation_normalisation``
     (Pinard et al. 2018) every later step rescales the predicted translations to that norm, which pins the
-    depth scale against drift.  A warm-up mean below :data:`MIN_TRANSLATION_NORM_MM` turns normalisation off
-    for the stage, with a warning.  ``train_depth: false`` makes the whole stage a warm-up: only the pose
+    depth scale against drift.  A warm-up mean below ``min_translation_norm_mm`` (default
+    :data:`MIN_TRANSLATION_NORM_MM`) turns normalisation off for the stage, with a warning; a warm-up mean of 0
+    always does.  ``train_depth: false`` makes the whole stage a warm-up: only the pose
     network learns, its translations take the frozen depth network's (metric) scale, and no normalisation is
     applied: how a pose network is trained for a finished depth model.
 
@@ -485,11 +486,12 @@ class SelfSupervisedKind:
                 or not stage.train_depth or self.steps_done < self.warmup_steps):
             return
         c = self.trans_sum / max(self.trans_count, 1)
-        if c < MIN_TRANSLATION_NORM_MM:
+        if c <= 0 or c < float(stage.min_translation_norm_mm):
             import warnings
 
             warnings.warn(f"stage {stage.name}: the pose network barely moved during its "
-                          f"{self.warmup_steps}-step warm-up (mean translation {c:.4f} mm); translation "
+                          f"{self.warmup_steps}-step warm-up (mean translation {c:.4f} mm, under "
+                          f"min_translation_norm_mm {float(stage.min_translation_norm_mm):g}); translation "
                           "normalisation is off for this stage; give the stage more steps", stacklevel=3)
             self.scale_unset = True
         else:
