@@ -405,6 +405,70 @@ def test_pose_only_stage_leaves_the_depth_network_exactly_as_loaded(tmp_path):
     assert kind.translation_norm_mm is None and kind.bundle_pose()["translation_norm_mm"] == -1.0
 
 
+def test_relative_pose_loss_counts_millimetres_of_displacement():
+    import math
+
+    from colondepth.losses.pose import relative_pose_loss
+
+    gt = torch.eye(4).repeat(2, 3, 1, 1)
+    assert float(relative_pose_loss(gt.clone(), gt)) == 0.0
+    moved = gt.clone()
+    moved[..., :3, 3] = torch.tensor([1.0, 2.0, -2.0])  # L1 norm 5 mm
+    assert float(relative_pose_loss(moved, gt)) == pytest.approx(5.0)
+    th = 0.1
+    turned = gt.clone()
+    turned[..., :2, :2] = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    # 2 sin(theta / 2) * rotation_mm: the chord a point at that distance travels
+    assert float(relative_pose_loss(turned, gt, rotation_mm=30.0)) == pytest.approx(30 * 2 * math.sin(th / 2), rel=1e-5)
+    with pytest.raises(ValueError, match="4, 4"):
+        relative_pose_loss(gt[..., :3, :], gt[..., :3, :])
+
+
+def test_pose_supervision_teaches_the_pose_network_the_true_motion(tmp_path):
+    """A pose-only stage with ``pose_supervision_weight`` on a sequence with exact poses: the supervised term
+    is logged and falls under training; without it the stage does not see the ground truth."""
+    from colondepth.losses.pose import relative_pose_loss
+
+    kind, net, batch = _kind(tmp_path, {"train_depth": False, "pose_supervision_weight": 1.0})
+    opt = torch.optim.AdamW(kind.parameters(), lr=1e-3)
+    first = None
+    for _ in range(40):
+        loss, parts = kind.step(batch)
+        first = parts["pose_supervision"] if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = kind.pose_model(batch["target"], batch["sources"])
+    last = float(relative_pose_loss(out.src_from_tgt, batch["src_from_tgt"]))
+    assert first > 1.0 and last < 0.5 * first
+    kind0, _, _ = _kind(tmp_path / "off", {"train_depth": False})
+    assert "pose_supervision" not in kind0.step(batch)[1]
+
+
+def test_pose_supervision_needs_sources_with_poses(tmp_path):
+    from colondepth.device import default_device
+    from colondepth.errors import UserError
+    from colondepth.train.config import parse_curriculum
+    from colondepth.train.selfsup import SelfSupervisedKind
+    from colondepth.train.stage import StageContext
+
+    video = write_tube_video(tmp_path / "frames", 8)
+    cur = parse_curriculum({
+        "name": "t", "model": {"input_size": [32, 32], "encoder_channels": TINY["encoder_channels"],
+                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": "group"},
+        "stages": [{"name": "ss", "kind": "self_supervised", "init_from": "none.pt", "pose_supervision_weight": 1.0,
+                    "sources": [{"path": str(video), "format": "frames"}], "intrinsics": str(tmp_path / "k.yaml"),
+                    "budget": {"steps": 10}}],
+    })
+    net = DepthNet(cur.model.to_net_config())
+    ctx = StageContext(curriculum=cur, stage=cur.stages[0], stage_index=0, net=net, model=net,
+                       device=default_device("cpu"), run_dir=tmp_path, curriculum_dir=tmp_path, data_dirs=[], pool=None)
+    ctx.stage = cur.stages[0].model_copy(update={"init_from": "previous"})
+    with pytest.raises(UserError, match="pose_supervision_weight 1 needs poses.*frames"):
+        SelfSupervisedKind(ctx).make_data()
+
+
 def test_stage_starts_from_the_pose_network_of_its_init_bundle(tmp_path):
     from colondepth.models.bundle import pose_entry
     from colondepth.train.checkpoint import make_card, save_checkpoint

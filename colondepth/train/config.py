@@ -343,6 +343,11 @@ class SelfSupervisedStage(_StageCommon):
     # scale of that depth network (no translation normalisation): a pose network for a finished depth model
     train_depth: bool = True
     rehearsal: SelfSupervisedRehearsal = SelfSupervisedRehearsal()
+    # weight of the supervised relative-pose loss (colondepth.losses.pose.relative_pose_loss, mm) on snippets
+    # whose sequences have exact poses (synthetic video); 0: off.  Every source must then have poses.
+    pose_supervision_weight: float = Field(0.0, ge=0)
+    # the distance (mm) at which a rotation error is counted as displacement in that loss
+    pose_supervision_rotation_mm: float = Field(20.0, gt=0)
     coopnet: CoopNetSection = CoopNetSection()
     # keep the better model: the stage ends with the weights of lowest photometric error on the held-out
     # snippets of its own videos, the initial model included (evaluated every promotion.eval_every_steps);

@@ -252,6 +252,12 @@ class SelfSupervisedKind:
 
         stage = self.ctx.stage
         sequences, clips, self.sequence_names = open_stage_sequences(stage, self.ctx.curriculum_dir)
+        if stage.pose_supervision_weight > 0:
+            missing = [name for name, seq in zip(self.sequence_names, sequences) if not seq.has_poses]
+            if missing:
+                raise UserError(f"stage {stage.name}: pose_supervision_weight {stage.pose_supervision_weight:g} "
+                                f"needs poses, but {missing[0]} has none ({len(missing)} sequence(s) without); "
+                                "use synthetic sources or set pose_supervision_weight: 0")
         snippets = sequence_snippets(sequences, clips, SNIPPET_LENGTH, frame_skip=stage.frame_skip)
         names = ", ".join(s.path for s in stage.sources)
         require_snippets(snippets, f"stage {stage.name} ({names})", SNIPPET_LENGTH, stage.frame_skip)
@@ -456,6 +462,13 @@ class SelfSupervisedKind:
         if gauge is not None:
             total = total + gauge
             parts["depth_scale_gauge"] = float(gauge.detach())
+        if self.ctx.stage.pose_supervision_weight > 0:
+            from colondepth.losses.pose import relative_pose_loss
+
+            sup = relative_pose_loss(pose_out.src_from_tgt, batch["src_from_tgt"].to(tgt.device),
+                                     self.ctx.stage.pose_supervision_rotation_mm)
+            total = total + float(self.ctx.stage.pose_supervision_weight) * sup
+            parts["pose_supervision"] = float(sup.detach())
         if not warm:
             from colondepth.losses.photometric import log_depth_anchor_loss
 
