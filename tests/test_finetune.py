@@ -444,6 +444,9 @@ def test_pose_supervision_teaches_the_pose_network_the_true_motion(tmp_path):
     assert first > 1.0 and last < 0.5 * first
     kind0, _, _ = _kind(tmp_path / "off", {"train_depth": False})
     assert "pose_supervision" not in kind0.step(batch)[1]
+    # validation reports the pose error of sequences with exact poses, as the loss computes it
+    val = kind.validate([batch])
+    assert val["val_pose_error_mm"] == pytest.approx(last, rel=1e-4)
 
 
 def test_pose_supervision_needs_sources_with_poses(tmp_path):

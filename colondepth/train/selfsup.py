@@ -544,7 +544,7 @@ class SelfSupervisedKind:
             self._settle_translation_scale()  # the reference after the warm-up uses the scale of later steps
         t_norm = self._eval_translation_norm()
         losses, abs_rel, abs_rel_med, n = [], [], [], 0
-        photo, coverage = [], []
+        photo, coverage, pose_err = [], [], []
         try:
             for batch in loader:
                 tgt, src, K, fov, depths, pose_out = self._forward(batch, train_depth=True)
@@ -559,6 +559,12 @@ class SelfSupervisedKind:
                 e, c = self._heldout_photometric(tgt, src, K, fov, depths, pose_out, pose)
                 photo += e
                 coverage += c
+                if "src_from_tgt" in batch:  # exact poses (synthetic video): the raw network's pose error
+                    from colondepth.losses.pose import relative_pose_loss
+
+                    pose_err.append(float(relative_pose_loss(
+                        pose_out.src_from_tgt, batch["src_from_tgt"].to(tgt.device),
+                        self.ctx.stage.pose_supervision_rotation_mm)) * len(tgt))
                 if "depth_mm" in batch:
                     gt = batch["depth_mm"].to(tgt.device)
                     pred = depths[0]
@@ -576,6 +582,8 @@ class SelfSupervisedKind:
         if photo:
             out["heldout_photometric"] = float(np.mean(photo))
             out["heldout_coverage"] = float(np.mean(coverage))
+        if pose_err:
+            out["val_pose_error_mm"] = sum(pose_err) / max(n, 1)
         if abs_rel:
             out["val_abs_rel"] = float(np.mean(abs_rel))
             out["val_abs_rel_median_scaled"] = float(np.mean(abs_rel_med))
