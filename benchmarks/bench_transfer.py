@@ -212,7 +212,7 @@ def score_sinus(root: Path, predictor, max_frames, batch_size, sampling="bilinea
     from colondepth.datasets import sinus_sfm
     from colondepth.eval.baselines import physics_depth_mm
     from colondepth.eval.evaluate import select_frames
-    from colondepth.eval.sparse_depth import SparseScores, sample_depth
+    from colondepth.eval.sparse_depth import score_sparse_frames
 
     seq = sinus_sfm.read_sequence(root)
     n = len(seq)
@@ -220,20 +220,11 @@ def score_sinus(root: Path, predictor, max_frames, batch_size, sampling="bilinea
         frames = range(max(frames.start, 0), min(frames.stop, n), frames.step) if frames.step > 0 else frames
     pool = list(range(n)) if frames is None else [f for f in frames if 0 <= f < n]
     frames = [pool[i] for _, i in select_frames([len(pool)], max_frames)] if pool else []
-    predict = make_predict(predictor, seq.intrinsics, seq)
-    scores = {m: SparseScores(align="median") for m in ("model", "physics", "constant")}
-    for start in range(0, len(frames), batch_size):
-        chunk = frames[start:start + batch_size]
-        rgbs = np.stack([seq.rgb(f) for f in chunk])
-        preds = np.asarray(predict(rgbs))
-        for rgb, pred, f in zip(rgbs, preds, chunk):
-            pts = sinus_sfm.sparse_points(seq, f)
-            if len(pts) == 0:
-                continue
-            scores["model"].add(sample_depth(pred, pts.u, pts.v, sampling), pts.z)
-            phys = physics_depth_mm(rgb, seq.intrinsics)
-            scores["physics"].add(sample_depth(phys, pts.u, pts.v, sampling), pts.z)
-            scores["constant"].add(np.ones_like(pts.z), pts.z)
+    methods = {"model": make_predict(predictor, seq.intrinsics, seq),
+               "physics": lambda rgbs: np.stack([physics_depth_mm(r, seq.intrinsics) for r in rgbs]),
+               "constant": lambda rgbs: np.ones(rgbs.shape[:3])}
+    scores = score_sparse_frames(frames, seq.rgb, lambda f: sinus_sfm.sparse_points(seq, f), methods,
+                                 batch_size=batch_size, sampling=sampling)
     res = {"source": shown_path(root), "kind": "sparse SfM points (scale-free units)", "metric_available": False,
            "sampling": sampling, "align": "median per frame: median(z) / median(pred) over the frame's points",
            "intrinsics": seq.intrinsics.to_dict(), "num_frames": len(frames),

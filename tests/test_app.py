@@ -99,6 +99,12 @@ def make_app_root(root: Path) -> Path:
     recs[-1]["abs_rel"] = 0.3
     recs += [{"stage": "sup_L1", "step": s, "loss": 0.5 / (s + 1)} for s in range(3)]
     recs[-1]["abs_rel"] = 0.2
+    recs += [{"type": "monitor", "stage": "sup_L0", "global_step": 4, "set": "L0", "set_kind": "level",
+              "abs_rel_median_scaled": 0.2, "abs_rel": 0.3, "frames": 3},
+             {"type": "monitor", "stage": "sup_L0", "global_step": 4, "set": "real", "set_kind": "foreign",
+              "abs_rel_median_scaled": 0.25, "abs_rel": None, "frames": 3},
+             {"type": "monitor", "stage": "sup_L1", "global_step": 6, "set": "L0", "set_kind": "level",
+              "abs_rel_median_scaled": 0.22, "abs_rel": 0.35, "frames": 3}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
     rec = root / "reconstructions" / "tube"
@@ -250,7 +256,7 @@ class TestLoading:
 
     def test_metrics_jsonl(self, app_root, tmp_path):
         recs = appdata.read_metrics(app_root / "runs" / "run1")
-        assert len(recs) == 8 and recs[0]["stage"] == "sup_L0"
+        assert len(recs) == 11 and recs[0]["stage"] == "sup_L0"
         df = appdata.metrics_frame(recs)
         # second stage continues after the first (last step 4): x = 4, 5, 6
         assert df["x"].tolist() == [0, 1, 2, 3, 4, 4, 5, 6]
@@ -809,7 +815,13 @@ class TestPages:
         assert table["name"].tolist() == ["sup_L0", "sup_L1"]
         assert table["budget"].tolist() == ["steps=4", "steps=2"]
         specs = _plotly_specs(at)
-        assert [s["layout"]["title"]["text"] for s in specs] == ["loss", "abs_rel"]
+        assert [s["layout"]["title"]["text"] for s in specs] == ["abs_rel, median-scaled", "abs_rel, metric (mm)",
+                                                                 "loss", "abs_rel"]
+        monitor = {t["name"]: t for t in specs[0]["data"]}
+        assert _array(monitor["L0"]["x"]) == [4, 6] and _array(monitor["L0"]["y"]) == [0.2, 0.22]
+        assert _array(monitor["real"]["y"]) == [0.25]
+        assert {t["name"] for t in specs[1]["data"]} == {"L0"}  # the scale-free set has no metric curve
+        specs = specs[2:]
         loss = {t["name"]: t for t in specs[0]["data"]}
         assert set(loss) == {"sup_L0", "sup_L1"}
         assert _array(loss["sup_L1"]["x"]) == [4, 5, 6]

@@ -81,3 +81,32 @@ def test_shared_sample(shared_data):
     assert 100 < len(pts) < 1000 and np.all(pts.z > 0)
     assert np.all((pts.u >= 0) & (pts.u <= 479) & (pts.v >= 0) & (pts.v <= 269))
     assert seq.fov_mask[np.rint(pts.v).astype(int), np.rint(pts.u).astype(int)].all()
+
+
+def test_score_sparse_frames_batches_methods_and_skips_frames_without_points():
+    from types import SimpleNamespace
+
+    from colondepth.eval.sparse_depth import score_sparse_frames
+
+    rng = np.random.default_rng(3)
+    depth = [rng.uniform(10, 40, (6, 8)) for _ in range(5)]
+
+    def points_of(i):
+        if i == 2:  # a frame whose points were all filtered out
+            return SimpleNamespace(u=np.zeros(0), v=np.zeros(0), z=np.zeros(0))
+        u, v = np.array([0.0, 3.0, 7.0, 5.0]), np.array([0.0, 2.0, 5.0, 1.0])
+        return SimpleNamespace(u=u, v=v, z=depth[i][v.astype(int), u.astype(int)])
+
+    calls = []
+
+    def twice(rgbs):
+        calls.append(len(rgbs))
+        return np.stack([2 * depth[int(r[0, 0, 0])] for r in rgbs])  # the frame number rides in the image
+
+    rgb_of = lambda i: np.full((6, 8, 3), i, np.uint8)  # noqa: E731
+    out = score_sparse_frames(range(5), rgb_of, points_of, {"twice": twice, "ones": lambda r: np.ones(r.shape[:3])},
+                              batch_size=2)
+    assert calls == [2, 2, 1]
+    assert out["twice"].num_frames == 4 and out["twice"].num_points == 16
+    assert out["twice"].summary()["pooled"]["abs_rel"] == pytest.approx(0.0, abs=1e-12)  # right up to scale
+    assert out["ones"].summary()["pooled"]["abs_rel"] > 0.05

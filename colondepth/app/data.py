@@ -537,6 +537,19 @@ def metric_columns(records: list[dict]) -> list[str]:
     return sorted(names, key=rank)
 
 
+def monitor_frame(records: list[dict]):
+    """The forgetting monitor's records (``type: monitor``, :mod:`colondepth.train.monitor`) as a DataFrame with
+    columns ``x`` (global step), ``set``, ``set_kind``, ``abs_rel_median_scaled`` and ``abs_rel`` (NaN for
+    scale-free sets); empty when the run had no monitor."""
+    import pandas as pd
+
+    rows = [{"x": r.get("global_step", r.get("step")), "set": str(r["set"]), "set_kind": r.get("set_kind", ""),
+             "abs_rel_median_scaled": r.get("abs_rel_median_scaled"),
+             "abs_rel": float("nan") if r.get("abs_rel") is None else r["abs_rel"]}
+            for r in records if r.get("type") == "monitor" and "set" in r]
+    return pd.DataFrame(rows, columns=["x", "set", "set_kind", "abs_rel_median_scaled", "abs_rel"])
+
+
 def metrics_frame(records: list[dict]):
     """The curve records as a pandas DataFrame with columns ``x`` (global step), ``stage`` and the metrics.
 

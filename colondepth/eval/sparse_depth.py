@@ -17,7 +17,7 @@ Units: ``rmse`` and ``sq_rel`` are in the ground truth's unit (SfM units for sca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -127,3 +127,27 @@ class SparseScores:
             "per_frame_mean": mean_metrics(self.frame_metrics),
             "scale": {"median": float(np.median(scales)), "cv": float(np.std(scales) / np.mean(scales))},
         }
+
+
+def score_sparse_frames(frames, rgb_of: Callable[[int], np.ndarray], points_of: Callable, methods: dict,
+                        batch_size: int = 8, sampling: str = "bilinear", align: str = "median") -> dict:
+    """Score depth methods at the sparse points of ``frames`` of one video.
+
+    ``rgb_of(i)`` -> ``(H, W, 3)`` uint8 frame ``i``; ``points_of(i)`` -> points with arrays ``u``, ``v`` (px)
+    and ``z`` (ground-truth depth); ``methods``: name -> ``(B, H, W, 3) uint8 -> (B, H, W)`` depth.  Frames
+    are predicted ``batch_size`` at a time; frames without points are skipped.  Returns name ->
+    :class:`SparseScores` (``summary()`` for the metrics).
+    """
+    frames = list(frames)
+    scores = {name: SparseScores(align=align) for name in methods}
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        rgbs = np.stack([rgb_of(f) for f in chunk])
+        preds = {name: np.asarray(fn(rgbs)) for name, fn in methods.items()}
+        for j, f in enumerate(chunk):
+            pts = points_of(f)
+            if len(pts.z) == 0:
+                continue
+            for name, sc in scores.items():
+                sc.add(sample_depth(preds[name][j], pts.u, pts.v, sampling), pts.z)
+    return scores

@@ -401,6 +401,32 @@ class CheckpointSection(_Strict):
     log_every_steps: int = Field(10, gt=0)  # metrics.jsonl training records
 
 
+class MonitorSet(_Strict):
+    """A data set the forgetting monitor scores besides the levels (``colondepth.train.monitor``)."""
+
+    name: str = Field(min_length=1)
+    path: str  # relative to the curriculum file
+    format: Literal["colondepth", "simcol3d", "c3vd", "sinus_sfm"] = "colondepth"
+    # [first, last] frame numbers to score (inclusive), e.g. a real video's validation frames; default all
+    frames: Optional[tuple[int, int]] = None
+
+    @model_validator(mode="after")
+    def _frames(self) -> "MonitorSet":
+        if self.frames is not None and not 0 <= self.frames[0] <= self.frames[1]:
+            raise ValueError(f"frames: must be [first, last] with 0 <= first <= last, got {list(self.frames)}")
+        return self
+
+
+class MonitorSection(_Strict):
+    """The forgetting monitor: every ``every_steps`` optimizer steps (and at every stage's end), the depth
+    network's error on the validation frames of every level trained on so far and on the ``foreign`` sets,
+    logged as ``monitor`` records of ``metrics.jsonl``; 0: off."""
+
+    every_steps: int = Field(0, ge=0)
+    max_frames: int = Field(16, gt=0)  # per level and per foreign set, evenly spaced
+    foreign: list[MonitorSet] = Field(default_factory=list)
+
+
 class Curriculum(_Strict):
     """A whole training recipe."""
 
@@ -411,6 +437,7 @@ class Curriculum(_Strict):
     data: DataSection = DataSection()
     checkpoint: CheckpointSection = CheckpointSection()
     generate: Optional[GenerateSection] = None
+    monitor: MonitorSection = MonitorSection()
     stages: list[Stage] = Field(min_length=1)
 
     @model_validator(mode="after")

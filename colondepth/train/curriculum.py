@@ -132,6 +132,15 @@ def train_curriculum(opts: RunOptions) -> dict:
         dist.close()
 
 
+def _make_monitor(curriculum, pool, curriculum_dir: Path):
+    """The run's forgetting monitor (``colondepth.train.monitor``), or None when the curriculum has it off."""
+    if curriculum.monitor.every_steps <= 0:
+        return None
+    from colondepth.train.monitor import ForgettingMonitor
+
+    return ForgettingMonitor(curriculum.monitor, pool, Path(curriculum_dir))
+
+
 def _train(opts: RunOptions, dist: DistContext, device: torch.device) -> dict:
     import yaml
 
@@ -193,7 +202,8 @@ def _train(opts: RunOptions, dist: DistContext, device: torch.device) -> dict:
                                  last_saved_step=state.global_step if resumed is not None else None)
     run = RunContext(curriculum=curriculum, net=net, model=model, device=device, dist=dist, run_dir=out,
                      curriculum_dir=curriculum_dir, data_dirs=data_dirs, pool=pool, logger=logger,
-                     checkpoints=checkpoints, progress=opts.progress, stop_after_steps=opts.stop_after_steps)
+                     checkpoints=checkpoints, progress=opts.progress, stop_after_steps=opts.stop_after_steps,
+                     monitor=_make_monitor(curriculum, pool, curriculum_dir))
 
     global_step = state.global_step
     stage_name = curriculum.stages[min(state.stage_index, n_stages - 1)].name

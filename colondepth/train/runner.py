@@ -49,6 +49,7 @@ class RunContext:
     checkpoints : RunCheckpoints
     progress : bool, show progress bars (main process only)
     stop_after_steps : int or None, stop once this many global steps ran (simulates a kill)
+    monitor : colondepth.train.monitor.ForgettingMonitor or None (the curriculum's ``monitor`` section)
     """
 
     curriculum: Any
@@ -64,6 +65,7 @@ class RunContext:
     checkpoints: RunCheckpoints
     progress: bool = True
     stop_after_steps: Optional[int] = None
+    monitor: Any = None
 
 
 @dataclass
@@ -184,6 +186,8 @@ class StageRunner:
                 for batch in self._epoch_loader(epoch):
                     loss, parts, lr = self._step(batch)
                     bar.update(1)
+                    if run.monitor is not None and run.monitor.due(self.global_step):
+                        self._monitor()
                     if self.stage_step % run.curriculum.checkpoint.log_every_steps == 0 or self.stage_step == self.total:
                         logs = run.dist.all_reduce_mean({"loss": float(loss.detach()), **parts})
                         bar.set_postfix(loss=f"{logs['loss']:.4f}")
@@ -213,12 +217,32 @@ class StageRunner:
                             "bad_evals": self.bad})
         finish = getattr(self.kind, "finish_stage", None)
         summary = dict(finish(self.stage_step) or {}) if finish is not None else {}
+        if run.monitor is not None and run.monitor.enabled:
+            self._monitor()  # the stage's final weights (the kept ones when the kind keeps the best)
         warning = summary.pop("warning", None)
         if warning and run.dist.is_main:
             print(f"warning: {warning}", file=sys.stderr)
         run.logger.log({"type": "stage_end", **self.where, "steps": self.stage_step, "global_step": self.global_step,
                         "reason": reason, **val_metrics, **summary})
         return StageResult(self.stage_step, self.global_step, reason, val_metrics, self.kind, summary)
+
+    def _monitor(self) -> None:
+        """Score the depth network on every level seen so far and on the foreign sets (main process only;
+        ``colondepth.train.monitor``); one ``monitor`` record per set."""
+        run = self.run
+        if not run.dist.is_main or getattr(self, "_monitored_at", None) == self.global_step:
+            return
+        from colondepth.train.checkpoint import make_card
+        from colondepth.train.monitor import print_results
+
+        self._monitored_at = self.global_step
+        card = make_card(run.net, run.curriculum.name, self.stage.name, self.si, self.global_step, "monitor")
+        results = run.monitor.evaluate(run.net, card, run.curriculum, self.si, run.device)
+        for r in results:
+            run.logger.log({"type": "monitor", **self.where, "step": self.stage_step, "global_step": self.global_step,
+                            **r.record()})
+        if results and not run.progress:
+            print_results(results, self.global_step)
 
     def _kind_validation_due(self, stage_step: int) -> bool:
         due = getattr(self.kind, "validation_due", None)

@@ -25,6 +25,22 @@ else:
 ckpts = appdata.list_checkpoints(run)
 st.caption("Checkpoints: " + (", ".join(p.name for p in ckpts) if ckpts else "none yet"))
 
+mon = appdata.monitor_frame(records)
+if not mon.empty:
+    st.subheader("Forgetting monitor")
+    st.caption("Error of the network during training on the validation frames of every level trained on so far "
+               "and on the curriculum's foreign sets (its 'monitor' section): a rising curve is forgetting.")
+    grid = st.columns(2)
+    for k, (col, title) in enumerate((("abs_rel_median_scaled", "abs_rel, median-scaled"),
+                                      ("abs_rel", "abs_rel, metric (mm)"))):
+        sub = mon[["x", "set", col]].dropna()
+        if sub.empty:
+            continue
+        fig = px.line(sub, x="x", y=col, color="set", markers=len(sub) < 80, title=title,
+                      labels={"x": "step (all stages)", col: "abs_rel"})
+        fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10))
+        grid[k % 2].plotly_chart(fig, width="stretch", key=f"monitor::{col}")
+
 st.subheader("Curves")
 df = appdata.metrics_frame(records)
 cols = appdata.metric_columns(records)
