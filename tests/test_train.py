@@ -263,6 +263,53 @@ def test_plateau_promotes_early(tmp_path, data_root, capsys, min_steps, expected
     assert [r["bad_evals"] for r in vals[:3]] == [0, 1, 2]
 
 
+def test_competence_promotes_at_the_threshold_and_carries_the_budget_over(tmp_path, data_root, capsys):
+    """``rule: competence`` promotes once the validation abs_rel (median-scaled) reaches the threshold;
+    ``carry_over`` hands the unused budget to the next stage (equal samples in all), also across a resume at
+    the stage boundary; ``lr_schedule.scope: run`` gives one learning-rate shape over the run's global steps."""
+    from colondepth.train.config import LRSchedule
+    from colondepth.train.steps import lr_factor
+
+    def mutate(d):
+        _no_generate(d)
+        sched = {"kind": "cosine", "warmup_steps": 2, "min_factor": 0.0, "scope": "run"}
+        d["stages"][0].update(budget={"steps": 8}, lr_schedule=sched, promotion={
+            "rule": "competence", "eval_every_steps": 2, "patience": 50, "threshold": 10.0, "carry_over": True})
+        d["stages"][1].update(budget={"steps": 4}, lr_schedule=sched, promotion={"rule": "budget"})
+
+    cur = _write_curriculum(tmp_path / "competence.yaml", mutate)
+    code, err = _train(["--curriculum", cur, "--out", tmp_path / "run", "--data", data_root], capsys)
+    assert code == 0, err
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    ends = [r for r in records if r["type"] == "stage_end"]
+    # any abs_rel is under 10: promoted at the first evaluation (step 2); its 6 unused steps go to stage 2
+    assert [(r["reason"], r["steps"]) for r in ends] == [("competence", 2), ("budget", 10)]
+    assert records[-1]["global_step"] == 12
+    lrs = {r["global_step"]: r["lr"] for r in records if r["type"] == "train"}
+    sched = LRSchedule(kind="cosine", warmup_steps=2, min_factor=0.0, scope="run")
+    for g, lr in lrs.items():  # the run-wide shape at the global step, whatever the stage
+        assert lr == pytest.approx(0.002 * lr_factor(sched, g - 1, 12)), g
+
+    # stopped right after stage 1 (global step 2) and resumed: stage 2 still gets the carried-over steps
+    part = tmp_path / "part"
+    code, err = _train(["--curriculum", cur, "--out", part, "--data", data_root, "--stop-after-steps", 3], capsys)
+    assert code == 0
+    state = torch.load(part / "checkpoints" / "last.pt", weights_only=True)["training"]
+    assert (state["stage_index"], state["stage_step"], state["carry_steps"]) == (1, 0, 6)
+    code, err = _train(["--curriculum", cur, "--out", part, "--data", data_root, "--resume"], capsys)
+    assert code == 0, err
+    assert read_metrics(part / "metrics.jsonl")[-1]["global_step"] == 12
+
+    # a run-wide schedule needs it in every stage, with step budgets
+    def half(d):
+        mutate(d)
+        d["stages"][1]["lr_schedule"] = {"kind": "cosine"}
+
+    bad = _write_curriculum(tmp_path / "half.yaml", half)
+    code, err = _train(["--curriculum", bad, "--out", tmp_path / "bad", "--data", data_root], capsys)
+    assert code == 2 and "stages.1.lr_schedule.scope" in err
+
+
 def test_supervised_stage_starts_from_init_checkpoint(tmp_path, data_root, capsys):
     """``init_from: CKPT`` on a supervised stage: with a vanishing learning rate the stage ends with the
     checkpoint's weights (BatchNorm statistics aside: they move in train mode); a wrong

@@ -90,7 +90,7 @@ def test_resume_state_round_trip_keeps_the_checkpoint_layout():
                         plateau_best=0.25, plateau_bad_evals=2, kind_state={"k": 3}, rng={"torch": 1}, world_size=2)
     d = state.to_dict()
     assert list(d) == ["stage_index", "stage_step", "global_step", "stage_total_steps", "optimizer", "plateau",
-                       "kind_state", "rng", "world_size"]
+                       "kind_state", "rng", "world_size", "carry_steps"]
     assert d["plateau"] == {"best": 0.25, "bad_evals": 2}
     assert ResumeState.from_dict(d) == state
     fresh = ResumeState().to_dict()

@@ -109,9 +109,15 @@ class Optimizer(_Strict):
 
 
 class LRSchedule(_Strict):
-    """Learning-rate factor over the stage's steps: linear warm-up, then constant, cosine or step decay."""
+    """Learning-rate factor over the stage's steps: linear warm-up, then constant, cosine or step decay.
+
+    ``scope: run`` computes the factor at the run's global step over the run's total steps (the sum of every
+    stage's step budget) instead of at the stage's step over its own: one warm-up and one decay for the whole
+    run, the same learning-rate shape whatever the stages (what a fair curriculum-against-mixed comparison
+    needs).  Every stage of such a run must give ``scope: run`` and a ``steps`` budget."""
 
     kind: Literal["constant", "cosine", "step"] = "cosine"
+    scope: Literal["stage", "run"] = "stage"
     warmup_steps: int = Field(0, ge=0)
     min_factor: float = Field(0.05, ge=0, le=1)  # cosine floor (fraction of lr)
     step_every: Optional[int] = Field(None, gt=0)  # step decay period (steps)
@@ -125,13 +131,19 @@ class LRSchedule(_Strict):
 
 
 class Promotion(_Strict):
-    """When a stage ends: after its budget (``budget``) or earlier when validation plateaus (``plateau``)."""
+    """When a stage ends: after its budget (``budget``), earlier when validation plateaus (``plateau``), or
+    earlier when validation plateaus or its abs_rel (``val_abs_rel``: metric, pooled over the stage's validation
+    pixels) reaches ``threshold`` (``competence``: pacing by competence, the budget is the cap).  ``carry_over``: the steps a stage promoted early did not use are
+    added to the next stage's budget, so the run trains on as many samples as with fixed budgets."""
 
-    rule: Literal["budget", "plateau"] = "budget"
+    rule: Literal["budget", "plateau", "competence"] = "budget"
     eval_every_steps: int = Field(100, gt=0)
     patience: int = Field(3, ge=1)  # evaluations without improvement before promotion
     min_delta: float = Field(1e-3, ge=0)  # improvement of the validation loss that counts
     min_steps: int = Field(0, ge=0)  # never promote before this many steps
+    # competence: promote once val_abs_rel <= threshold (None: plateau only)
+    threshold: Optional[float] = Field(None, gt=0)
+    carry_over: bool = False
 
 
 class SupervisedLoss(_Strict):
@@ -456,6 +468,15 @@ class Curriculum(_Strict):
                 seen_supervised = True
             elif s.init_from == "previous" and i == 0:
                 problems.append("stages.0.init_from: 'previous' needs an earlier stage; give a checkpoint path")
+        scopes = [s.lr_schedule.scope for s in self.stages]
+        if "run" in scopes:
+            for i, s in enumerate(self.stages):
+                if s.lr_schedule.scope != "run":
+                    problems.append(f"stages.{i}.lr_schedule.scope: a run-wide schedule needs scope 'run' in "
+                                    f"every stage (stage {s.name} has 'stage')")
+                elif s.budget.steps is None:
+                    problems.append(f"stages.{i}.budget: a run-wide learning-rate schedule needs a 'steps' "
+                                    "budget in every stage")
         if self.generate is not None:
             used = {lv for s in self.stages if isinstance(s, SupervisedStage) for lv in s.levels}
             for lv in self.generate.recipes:

@@ -208,16 +208,20 @@ def _train(opts: RunOptions, dist: DistContext, device: torch.device) -> dict:
     global_step = state.global_step
     stage_name = curriculum.stages[min(state.stage_index, n_stages - 1)].name
     kind = None  # the last stage's kind: its pose network (if any) goes into final.pt
+    carry = state.carry_steps if resumed is not None and state.stage_step == 0 else 0
     for si in range(state.stage_index, n_stages):
         stage_name = curriculum.stages[si].name
         runner = StageRunner(run, si, global_step, resume=state if resumed is not None and si == state.stage_index
-                             else None)
+                             else None, extra_steps=carry)
         result = runner.run_stage()
+        # promotion.carry_over: the budget left by an early promotion goes to the next stage
+        carry = (runner.total - result.stage_step) if (curriculum.stages[si].promotion.carry_over
+                                                       and result.reason not in ("budget", "stopped")) else 0
         global_step, kind = result.global_step, result.kind
         if result.stopped:
             logger.close()
             return {"global_step": global_step, "checkpoint": str(checkpoints.last_path), "stopped": True}
-        checkpoints.save_stage_end(si, stage_name, global_step, kind)
+        checkpoints.save_stage_end(si, stage_name, global_step, kind, carry_steps=carry)
         if main:
             vm = result.val_metrics
             print(f"stage {stage_name}: {result.stage_step} steps ({result.reason})"

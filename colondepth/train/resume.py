@@ -40,6 +40,7 @@ class ResumeState:
     kind_state: dict = field(default_factory=dict)  # the stage kind's state_dict (e.g. a pose network)
     rng: dict = field(default_factory=dict)
     world_size: int = 1
+    carry_steps: int = 0  # between stages: steps the finished stage left to the next (promotion.carry_over)
 
     def to_dict(self) -> dict:
         """The ``training`` entry of a checkpoint (the layout every earlier run wrote)."""
@@ -49,7 +50,7 @@ class ResumeState:
             "optimizer": self.optimizer,
             "plateau": {"best": float(self.plateau_best), "bad_evals": int(self.plateau_bad_evals)},
             "kind_state": self.kind_state if self.kind_state is not None else {},
-            "rng": self.rng, "world_size": int(self.world_size),
+            "rng": self.rng, "world_size": int(self.world_size), "carry_steps": int(self.carry_steps),
         }
 
     @classmethod
@@ -59,7 +60,8 @@ class ResumeState:
                    global_step=int(d["global_step"]), stage_total_steps=int(d.get("stage_total_steps", 0)),
                    optimizer=d.get("optimizer"), plateau_best=float(plateau.get("best", math.inf)),
                    plateau_bad_evals=int(plateau.get("bad_evals", 0)), kind_state=d.get("kind_state") or {},
-                   rng=d.get("rng") or {}, world_size=int(d.get("world_size", 1)))
+                   rng=d.get("rng") or {}, world_size=int(d.get("world_size", 1)),
+                   carry_steps=int(d.get("carry_steps", 0)))
 
 
 def structure(config: dict) -> tuple:
@@ -173,13 +175,16 @@ class RunCheckpoints:
         self.save(self.last_path, stage_index=state.stage_index, stage_name=stage_name,
                   global_step=state.global_step, kind=kind, state=state)
 
-    def save_stage_end(self, stage_index: int, stage_name: str, global_step: int, kind: Any) -> None:
+    def save_stage_end(self, stage_index: int, stage_name: str, global_step: int, kind: Any,
+                       carry_steps: int = 0) -> None:
         """``stage_<NN>_<name>.pt`` (weights and pose network) and ``last.pt`` positioned at the start of the next
-        stage, so that a resume after this point skips the finished stage."""
+        stage, so that a resume after this point skips the finished stage (and still gives the next stage the
+        ``carry_steps`` the finished one left)."""
         self.save(self.stage_path(stage_index, stage_name), stage_index=stage_index, stage_name=stage_name,
                   global_step=global_step, kind=kind)
         self.save(self.last_path, stage_index=stage_index + 1, stage_name=stage_name, global_step=global_step,
-                  state=ResumeState(stage_index=stage_index + 1, stage_step=0, global_step=global_step))
+                  state=ResumeState(stage_index=stage_index + 1, stage_step=0, global_step=global_step,
+                                    carry_steps=int(carry_steps)))
 
     def save_final(self, stage_index: int, stage_name: str, global_step: int, kind: Any) -> Path:
         """``final.pt``: the weights after the last stage (and its pose network), no training state."""

@@ -106,6 +106,12 @@ def stage_steps(stage, steps_per_epoch: int) -> int:
     return max(1, int(math.ceil(stage.budget.epochs * steps_per_epoch)))
 
 
+def run_total_steps(curriculum) -> int:
+    """The run's total step budget (the sum of every stage's ``steps``): the span of a ``scope: run``
+    learning-rate schedule (the schema requires ``steps`` budgets for it)."""
+    return int(sum(int(s.budget.steps or 0) for s in curriculum.stages))
+
+
 def diverged(stage_name: str, stage_step: int, global_step: int, what: str, last_path: Path,
              last_saved_step: Optional[int]) -> TrainingDiverged:
     """The one-line error of the NaN/inf stop (saying which checkpoint was kept and how to continue)."""
@@ -119,7 +125,8 @@ def diverged(stage_name: str, stage_step: int, global_step: int, what: str, last
 class StageRunner:
     """Runs stage ``stage_index`` of ``run.curriculum`` from ``global_step`` (or from ``resume``'s position)."""
 
-    def __init__(self, run: RunContext, stage_index: int, global_step: int, resume: Optional[ResumeState] = None):
+    def __init__(self, run: RunContext, stage_index: int, global_step: int, resume: Optional[ResumeState] = None,
+                 extra_steps: int = 0):
         from colondepth.train.stage import StageContext, get_stage_kind
 
         self.run = run
@@ -156,15 +163,18 @@ class StageRunner:
         # parameters outside the DDP-wrapped depth net (e.g. a pose network) get their gradients averaged here
         net_ids = {id(p) for p in run.net.parameters()}
         self.extra_params = [p for p in self.params if id(p) not in net_ids] if dist.distributed else []
-        self.total = stage_steps(stage, self.steps_per_epoch)
+        # extra_steps: the budget an earlier stage promoted early left over (promotion.carry_over)
+        self.total = stage_steps(stage, self.steps_per_epoch) + int(extra_steps)
+        if resume is not None and resume.stage_total_steps > 0:
+            self.total = int(resume.stage_total_steps)
         self.val_loader = None
         if self.data.val is not None and len(self.data.val) > 0:
             self.val_loader = torch.utils.data.DataLoader(self.data.val, batch_size=stage.batch_size, shuffle=False,
                                                           num_workers=cur.data.num_workers,
                                                           collate_fn=self.data.collate_fn)
-        if stage.promotion.rule == "plateau" and self.val_loader is None:
-            raise UserError(f"stage {stage.name}: promotion 'plateau' needs validation frames, but this stage "
-                            f"has none; use promotion rule 'budget' or add data")
+        if stage.promotion.rule in ("plateau", "competence") and self.val_loader is None:
+            raise UserError(f"stage {stage.name}: promotion '{stage.promotion.rule}' needs validation frames, but "
+                            f"this stage has none; use promotion rule 'budget' or add data")
         self.where = {"stage": stage.name, "stage_index": stage_index, "kind": stage.kind}
 
     # -- one stage ------------------------------------------------------------------------------------------
@@ -195,13 +205,17 @@ class StageRunner:
                                         "global_step": self.global_step, "epoch": epoch, "lr": lr, **logs})
                     if run.stop_after_steps is not None and self.global_step >= run.stop_after_steps:
                         return StageResult(self.stage_step, self.global_step, "stopped", val_metrics, self.kind)
-                    plateau_due = (stage.promotion.rule == "plateau" and self.stage_step < self.total
-                                   and self.stage_step % stage.promotion.eval_every_steps == 0)
+                    promo = stage.promotion
+                    plateau_due = (promo.rule in ("plateau", "competence") and self.stage_step < self.total
+                                   and self.stage_step % promo.eval_every_steps == 0)
                     if plateau_due or (self.stage_step < self.total and self._kind_validation_due(self.stage_step)):
                         val_metrics = self._validate(plateau=plateau_due)
-                        if (plateau_due and self.bad >= stage.promotion.patience
-                                and self.stage_step >= stage.promotion.min_steps):
-                            reason = "plateau"
+                        if plateau_due and self.stage_step >= promo.min_steps:
+                            if self.bad >= promo.patience:
+                                reason = "plateau"
+                            elif (promo.rule == "competence" and promo.threshold is not None
+                                  and val_metrics.get("val_abs_rel", math.inf) <= promo.threshold):
+                                reason = "competence"
                     if (self.global_step % run.curriculum.checkpoint.every_steps == 0 and self.stage_step < self.total
                             and reason == "budget"):
                         self._save_progress()
@@ -267,7 +281,11 @@ class StageRunner:
         from colondepth.train.steps import lr_factor
 
         stage, dist, ckpts = self.stage, self.run.dist, self.run.checkpoints
-        lr = stage.optimizer.lr * lr_factor(stage.lr_schedule, self.stage_step, self.total)
+        if stage.lr_schedule.scope == "run":  # one shape over the whole run (config.LRSchedule)
+            lr = stage.optimizer.lr * lr_factor(stage.lr_schedule, self.global_step,
+                                                run_total_steps(self.run.curriculum))
+        else:
+            lr = stage.optimizer.lr * lr_factor(stage.lr_schedule, self.stage_step, self.total)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         loss, parts = self.kind.step(batch)
