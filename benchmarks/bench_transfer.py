@@ -242,8 +242,9 @@ def score_sinus(root: Path, predictor, max_frames, batch_size, sampling="bilinea
 # held-out synthetic levels
 
 
-def heldout_levels(args, mode: dict) -> tuple[dict, dict]:
-    """``({level: [Sequence]}, provenance)`` from ``--synthetic DIR`` or generated (resumably) into the cache."""
+def heldout_levels(args, mode: dict, only=None) -> tuple[dict, dict]:
+    """``({level: [Sequence]}, provenance)`` from ``--synthetic DIR`` or generated (resumably) into the cache;
+    ``only``: the levels to generate (default every level of :data:`LEVEL_RECIPES`)."""
     from colondepth.datasets import synthetic
 
     if args.synthetic:
@@ -263,6 +264,8 @@ def heldout_levels(args, mode: dict) -> tuple[dict, dict]:
     root = Path(args.cache) / tag
     levels = {}
     for level, recipe in LEVEL_RECIPES.items():
+        if only is not None and level not in only:
+            continue
         # One folder per exact generator settings (resolved recipe, versions): a changed recipe or generator
         # renders a new set instead of clashing with the cached one.
         r = as_recipe(REPO / recipe)
