@@ -132,3 +132,26 @@ def test_flip_average_is_the_geometric_mean_of_the_mirrored_prediction():
     assert np.allclose(both[0, 0], np.sqrt(np.array([10, 11, 12, 13, 14]) * np.array([14, 13, 12, 11, 10])))
     off = DepthPredictor(Ramp(), {"inference": {"flip_average": True}}, device="cpu", flip_average=False)
     assert np.allclose(off.predict_batch(rgb), single)
+
+
+def test_albedo_field_is_smooth_log_normal_and_seeded():
+    from colondepth.train.config import Augment
+    from colondepth.train.data import albedo_field, augment_photometric
+
+    fields = np.stack([albedo_field((64, 80), np.random.default_rng(s), 0.3, 4) for s in range(200)])
+    assert fields.shape == (200, 64, 80, 3) and fields.dtype == np.float32 and (fields > 0).all()
+    log_lum = np.log(fields).mean(-1)
+    # the luminance log-gain has about the stated spread (cubic interpolation shrinks it a little) ...
+    assert 0.15 < float(log_lum.std()) < 0.4 and abs(float(log_lum.mean())) < 0.05
+    # ... and is smooth: neighbouring pixels differ by a small fraction of that
+    assert float(np.abs(np.diff(log_lum, axis=2)).mean()) < 0.03
+    again = albedo_field((64, 80), np.random.default_rng(3), 0.3, 4)
+    assert np.array_equal(again, fields[3])
+    # off: augment_photometric draws nothing for it, so earlier configurations keep their exact samples
+    img = np.full((16, 16, 3), 0.5, np.float32)
+    plain = Augment(gain=(0.8, 1.2))
+    a = augment_photometric(img, np.random.default_rng(7), plain)
+    b = augment_photometric(img, np.random.default_rng(7), plain)
+    assert np.array_equal(a, b)
+    varied = augment_photometric(img, np.random.default_rng(7), Augment(gain=(0.8, 1.2), albedo_std=0.5))
+    assert float(varied.std()) > 0.01 and float(a.std()) == 0.0

@@ -180,6 +180,9 @@ class Augment(_Strict):
     colour: float = Field(0.0, ge=0, le=1)  # std of the log per-channel gains
     blur_sigma_px: tuple[float, float] = (0.0, 0.0)  # range of a Gaussian blur sigma (px)
     noise_std: tuple[float, float] = (0.0, 0.0)  # range of additive Gaussian noise std ([0, 1] units)
+    # std of the log of a smooth random albedo field (train.data.albedo_field): brightness is not only distance
+    albedo_std: float = Field(0.0, ge=0, le=2)
+    albedo_cells: int = Field(4, ge=2, le=32)  # the field's coarsest grid has 2..albedo_cells cells a side
     probability: float = Field(1.0, ge=0, le=1)  # fraction of frames that get the photometric jitter
 
     @model_validator(mode="after")
@@ -198,7 +201,7 @@ class Augment(_Strict):
     def photometric(self) -> bool:
         """True when any photometric jitter is configured (otherwise images pass through untouched)."""
         return (self.gain != (1.0, 1.0) or self.gamma != (1.0, 1.0) or self.colour > 0
-                or self.blur_sigma_px[1] > 0 or self.noise_std[1] > 0)
+                or self.blur_sigma_px[1] > 0 or self.noise_std[1] > 0 or self.albedo_std > 0)
 
 
 class _StageCommon(_Strict):

@@ -177,15 +177,38 @@ def rehearsal_frames(current: list[FrameRef], earlier: list[FrameRef], ratio: fl
     return [earlier[perm[i % len(perm)]] for i in range(n)]
 
 
+def albedo_field(hw: tuple[int, int], rng: np.random.Generator, std: float, cells: int = 4) -> np.ndarray:
+    """A smooth random multiplicative albedo field ``(H, W, 3)`` float32 (mean about 1).
+
+    Real mucosa is not uniformly bright: redness, vessels, blood, bile and mucus change its albedo over
+    regions of the image, so brightness is not distance alone.  The field is ``exp(a + c_k)``: ``a`` a
+    luminance log-gain of standard deviation ``std`` drawn on a ``cells x cells`` grid (the number of cells
+    drawn from 2..``cells``) and bicubically interpolated over the image, ``c_k`` a per-channel part of a third
+    of that, so the network cannot read depth from brightness alone.
+    """
+    import cv2
+
+    h, w = hw
+    n = int(rng.integers(2, max(2, cells) + 1))
+    grid = rng.standard_normal((n, n, 4)).astype(np.float32)
+    grid[..., :3] *= np.float32(std / 3.0)
+    grid[..., 3] *= np.float32(std)
+    up = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.exp(up[..., 3:4] + up[..., :3]).astype(np.float32)
+
+
 def augment_photometric(rgb01: np.ndarray, rng: np.random.Generator, augment) -> np.ndarray:
     """Camera-like jitter of one ``(H, W, 3)`` float32 image in [0, 1] (values drawn from ``rng``).
 
-    In linear light (display gamma 2.2 undone): a global ``gain`` and per-channel ``colour`` gains, then
-    the clip and re-encoding, an extra exponent ``gamma``, a Gaussian blur and additive noise.
+    In linear light (display gamma 2.2 undone): a smooth random albedo field (``albedo_std``, see
+    :func:`albedo_field`), a global ``gain`` and per-channel ``colour`` gains, then the clip and re-encoding,
+    an extra exponent ``gamma``, a Gaussian blur and additive noise.
     """
     import cv2
 
     lin = np.power(rgb01, 2.2)
+    if float(getattr(augment, "albedo_std", 0.0)) > 0:  # no draw when off: earlier runs keep their samples
+        lin = lin * albedo_field(lin.shape[:2], rng, float(augment.albedo_std), int(augment.albedo_cells))
     gain = rng.uniform(*augment.gain) * np.exp(float(augment.colour) * rng.standard_normal(3))
     lin = np.clip(lin * gain.astype(np.float32), 0.0, 1.0)
     out = np.power(lin, np.float32(1.0 / 2.2) * np.float32(rng.uniform(*augment.gamma)))
