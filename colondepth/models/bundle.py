@@ -10,6 +10,8 @@ with ``torch.load(path, weights_only=True)``::
       "model_state": {...},       # depth network state_dict
       "pose": None | {            # the pose network trained with this depth network (self-supervised stages)
           "config": {...}, "state": {...}, "translation_norm_mm": float (-1: none)},
+      "two_frame": None | {       # a two-frame depth network (two_frame stages; absent in older files)
+          "config": {...}, "state": {...}},
       "training": {...} | None,   # optimizer state, stage position, RNG (resume only; None in released models)
     }
 
@@ -44,7 +46,8 @@ POSE_FORMAT_VERSION = 1
 @dataclass
 class ModelBundle:
     """A loaded bundle: ``depth`` (eval mode), ``card``, ``config``; ``pose`` (eval mode) with its
-    ``translation_norm_mm`` (``None``: translations are used as predicted), or ``pose=None``; ``path``."""
+    ``translation_norm_mm`` (``None``: translations are used as predicted), or ``pose=None``; ``path``;
+    ``two_frame`` (eval mode) or None."""
 
     depth: torch.nn.Module
     card: dict
@@ -52,6 +55,7 @@ class ModelBundle:
     pose: Optional[torch.nn.Module]
     translation_norm_mm: Optional[float]
     path: Optional[Path]
+    two_frame: Optional[torch.nn.Module] = None
 
 
 def pose_entry(pose_net: torch.nn.Module, translation_norm_mm: Optional[float]) -> dict:
@@ -61,12 +65,31 @@ def pose_entry(pose_net: torch.nn.Module, translation_norm_mm: Optional[float]) 
             "translation_norm_mm": -1.0 if translation_norm_mm is None else float(translation_norm_mm)}
 
 
+def two_frame_entry(net: torch.nn.Module) -> dict:
+    """The ``two_frame`` entry of a bundle for a :class:`~colondepth.models.two_frame_net.TwoFrameDepthNet`."""
+    return {"config": net.two_frame.to_dict(), "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+
+
+def build_two_frame(entry: dict, where: str | Path) -> torch.nn.Module:
+    """The two-frame network (eval mode) of a bundle ``two_frame`` entry."""
+    from colondepth.models.two_frame_net import TwoFrameDepthNet
+
+    try:
+        net = TwoFrameDepthNet(entry["config"])
+        net.load_state_dict(entry["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{where}: two-frame network weights do not match their config ({type(exc).__name__}); "
+                        f"the file is damaged, retrain or pass another checkpoint") from None
+    return net.eval()
+
+
 def save_bundle(path: str | Path, depth_net: torch.nn.Module, card: dict, config: Optional[dict] = None,
-                pose: Optional[dict] = None, training: Optional[dict] = None) -> Path:
+                pose: Optional[dict] = None, training: Optional[dict] = None,
+                two_frame: Optional[dict] = None) -> Path:
     """Write a bundle atomically (a killed writer leaves the previous file intact).
 
     ``depth_net``: the bare depth network (not a DDP wrapper); ``pose``: a :func:`pose_entry` or ``None``;
-    ``training``: resume state or ``None``.
+    ``training``: resume state or ``None``; ``two_frame``: a :func:`two_frame_entry` or ``None``.
     """
     from colondepth.io import atomic_path
 
@@ -77,6 +100,7 @@ def save_bundle(path: str | Path, depth_net: torch.nn.Module, card: dict, config
         "config": config or {},
         "model_state": {k: v.detach().cpu() for k, v in depth_net.state_dict().items()},
         "pose": pose,
+        "two_frame": two_frame,
         "training": training,
     }
     path = Path(path)
@@ -118,6 +142,7 @@ def read_bundle(path: str | Path, map_location=None) -> dict:
         raise UserError(f"{p}: model format {version} is newer than this ColonDepth reads ({FORMAT_VERSION}); "
                         f"upgrade colondepth")
     payload.setdefault("pose", None)
+    payload.setdefault("two_frame", None)
     return payload
 
 
@@ -187,10 +212,11 @@ def pose_entry_of(payload: dict, path: str | Path, map_location=None) -> tuple[O
     return entry, where
 
 
-def load_bundle(path: str | Path, map_location=None, with_pose: bool = True) -> ModelBundle:
+def load_bundle(path: str | Path, map_location=None, with_pose: bool = True,
+                with_two_frame: bool = True) -> ModelBundle:
     """Load a model for inference: depth network and, when the bundle (or, for a version-1 checkpoint, the
-    ``pose_net_<stage>.pt`` of its stage beside it) has one, the pose network; both in eval mode on
-    ``map_location`` (default CPU)."""
+    ``pose_net_<stage>.pt`` of its stage beside it) has one, the pose network, and the two-frame network when
+    there is one; all in eval mode on ``map_location`` (default CPU)."""
     p = Path(path)
     payload = read_bundle(p, map_location)
     depth = build_depth(payload, p).to(map_location or "cpu")
@@ -200,8 +226,11 @@ def load_bundle(path: str | Path, map_location=None, with_pose: bool = True) -> 
         if entry is not None:
             pose, t_norm = build_pose(entry, where)
             pose = pose.to(map_location or "cpu")
+    two = None
+    if with_two_frame and payload.get("two_frame") is not None:
+        two = build_two_frame(payload["two_frame"], p).to(map_location or "cpu")
     return ModelBundle(depth=depth, card=payload["card"], config=payload.get("config") or {}, pose=pose,
-                       translation_norm_mm=t_norm, path=p)
+                       translation_norm_mm=t_norm, path=p, two_frame=two)
 
 
 def upgrade_bundle(src: str | Path, dst: str | Path, pose_file: Optional[str | Path] = None) -> Path:
@@ -219,4 +248,5 @@ def upgrade_bundle(src: str | Path, dst: str | Path, pose_file: Optional[str | P
     depth = build_depth(payload, src)
     if entry is not None:
         build_pose(entry, pose_file or src)  # proves the weights fit before anything is written
-    return save_bundle(dst, depth, payload["card"], payload.get("config"), pose=entry)
+    return save_bundle(dst, depth, payload["card"], payload.get("config"), pose=entry,
+                       two_frame=payload.get("two_frame"))

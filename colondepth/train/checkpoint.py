@@ -66,10 +66,11 @@ def make_card(net, curriculum_name: str, stage_name: str, stage_index: int, glob
 
 
 def save_checkpoint(path: str | Path, net, card: dict, config: dict, training: dict | None = None,
-                    pose: dict | None = None) -> Path:
+                    pose: dict | None = None, two_frame: dict | None = None) -> Path:
     """Write a checkpoint atomically; ``net`` is the bare depth network (not a DDP wrapper), ``pose`` a
-    :func:`colondepth.models.bundle.pose_entry` or ``None``."""
-    return save_bundle(path, net, card, config, pose=pose, training=training)
+    :func:`colondepth.models.bundle.pose_entry` or ``None``, ``two_frame`` a
+    :func:`colondepth.models.bundle.two_frame_entry` or ``None``."""
+    return save_bundle(path, net, card, config, pose=pose, training=training, two_frame=two_frame)
 
 
 def load_checkpoint(path: str | Path, map_location=None):

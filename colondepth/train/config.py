@@ -245,6 +245,56 @@ class SupervisedStage(_StageCommon):
         return self
 
 
+class TwoFrameNetwork(_Strict):
+    """The two-frame depth network of a ``two_frame`` stage (:class:`colondepth.models.two_frame_net`); its
+    input grid is the curriculum's ``model.input_size``."""
+
+    features: list[Annotated[int, Field(gt=0)]] = [16, 16, 32, 64, 128, 16]  # MONAI BasicUNet channels
+    inputs: list[Literal["rays", "physics"]] = ["rays"]  # extra channels of the target frame
+    min_depth_mm: float = Field(0.5, gt=0)  # output range, depth at the reference displacement
+    max_depth_mm: float = Field(400.0, gt=0)
+    reference_displacement_mm: float = Field(1.0, gt=0)  # D0: the output is depth for this camera displacement
+
+    @model_validator(mode="after")
+    def _check(self) -> "TwoFrameNetwork":
+        if len(self.features) != 6:
+            raise ValueError(f"features: a BasicUNet needs 6 channel counts, got {self.features}")
+        if not self.min_depth_mm < self.max_depth_mm:
+            raise ValueError("min_depth_mm: must be below max_depth_mm")
+        return self
+
+
+class TwoFrameStage(_StageCommon):
+    """Supervised depth from two frames (DepthNet, Pinard et al. 2017) on synthetic video with depth and poses
+    (implemented by ``colondepth.train.two_frame``): for each training frame a partner ``g`` frames away
+    (``g`` drawn from ``frame_gap``, either direction), the label ``depth * D0 / |t|``."""
+
+    kind: Literal["two_frame"]
+    levels: list[str] = []
+    datasets: list[str] = []
+    frame_gap: tuple[int, int] = (1, 3)  # partner offset range in frames (inclusive)
+    # pairs whose relative rotation exceeds this are left out (a rotation-free stage); None: every pair
+    max_rotation_deg: Optional[float] = Field(None, ge=0)
+    min_displacement_mm: float = Field(0.2, ge=0)  # pairs with less camera motion are left out
+    network: TwoFrameNetwork = TwoFrameNetwork()
+    loss: SupervisedLoss = SupervisedLoss()
+    # "previous" (the preceding two_frame stage's network; a fresh one for the first), "none" (fresh) or a
+    # checkpoint path (relative to the curriculum file) holding a two-frame network
+    init_from: str = "previous"
+
+    @model_validator(mode="after")
+    def _sources(self) -> "TwoFrameStage":
+        if not self.levels and not self.datasets:
+            raise ValueError("levels: a two_frame stage needs 'levels' or 'datasets'")
+        for lv in self.levels:
+            if not LEVEL_PATTERN.match(lv):
+                raise ValueError(f"levels: {lv!r} is not a synthetic level name like 'L1'")
+        lo, hi = self.frame_gap
+        if not 1 <= lo <= hi:
+            raise ValueError(f"frame_gap: need 1 <= lo <= hi, got {list(self.frame_gap)}")
+        return self
+
+
 class PhotometricLoss(_Strict):
     """Weights of the self-supervised photometric objective (monodepth2-style)."""
 
@@ -390,7 +440,7 @@ class SelfSupervisedStage(_StageCommon):
         return self
 
 
-Stage = Annotated[Union[SupervisedStage, SelfSupervisedStage], Field(discriminator="kind")]
+Stage = Annotated[Union[SupervisedStage, SelfSupervisedStage, TwoFrameStage], Field(discriminator="kind")]
 
 
 class DataSection(_Strict):
@@ -469,7 +519,7 @@ class Curriculum(_Strict):
                     problems.append(f"stages.{i}.rehearsal: the first supervised stage has no earlier data "
                                     f"to rehearse; set rehearsal: 0")
                 seen_supervised = True
-            elif s.init_from == "previous" and i == 0:
+            elif isinstance(s, SelfSupervisedStage) and s.init_from == "previous" and i == 0:
                 problems.append("stages.0.init_from: 'previous' needs an earlier stage; give a checkpoint path")
         scopes = [s.lr_schedule.scope for s in self.stages]
         if "run" in scopes:
@@ -481,7 +531,7 @@ class Curriculum(_Strict):
                     problems.append(f"stages.{i}.budget: a run-wide learning-rate schedule needs a 'steps' "
                                     "budget in every stage")
         if self.generate is not None:
-            used = {lv for s in self.stages if isinstance(s, SupervisedStage) for lv in s.levels}
+            used = {lv for s in self.stages if isinstance(s, (SupervisedStage, TwoFrameStage)) for lv in s.levels}
             for lv in self.generate.recipes:
                 if not LEVEL_PATTERN.match(lv):
                     problems.append(f"generate.recipes.{lv}: not a level name like 'L1'")
@@ -493,10 +543,10 @@ class Curriculum(_Strict):
 
     @property
     def levels(self) -> list[str]:
-        """Every level any supervised stage names, in first-use order."""
+        """Every level any supervised or two-frame stage names, in first-use order."""
         out: list[str] = []
         for s in self.stages:
-            if isinstance(s, SupervisedStage):
+            if isinstance(s, (SupervisedStage, TwoFrameStage)):
                 out += [lv for lv in s.levels if lv not in out]
         return out
 

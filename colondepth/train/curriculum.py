@@ -87,10 +87,11 @@ def check_run(opts: RunOptions, report: bool = False) -> tuple:
 
 def required_levels(curriculum, first_stage: int = 0) -> list[str]:
     """Synthetic levels the stages from ``first_stage`` on read from the data folders, in first-use order:
-    supervised ``levels`` and the ``rehearsal.levels`` of self-supervised stages with a positive weight."""
+    supervised and two-frame ``levels`` and the ``rehearsal.levels`` of self-supervised stages with a positive
+    weight."""
     out: list[str] = []
     for s in curriculum.stages[first_stage:]:
-        if s.kind == "supervised":
+        if s.kind in ("supervised", "two_frame"):
             levels = list(s.levels)
         else:
             reh = getattr(s, "rehearsal", None)

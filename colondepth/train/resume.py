@@ -159,10 +159,11 @@ class RunCheckpoints:
         if kept:  # which weights the stage ended with (e.g. the initial model kept by keep_best)
             card["keep_best"] = dict(kept)
         pose = kind.bundle_pose() if hasattr(kind, "bundle_pose") else None  # a self-supervised stage's pose net
+        two = kind.bundle_two_frame() if hasattr(kind, "bundle_two_frame") else None  # a two_frame stage's net
         training = None
         if state is not None:
             training = dataclasses.replace(state, rng=rng_state(), world_size=self.world_size).to_dict()
-        save_checkpoint(path, self.net, card, self.config, training, pose=pose)
+        save_checkpoint(path, self.net, card, self.config, training, pose=pose, two_frame=two)
         if Path(path) == self.last_path:
             self.last_saved_step = global_step
 

@@ -221,6 +221,7 @@ class SupervisedKind:
 STAGE_KINDS: dict[str, Any] = {
     "supervised": SupervisedKind,
     "self_supervised": "colondepth.train.selfsup:SelfSupervisedKind",
+    "two_frame": "colondepth.train.two_frame:TwoFrameKind",
 }
 
 

@@ -1,0 +1,142 @@
+"""Depth from two frames (colondepth.models.two_frame_net, colondepth.train.two_frame): labels relative to the
+displacement, pairs chosen by gap, motion and rotation, the stage kind end to end with resume, the bundle entry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from scipy.spatial.transform import Rotation
+
+from colondepth import cli
+from colondepth.train.logging import read_metrics
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_label_is_depth_relative_to_the_displacement():
+    from colondepth.models.two_frame_net import pair_depth_label
+
+    depth = torch.tensor([[[[10.0, 0.0], [20.0, 40.0]]]]).repeat(2, 1, 1, 1)
+    lab = pair_depth_label(depth, torch.tensor([2.0, 0.5]), reference_mm=1.0)
+    assert lab[0].flatten().tolist() == [5.0, 0.0, 10.0, 20.0] and lab[1].flatten().tolist() == [20.0, 0.0, 40.0, 80.0]
+
+
+def test_network_output_scales_with_the_displacement():
+    from colondepth.models.two_frame_net import TwoFrameConfig, TwoFrameDepthNet
+    from colondepth.models.depth_net import DepthNetConfig
+
+    torch.manual_seed(0)
+    net = TwoFrameDepthNet(TwoFrameConfig(DepthNetConfig(arch="basic_unet", input_height=32, input_width=32,
+                                                         features=[4, 4, 8, 8, 16, 4], inputs=["rays"],
+                                                         min_depth_mm=0.5, max_depth_mm=400.0), 2.0)).eval()
+    t, p = torch.rand(2, 3, 24, 40), torch.rand(2, 3, 24, 40)
+    with torch.no_grad():
+        d = net.predict_depth(t, p, torch.tensor([2.0, 2.0]))
+        d3 = net.predict_depth(t, p, torch.tensor([3.0, 1.0]))
+    assert d.shape == (2, 1, 24, 40)  # back on the frame, aspect ratio kept
+    assert torch.allclose(d3[0], 1.5 * d[0]) and torch.allclose(d3[1], 0.5 * d[1])
+    with pytest.raises(ValueError, match="same shape"):
+        net.inputs(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 16, 32))
+
+
+def test_pairs_follow_gap_motion_and_rotation_limits():
+    from types import SimpleNamespace
+
+    from colondepth.train.two_frame import pair_snippets
+
+    n = 12
+    T = np.tile(np.eye(4), (n, 1, 1))
+    T[:, 2, 3] = np.arange(n) * 1.0  # 1 mm per frame along the axis
+    T[6:, :3, :3] = Rotation.from_rotvec([0, 0.3, 0]).as_matrix()  # a 17-degree turn between frames 5 and 6
+    seq = SimpleNamespace(world_from_cam=T)
+    pairs = pair_snippets([seq], lambda s: range(n), (2, 3), 0.0, None, seed=0)
+    assert len(pairs) == n and all(2 <= abs(p.frames[1] - p.frames[0]) <= 3 for p in pairs)
+    assert sorted(p.target_frame for p in pairs) == list(range(n))
+    assert len(pair_snippets([seq], lambda s: range(n), (1, 1), 1.5, None, seed=0)) == 0  # too little motion
+    calm = pair_snippets([seq], lambda s: range(n), (1, 1), 0.0, 5.0, seed=0)
+    assert calm and all(not (min(p.frames) <= 5 < max(p.frames)) for p in calm)  # none across the turn
+    # only the allowed frames (e.g. a training split) are used, as targets and as partners
+    part = pair_snippets([seq], lambda s: range(0, 6), (1, 2), 0.0, None, seed=1)
+    assert all(max(p.frames) < 6 for p in part)
+
+
+@pytest.fixture(scope="module")
+def synth_l1(tmp_path_factory):
+    from colondepth.synth.generate import generate_dataset
+
+    root = tmp_path_factory.mktemp("two_frame_data")
+    return generate_dataset("synth/L1_straight.yaml", root / "L1", sequences=2, frames=8, size=(32, 32), seed=0,
+                            progress=False, video=False)
+
+
+def _curriculum(path, stages):
+    doc = {"name": "tf", "seed": 0,
+           "model": {"input_size": [32, 32], "encoder_channels": [8, 12, 16], "decoder_channels": [8, 8, 12],
+                     "num_scales": 3},
+           "checkpoint": {"every_steps": 2, "log_every_steps": 1}, "stages": stages}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _stage(name, steps, **kw):
+    return {"name": name, "kind": "two_frame", "levels": ["L1"], "budget": {"steps": steps}, "batch_size": 2,
+            "optimizer": {"lr": 1e-3}, "frame_gap": [1, 2], "min_displacement_mm": 0.1,
+            "network": {"features": [4, 4, 8, 8, 16, 4]}, **kw}
+
+
+def test_stage_trains_resumes_and_ships_the_network(tmp_path, synth_l1, capsys):
+    from colondepth.models.bundle import load_bundle
+
+    cur = _curriculum(tmp_path / "c.yaml", [_stage("rigid", 4, max_rotation_deg=30.0), _stage("general", 4)])
+    full = tmp_path / "full"
+    code = cli.main(["train", "--no-progress", "--curriculum", str(cur), "--out", str(full), "--data", str(synth_l1)])
+    assert code == 0, capsys.readouterr().err
+    recs = read_metrics(full / "metrics.jsonl")
+    train = [r for r in recs if r["type"] == "train"]
+    assert len(train) == 8 and all(np.isfinite(r["loss"]) and r["valid_fraction"] > 0.3 for r in train)
+    ends = [r for r in recs if r["type"] == "stage_end"]
+    assert [r["stage"] for r in ends] == ["rigid", "general"] and all(0 < r["val_abs_rel"] < 10 for r in ends)
+    b = load_bundle(full / "checkpoints" / "final.pt")
+    assert b.two_frame is not None and b.two_frame.two_frame.reference_displacement_mm == 1.0
+    rgb = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        d = b.two_frame.predict_depth(rgb, rgb.flip(-1), torch.tensor([1.5]))
+    assert d.shape == (1, 1, 32, 32) and torch.isfinite(d).all()
+    # the second stage started from the first one's network, not from a fresh one
+    first = load_bundle(full / "checkpoints" / "stage_00_rigid.pt").two_frame.state_dict()
+    fresh_stage = _curriculum(tmp_path / "f.yaml", [_stage("rigid", 4, max_rotation_deg=30.0),
+                                                    _stage("general", 4, init_from="none")])
+    code = cli.main(["train", "--no-progress", "--curriculum", str(fresh_stage), "--out", str(tmp_path / "fresh"),
+                     "--data", str(synth_l1)])
+    assert code == 0
+    first_val = [r for r in read_metrics(full / "metrics.jsonl") if r["type"] == "train" and r["stage"] == "general"]
+    fresh_val = [r for r in read_metrics(tmp_path / "fresh" / "metrics.jsonl")
+                 if r["type"] == "train" and r["stage"] == "general"]
+    assert first_val[0]["loss"] != pytest.approx(fresh_val[0]["loss"])
+    assert set(first) == set(b.two_frame.state_dict())
+
+    # interrupted in the middle of stage 2 and resumed: the same final two-frame weights
+    part = tmp_path / "part"
+    assert cli.main(["train", "--no-progress", "--curriculum", str(cur), "--out", str(part), "--data", str(synth_l1),
+                     "--stop-after-steps", "7"]) == 0
+    assert cli.main(["train", "--no-progress", "--curriculum", str(cur), "--out", str(part), "--data", str(synth_l1),
+                     "--resume"]) == 0
+    a = load_bundle(part / "checkpoints" / "final.pt").two_frame.state_dict()
+    for k, v in b.two_frame.state_dict().items():
+        assert torch.allclose(v, a[k], atol=1e-5), k
+
+
+def test_stage_needs_poses_and_enough_motion(tmp_path, synth_l1, capsys):
+    cur = _curriculum(tmp_path / "c.yaml", [_stage("still", 2, min_displacement_mm=1000.0)])
+    code = cli.main(["train", "--no-progress", "--curriculum", str(cur), "--out", str(tmp_path / "r"),
+                     "--data", str(synth_l1)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no training pair" in err and "frame_gap" in err
