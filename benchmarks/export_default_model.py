@@ -2,12 +2,13 @@
 
 Keeps the depth weights, the model card and the resolved curriculum; drops the optimizer/RNG state (only
 ``--resume`` needs it).  ``--pose RUN/checkpoints/final.pt`` adds the pose network of a pose-only run
-(``train_depth: false``) trained against exactly these depth weights (checked).  The card gets a
+(``train_depth: false``) trained against exactly these depth weights (checked); ``--two-frame
+RUN/checkpoints/final.pt`` adds the two-frame network of a ``two_frame`` run (``curricula/two_frame.yaml``).  The card gets a
 ``default_model`` entry recording how the model was made (the training command from the card, this export
 command, the source checkpoints) and, with ``--pose``, a ``pose_network`` entry with that run's provenance.
 
     python benchmarks/export_default_model.py runs/default_model/checkpoints/final.pt data/default_model.pt \
-        [--pose runs/default_pose/checkpoints/final.pt]
+        [--pose runs/default_pose/checkpoints/final.pt] [--two-frame runs/two_frame/checkpoints/final.pt]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint", help="final.pt of a training run")
     ap.add_argument("out", nargs="?", default=str(REPO / "data" / "default_model.pt"))
     ap.add_argument("--pose", default=None, help="final.pt of a pose-only run on these depth weights")
+    ap.add_argument("--two-frame", default=None, help="final.pt of a two_frame run whose two-frame network to ship")
     ap.add_argument("--trained-with", action="append", default=None, metavar="COMMAND",
                     help="the commands that reproduce the model, in order (default: the command in the card); "
                          "give them with repository-relative paths")
@@ -45,6 +47,7 @@ def main(argv=None) -> int:
     payload = read_bundle(args.checkpoint)
     card = dict(payload["card"])
     shown = [_shown(args.checkpoint), _shown(args.out)] + (["--pose", _shown(args.pose)] if args.pose else [])
+    shown += ["--two-frame", _shown(args.two_frame)] if args.two_frame else []
     shown += [f"--trained-with '{c}'" for c in args.trained_with or []]
     card["default_model"] = {
         "trained_with": " && ".join(args.trained_with) if args.trained_with else card.get("command", ""),
@@ -70,12 +73,25 @@ def main(argv=None) -> int:
         card["pose_network"] = {"trained_with": pcard.get("command", ""), "curriculum": pcard.get("curriculum"),
                                 "stage": pcard.get("stage"), "step": pcard.get("step"),
                                 "source_checkpoint": _shown(args.pose)}
+    two = payload.get("two_frame")
+    if args.two_frame:
+        tf_payload = read_bundle(args.two_frame)
+        two = tf_payload.get("two_frame")
+        if two is None:
+            print(f"error: {args.two_frame}: has no two-frame network; pass the final.pt of a two_frame run",
+                  file=sys.stderr)
+            return 2
+        tcard = tf_payload["card"]
+        card["two_frame_network"] = {"trained_with": tcard.get("command", ""), "curriculum": tcard.get("curriculum"),
+                                     "stage": tcard.get("stage"), "step": tcard.get("step"),
+                                     "source_checkpoint": _shown(args.two_frame)}
     out = Path(args.out)
-    save_bundle(out, build_depth(payload, args.checkpoint), card, payload.get("config"), pose=pose)
+    save_bundle(out, build_depth(payload, args.checkpoint), card, payload.get("config"), pose=pose, two_frame=two)
     loaded = load_bundle(out)  # proves it loads with weights_only=True and matches its card
     mb = out.stat().st_size / 2**20
     print(f"wrote {out} ({mb:.2f} MB), step {card.get('step')}, curriculum {card.get('curriculum')}, "
-          f"pose network: {'yes' if loaded.pose is not None else 'no'}")
+          f"pose network: {'yes' if loaded.pose is not None else 'no'}, "
+          f"two-frame network: {'yes' if loaded.two_frame is not None else 'no'}")
     if mb > MAX_MB:
         print(f"error: {out} is {mb:.1f} MB, over the {MAX_MB:.0f} MB budget for shipped files", file=sys.stderr)
         return 1

@@ -63,3 +63,24 @@ def test_average_checkpoints(tmp_path, repo_root):
         if v.is_floating_point():
             assert torch.allclose(got[k], (v + b.state_dict()[k]) / 2, atol=1e-7)
     assert read_bundle(out)["card"]["averaged_from"] == [{"file": "a.pt", "step": 10}, {"file": "b.pt", "step": 20}]
+
+
+def test_export_with_two_frame_network(tmp_path, export, capsys):
+    from colondepth.models.bundle import two_frame_entry
+    from colondepth.models.two_frame_net import TwoFrameConfig, TwoFrameDepthNet
+
+    net = _depth(0)
+    depth_ckpt = save_checkpoint(tmp_path / "depth.pt", net, make_card(net, "d", "all", 1, 9, "train d"), {})
+    tf = TwoFrameDepthNet(TwoFrameConfig(DepthNetConfig(arch="basic_unet", input_height=32, input_width=32,
+                                                        features=[4, 4, 8, 8, 16, 4]), 2.0)).eval()
+    tf_ckpt = save_checkpoint(tmp_path / "tf.pt", net, make_card(net, "two_frame", "general", 1, 7, "train tf"), {},
+                              two_frame=two_frame_entry(tf))
+    out = tmp_path / "default_model.pt"
+    assert export([str(depth_ckpt), str(out), "--two-frame", str(tf_ckpt)]) == 0
+    raw = read_bundle(out)
+    assert raw["card"]["two_frame_network"]["curriculum"] == "two_frame" and raw["card"]["two_frame_network"]["step"] == 7
+    b = load_bundle(out)
+    x, p = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    assert torch.equal(b.two_frame.predict_depth(x, p, torch.tensor([1.0])), tf.predict_depth(x, p, torch.tensor([1.0])))
+    assert export([str(depth_ckpt), str(tmp_path / "x.pt"), "--two-frame", str(depth_ckpt)]) == 2
+    assert "has no two-frame network" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
