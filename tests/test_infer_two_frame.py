@@ -94,3 +94,54 @@ def test_stream_order_partners_and_pose_estimator():
     assert [o.partner for o in plain] == [None] * n
     with pytest.raises(ValueError, match="needs a two-frame network"):
         list(tf.iter_depths(iter(frames), "fused", sfs))
+
+
+@pytest.fixture(scope="module")
+def tube_bundle(tmp_path_factory):
+    """A tube video (folder of frames, 1.5 mm per frame) and a tiny bundle with depth, pose and two-frame nets."""
+    from colondepth.models.bundle import pose_entry, two_frame_entry
+    from colondepth.models.depth_net import DepthNet, DepthNetConfig
+    from colondepth.models.pose_net import PoseNet, PoseNetConfig
+    from colondepth.models.two_frame_net import TwoFrameConfig, TwoFrameDepthNet
+    from colondepth.train.checkpoint import make_card, save_checkpoint
+    from test_finetune import TINY, write_tube_video
+
+    root = tmp_path_factory.mktemp("tf_predict")
+    video = write_tube_video(root / "frames", 10)
+    torch.manual_seed(0)
+    net = DepthNet(DepthNetConfig(**TINY))
+    pose = PoseNet(PoseNetConfig(num_sources=2, channels=(16, 32, 64, 128), num_mask_scales=0))
+    two = TwoFrameDepthNet(TwoFrameConfig(DepthNetConfig(arch="basic_unet", input_height=32, input_width=32,
+                                                         features=[4, 4, 8, 8, 16, 4]), 2.0))
+    card = make_card(net, "t", "s", 0, 0, "t")
+    full = save_checkpoint(root / "full.pt", net, card, {}, pose=pose_entry(pose, None), two_frame=two_frame_entry(two))
+    sfs_only = save_checkpoint(root / "sfs.pt", net, card, {}, pose=pose_entry(pose, None))
+    return video, full, sfs_only
+
+
+def test_predict_methods_on_a_video_folder(tube_bundle, tmp_path, capsys):
+    from colondepth import cli
+
+    video, full, sfs_only = tube_bundle
+    maps = {}
+    for method in ("sfs", "two-frame", "fused"):
+        out = tmp_path / method
+        code = cli.main(["predict", "--checkpoint", str(full), "--input", str(video), "--out", str(out),
+                         "--intrinsics", str(video.parent / "k.yaml"), "--method", method, "--no-png"])
+        assert code == 0, capsys.readouterr().err
+        files = sorted(out.glob("*_depth.npy"))
+        assert len(files) == 10
+        maps[method] = np.stack([np.load(f) for f in files])
+        assert maps[method].shape == (10, 64, 64) and np.isfinite(maps[method]).all() and (maps[method] > 0).all()
+    assert not np.allclose(maps["fused"], maps["sfs"]) and not np.allclose(maps["two-frame"], maps["sfs"])
+    # fused depth stays between the two (a weighted geometric mean, two-frame rescaled to the shading median)
+    assert np.median(maps["fused"]) == pytest.approx(np.median(maps["sfs"]), rel=0.3)
+    # one image: sfs with a note; a model without a two-frame network: a one-line error
+    one = sorted(video.glob("*.png"))[0]
+    assert cli.main(["predict", "--checkpoint", str(full), "--input", str(one), "--out", str(tmp_path / "one"),
+                     "--method", "fused"]) == 0
+    assert "single image" in capsys.readouterr().err
+    assert cli.main(["predict", "--checkpoint", str(sfs_only), "--input", str(video), "--out", str(tmp_path / "x"),
+                     "--method", "fused"]) == 2
+    err = capsys.readouterr().err
+    assert "has no two-frame network" in err and not (tmp_path / "x").exists()

@@ -4,6 +4,12 @@ For every frame it writes ``<stem>_depth.npy`` (float32 z-depth in mm, H x W at 
 resolution) and ``<stem>_depth.png`` (a turbo colour preview, near = red, far = blue, with a colour bar
 labelled in mm).  Video frames get stems ``<video>_<frame:06d>``.
 
+``--method`` chooses how: ``sfs`` (shape from shading, one frame at a time; the default), ``two-frame`` (the
+two-frame network on each frame and a partner frame chosen by an adaptive baseline, scaled by the camera
+displacement from the model's pose network) or ``fused`` (both, weighted per pixel by confidence); see
+:mod:`colondepth.infer.two_frame`.  The last two need ordered frames (a video or a folder) and a checkpoint
+with a two-frame network; a single image falls back to ``sfs`` with a note.
+
 ``--intrinsics FILE`` gives the camera (see :func:`colondepth.datasets.video.load_intrinsics`): a fisheye
 frame is undistorted to a pinhole for the network and its depth mapped back, so the depth map is always on
 the input's pixel grid.  Without it the network assumes its own camera.
@@ -40,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
     parser.add_argument("--no-png", action="store_true", help="write only the .npy depth maps")
+    parser.add_argument("--method", choices=("sfs", "two-frame", "fused"), default="sfs",
+                        help="sfs: shape from shading, frame by frame; two-frame: depth from each frame and a "
+                             "partner frame (adaptive baseline, scaled by the pose network's motion); fused: both, "
+                             "weighted per pixel by confidence (default sfs; the last two need ordered frames)")
 
 
 def colorize_depth(depth_mm, lo: float | None = None, hi: float | None = None, bar: bool = True):
@@ -187,6 +197,46 @@ def _video_frames(p, cropped):
     return count, gen()
 
 
+def _sequence_depths(args, method, predictor, frames, camera, view, shape0):
+    """``(stem, depth)`` of ordered frames by ``method`` two-frame or fused (:mod:`colondepth.infer.two_frame`)
+    with the checkpoint's two-frame and pose networks."""
+    import numpy as np
+
+    from colondepth.errors import UserError
+    from colondepth.geometry.camera import PinholeIntrinsics
+    from colondepth.infer.two_frame import iter_depths
+    from colondepth.models.bundle import load_bundle
+    from colondepth.recon.poses import load_pose_estimator
+    from colondepth.resources import default_model_path
+
+    ckpt = args.checkpoint or default_model_path()
+    bundle = load_bundle(ckpt, map_location=str(predictor.device), with_pose=False)
+    if bundle.two_frame is None:
+        raise UserError(f"{ckpt}: has no two-frame network for --method {method}; use --method sfs, or a checkpoint "
+                        "from a two_frame run (curricula/two_frame.yaml) exported into the model")
+    if camera is not None and not isinstance(camera, PinholeIntrinsics):
+        raise UserError(f"{args.intrinsics}: --method {method} needs a pinhole camera; undistort the frames first or "
+                        "use --method sfs")
+    from colondepth.conventions import ImageSize
+
+    size = ImageSize(shape0[0], shape0[1])
+    K = camera if camera is not None else PinholeIntrinsics.from_fov(size, float(bundle.depth.config.default_fov_deg))
+    estimator = load_pose_estimator(ckpt, device=str(predictor.device))
+    stems: dict = {}
+
+    def rgbs():
+        for k, (stem, frame) in enumerate(frames):
+            if frame.shape != shape0:
+                raise UserError(f"{args.input}: frame {stem} is {frame.shape[1]}x{frame.shape[0]}, the first "
+                                f"{shape0[1]}x{shape0[0]}; --method {method} needs frames of one size")
+            stems[k] = stem
+            yield frame
+
+    sfs = lambda rgb: predictor.predict_batch(rgb[None], intrinsics=camera, view=view)[0]  # noqa: E731
+    for r in iter_depths(rgbs(), method, sfs, bundle.two_frame, K, pose_estimator=estimator):
+        yield stems.pop(r.index), np.asarray(r.depth, np.float32)
+
+
 def run(args: argparse.Namespace) -> int:
     import itertools
     import sys
@@ -218,6 +268,11 @@ def run(args: argparse.Namespace) -> int:
             intrinsics_for_frames(full_camera, full, source=args.intrinsics)
 
     count, frames = iter_frames(args.input, crop, check_size)
+    method = args.method
+    if method != "sfs" and count == 1 and not Path(args.input).is_dir():
+        print(f"note: {args.input} is a single image; --method {method} needs ordered frames, so it is "
+              "predicted with --method sfs", file=sys.stderr)
+        method = "sfs"
     predictor = DepthPredictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size)
     frames = iter(frames)
     try:  # decode (and crop-check) the first frame before the progress bar, so early errors stay one line
@@ -245,33 +300,43 @@ def run(args: argparse.Namespace) -> int:
         rgbs = np.stack([f for _, f in batch])
         depths = predictor.predict_batch(rgbs, intrinsics=camera, view=view if rgbs.shape[1:] == shape0 else "frame")
         for (stem, _), depth in zip(batch, depths):
-            np.save(stage / f"{stem}_depth.npy", depth.astype(np.float32))
-            if not args.no_png:
-                preview = colorize_depth(depth)
-                if not cv2.imwrite(str(stage / f"{stem}_depth.png"), cv2.cvtColor(preview, cv2.COLOR_RGB2BGR)):
-                    raise UserError(f"{out}: cannot write {stem}_depth.png; check the folder is writable")
+            write(stem, depth)
+
+    def write(stem, depth):
+        np.save(stage / f"{stem}_depth.npy", depth.astype(np.float32))
+        if not args.no_png:
+            preview = colorize_depth(depth)
+            if not cv2.imwrite(str(stage / f"{stem}_depth.png"), cv2.cvtColor(preview, cv2.COLOR_RGB2BGR)):
+                raise UserError(f"{out}: cannot write {stem}_depth.png; check the folder is writable")
 
     written = 0
     batch: list = []
     try:
         with staged_files(out) as stage, \
                 tqdm(total=count, desc="predict", unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
-            for stem, frame in itertools.chain(first, frames):
-                if batch and frame.shape != batch[0][1].shape:
+            if method != "sfs":
+                for stem, depth in _sequence_depths(args, method, predictor, itertools.chain(first, frames), camera,
+                                                    view, shape0):
+                    write(stem, depth)
+                    written += 1
+                    bar.update(1)
+            else:
+                for stem, frame in itertools.chain(first, frames):
+                    if batch and frame.shape != batch[0][1].shape:
+                        flush(batch)
+                        written += len(batch)
+                        bar.update(len(batch))
+                        batch = []
+                    batch.append((stem, frame))
+                    if len(batch) >= args.batch_size:
+                        flush(batch)
+                        written += len(batch)
+                        bar.update(len(batch))
+                        batch = []
+                if batch:
                     flush(batch)
                     written += len(batch)
                     bar.update(len(batch))
-                    batch = []
-                batch.append((stem, frame))
-                if len(batch) >= args.batch_size:
-                    flush(batch)
-                    written += len(batch)
-                    bar.update(len(batch))
-                    batch = []
-            if batch:
-                flush(batch)
-                written += len(batch)
-                bar.update(len(batch))
     except BaseException:
         if created and not any(out.iterdir()):  # a failed run leaves no empty output folder behind
             out.rmdir()
