@@ -56,3 +56,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def write_tiny_bundle(path: Path, two_frame: bool = True) -> Path:
+    """A tiny model bundle (32x32 DepthNet, a two-source pose network and, with ``two_frame``, a two-frame
+    network; seeded, untrained) for tests of the inference paths."""
+    import torch
+
+    from colondepth.models.bundle import pose_entry, two_frame_entry
+    from colondepth.models.depth_net import DepthNet, DepthNetConfig
+    from colondepth.models.pose_net import PoseNet, PoseNetConfig
+    from colondepth.models.two_frame_net import TwoFrameConfig, TwoFrameDepthNet
+    from colondepth.train.checkpoint import make_card, save_checkpoint
+
+    torch.manual_seed(0)
+    net = DepthNet(DepthNetConfig(input_height=32, input_width=32, min_depth_mm=1.0, max_depth_mm=150.0,
+                                  encoder_channels=[8, 8, 16, 16], decoder_channels=[8, 8, 8, 8], num_scales=2,
+                                  norm="group"))
+    pose = PoseNet(PoseNetConfig(num_sources=2, channels=(16, 32, 64, 128), num_mask_scales=0))
+    two = None
+    if two_frame:
+        two = two_frame_entry(TwoFrameDepthNet(TwoFrameConfig(DepthNetConfig(
+            arch="basic_unet", input_height=32, input_width=32, features=[4, 4, 8, 8, 16, 4]), 2.0)))
+    return save_checkpoint(path, net, make_card(net, "t", "s", 0, 0, "t"), {}, pose=pose_entry(pose, None),
+                           two_frame=two)

@@ -99,24 +99,12 @@ def test_stream_order_partners_and_pose_estimator():
 @pytest.fixture(scope="module")
 def tube_bundle(tmp_path_factory):
     """A tube video (folder of frames, 1.5 mm per frame) and a tiny bundle with depth, pose and two-frame nets."""
-    from colondepth.models.bundle import pose_entry, two_frame_entry
-    from colondepth.models.depth_net import DepthNet, DepthNetConfig
-    from colondepth.models.pose_net import PoseNet, PoseNetConfig
-    from colondepth.models.two_frame_net import TwoFrameConfig, TwoFrameDepthNet
-    from colondepth.train.checkpoint import make_card, save_checkpoint
-    from test_finetune import TINY, write_tube_video
+    from conftest import write_tiny_bundle
+    from test_finetune import write_tube_video
 
     root = tmp_path_factory.mktemp("tf_predict")
-    video = write_tube_video(root / "frames", 10)
-    torch.manual_seed(0)
-    net = DepthNet(DepthNetConfig(**TINY))
-    pose = PoseNet(PoseNetConfig(num_sources=2, channels=(16, 32, 64, 128), num_mask_scales=0))
-    two = TwoFrameDepthNet(TwoFrameConfig(DepthNetConfig(arch="basic_unet", input_height=32, input_width=32,
-                                                         features=[4, 4, 8, 8, 16, 4]), 2.0))
-    card = make_card(net, "t", "s", 0, 0, "t")
-    full = save_checkpoint(root / "full.pt", net, card, {}, pose=pose_entry(pose, None), two_frame=two_frame_entry(two))
-    sfs_only = save_checkpoint(root / "sfs.pt", net, card, {}, pose=pose_entry(pose, None))
-    return video, full, sfs_only
+    video = write_tube_video(root / "frames", 8)
+    return video, write_tiny_bundle(root / "full.pt"), write_tiny_bundle(root / "sfs.pt", two_frame=False)
 
 
 def test_predict_methods_on_a_video_folder(tube_bundle, tmp_path, capsys):
@@ -130,9 +118,9 @@ def test_predict_methods_on_a_video_folder(tube_bundle, tmp_path, capsys):
                          "--intrinsics", str(video.parent / "k.yaml"), "--method", method, "--no-png"])
         assert code == 0, capsys.readouterr().err
         files = sorted(out.glob("*_depth.npy"))
-        assert len(files) == 10
+        assert len(files) == 8
         maps[method] = np.stack([np.load(f) for f in files])
-        assert maps[method].shape == (10, 64, 64) and np.isfinite(maps[method]).all() and (maps[method] > 0).all()
+        assert maps[method].shape == (8, 64, 64) and np.isfinite(maps[method]).all() and (maps[method] > 0).all()
     assert not np.allclose(maps["fused"], maps["sfs"]) and not np.allclose(maps["two-frame"], maps["sfs"])
     # fused depth stays between the two (a weighted geometric mean, two-frame rescaled to the shading median)
     assert np.median(maps["fused"]) == pytest.approx(np.median(maps["sfs"]), rel=0.3)

@@ -1,0 +1,306 @@
+"""Depth from two frames against shape from shading, alone and fused (DepthNet, docs/depthnet.md).
+
+    python benchmarks/bench_depthnet.py [--checkpoint CKPT] [--readme]
+    python benchmarks/bench_depthnet.py --quick                  # a minute: the whole pipeline, tiny settings
+
+Scores the model's three methods (:mod:`colondepth.infer.two_frame`: ``sfs``, ``two-frame``, ``fused``), the
+camera motion of the last two either from the ground truth (synthetic poses; the sinus video's SfM trajectory,
+whose scale does not matter after median scaling) or from the model's pose network (what ``predict`` uses), on
+
+- held-out synthetic L3 and L5 sequences (``bench_transfer``'s set, seed 9001: never trained on), every pixel
+  with ground-truth depth, median-scaled and metric abs_rel (mean over frames);
+- the real sinus video's test frames 110-380 at the SfM points, median-scaled abs_rel pooled over the points.
+
+Writes ``benchmarks/results/depthnet.json``, error maps of a few frames per set (``docs/img/depthnet_errors.png``:
+frame, each method's relative error, the two-frame confidence) and, with ``--readme``, the README table between
+``<!-- depthnet-table:start -->`` and ``<!-- depthnet-table:end -->``.  Speed: ``predict --method fused``'s path
+(:func:`colondepth.infer.two_frame.iter_depths` with the pose network) on 256x256 frames, frames/s.
+
+Target (issue): fused at least 10 % lower abs_rel than the better single method on held-out L5 and on the
+sinus video; ``predict --method fused`` >= 15 frames/s at 256x256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "depthnet.json"
+ERROR_MAPS = REPO / "docs" / "img" / "depthnet_errors.png"
+README = REPO / "README.md"
+TABLE_START = "<!-- depthnet-table:start -->"
+TABLE_END = "<!-- depthnet-table:end -->"
+METHODS = ("sfs", "two-frame", "fused")
+LEVELS = ("L3", "L5")
+MODES = {"full": dict(heldout=dict(sequences=2, frames=24, size=None), sinus_stride=1, sinus_frames=None,
+                      speed_frames=40),
+         "quick": dict(heldout=dict(sequences=1, frames=6, size=32), sinus_stride=5, sinus_frames=16, speed_frames=6)}
+
+
+def _sequence_results(rgbs, method, predictor, bundle, intrinsics, seq, poses, estimator):
+    from colondepth.infer.two_frame import iter_depths
+
+    view = predictor.video_view(seq, intrinsics)
+    sfs = lambda rgb: predictor.predict_batch(rgb[None], intrinsics=intrinsics, view=view)[0]  # noqa: E731
+    return list(iter_depths(iter(rgbs), method, sfs, bundle.two_frame, intrinsics, world_from_cam=poses,
+                            pose_estimator=estimator))
+
+
+def score_synthetic(seqs, predictor, bundle, estimator) -> tuple[dict, list]:
+    """``{pose_source: {method: {median, metric}}}`` on dense ground truth, and error-map samples."""
+    from colondepth.eval.depth_metrics import frame_depth_metrics, mean_metrics
+
+    out: dict = {}
+    samples = []
+    for source in ("ground_truth", "pose_network"):
+        for method in METHODS:
+            if method == "sfs" and source == "pose_network":
+                continue
+            per = {"median": [], "none": []}
+            for seq in seqs:
+                rgbs = [seq.rgb(i) for i in range(len(seq))]
+                poses = np.asarray(seq.world_from_cam) if source == "ground_truth" else None
+                res = _sequence_results(rgbs, method, predictor, bundle, seq.intrinsics, seq, poses,
+                                        None if poses is not None else estimator)
+                for r in res:
+                    gt = seq.depth_mm(r.index)
+                    for align in per:
+                        m = frame_depth_metrics(r.depth, gt, align=align, fov_mask=seq.fov_mask)
+                        if m is not None:
+                            per[align].append(m.metrics)
+                    if source == "ground_truth" and r.index == len(seq) // 2 and seq is seqs[0]:
+                        samples.append((seq.level, method, rgbs[r.index], r.depth, gt, r.confidence))
+            key = "sfs" if method == "sfs" else f"{method} ({source.replace('_', ' ')})"
+            out[key] = {"median": mean_metrics(per["median"]), "metric": mean_metrics(per["none"]),
+                        "frames": len(per["median"])}
+    return out, samples
+
+
+def score_sinus(root: Path, predictor, bundle, estimator, stride: int, count=None) -> dict:
+    """Median-scaled abs_rel at the SfM points of the test frames (110-380, or the first ``count`` of them;
+    every ``stride``-th scored, every frame streamed so partners are the video's own neighbours)."""
+    from bench_transfer import SINUS_TEST_FIRST_FRAME
+
+    from colondepth.datasets import sinus_sfm
+    from colondepth.eval.sparse_depth import SparseScores, sample_depth
+
+    seq = sinus_sfm.read_sequence(root)
+    frames = list(range(SINUS_TEST_FIRST_FRAME, len(seq)))[:count]
+    rgbs = [seq.rgb(f) for f in frames]
+    out = {}
+    # the SfM trajectory has no metric scale: bring it to millimetres with the ratio of the shading depth to the
+    # SfM depth at the points (median over the frames), so the adaptive baseline sees millimetres
+    sfs_res = _sequence_results(rgbs, "sfs", predictor, bundle, seq.intrinsics, seq, None, None)
+    ratios = []
+    for r in sfs_res:
+        pts = sinus_sfm.sparse_points(seq, frames[r.index])
+        if len(pts.z):
+            ratios.append(np.median(sample_depth(r.depth, pts.u, pts.v)) / np.median(pts.z))
+    sfm_to_mm = float(np.median(ratios)) if ratios else 1.0
+    sfm_poses = np.asarray(seq.world_from_cam, dtype=np.float64)[frames].copy()
+    sfm_poses[:, :3, 3] *= sfm_to_mm
+    for source in ("ground_truth", "pose_network"):
+        for method in METHODS:
+            if method == "sfs" and source == "pose_network":
+                continue
+            poses = sfm_poses if source == "ground_truth" else None
+            res = sfs_res if method == "sfs" else _sequence_results(
+                rgbs, method, predictor, bundle, seq.intrinsics, seq, poses, None if poses is not None else estimator)
+            sc = SparseScores(align="median")
+            for r in res:
+                if r.index % stride:
+                    continue
+                pts = sinus_sfm.sparse_points(seq, frames[r.index])
+                if len(pts.z):
+                    sc.add(sample_depth(r.depth, pts.u, pts.v), pts.z)
+            key = "sfs" if method == "sfs" else f"{method} ({source.replace('_', ' ')})"
+            out[key] = {"median": sc.summary()["pooled"], "frames": sc.num_frames}
+    out["sfm_to_mm"] = sfm_to_mm
+    return out
+
+
+def measure_speed(checkpoint, frames: int, threads: int) -> dict:
+    """``predict --method fused``'s path on ``frames`` synthetic 256x256 frames: frames/s (after one warm-up)."""
+    import torch
+
+    from colondepth.conventions import ImageSize
+    from colondepth.geometry.camera import PinholeIntrinsics
+    from colondepth.infer.predictor import DepthPredictor
+    from colondepth.infer.two_frame import iter_depths
+    from colondepth.models.bundle import load_bundle
+    from colondepth.recon.poses import load_pose_estimator
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    rgbs = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(frames)]
+    K = PinholeIntrinsics.from_fov(ImageSize(256, 256), 120.0)
+    pred = DepthPredictor.from_checkpoint(checkpoint, device="cpu")
+    bundle = load_bundle(checkpoint or pred_path(), with_pose=False)
+    est = load_pose_estimator(checkpoint, device="cpu")
+    view = pred.video_view(np.stack(rgbs[:8]), K)
+    sfs = lambda rgb: pred.predict_batch(rgb[None], intrinsics=K, view=view)[0]  # noqa: E731
+    out = {}
+    for method in METHODS:
+        list(iter_depths(iter(rgbs[:3]), method, sfs, bundle.two_frame, K, pose_estimator=est))  # warm-up
+        t = time.perf_counter()
+        list(iter_depths(iter(rgbs), method, sfs, bundle.two_frame, K, pose_estimator=est))
+        out[method] = frames / (time.perf_counter() - t)
+    return {"frames_per_s": out, "size": [256, 256], "threads": threads, "frames": frames}
+
+
+def pred_path():
+    from colondepth.resources import default_model_path
+
+    return default_model_path()
+
+
+def save_error_maps(samples: list, path: Path) -> None:
+    """One row per (level, method): frame, relative error |pred - gt| / gt after median scaling (0-0.5), and the
+    two-frame confidence."""
+    import cv2
+
+    rows = []
+    for level, method, rgb, depth, gt, conf in samples:
+        ok = gt > 0
+        s = np.median(gt[ok]) / np.median(depth[ok])
+        err = np.where(ok, np.abs(depth * s - gt) / np.maximum(gt, 1e-6), 0)
+        e8 = (np.clip(err / 0.5, 0, 1) * 255).astype(np.uint8)
+        err_rgb = cv2.cvtColor(cv2.applyColorMap(e8, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+        c = np.zeros_like(gt) if conf is None else conf
+        c_rgb = cv2.cvtColor(cv2.applyColorMap((np.clip(c, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS),
+                             cv2.COLOR_BGR2RGB)
+        row = np.concatenate([rgb[..., :3], err_rgb, c_rgb], 1)
+        label = f"{level} {method}"
+        cv2.putText(row, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import imageio.v3 as iio
+
+    iio.imwrite(path, np.concatenate(rows, 0))
+
+
+def target_rows(doc: dict) -> list:
+    """Per set: better single method (sfs or two-frame, ground-truth motion), fused, and the relative gain."""
+    rows = []
+    for name in ("synthetic_L5", "sinus"):
+        res = doc["sets"].get(name)
+        if not res:
+            continue
+        for source in ("ground truth", "pose network"):
+            two = f"two-frame ({source})"
+            fused = f"fused ({source})"
+            if two not in res or fused not in res:
+                continue
+            singles = {"sfs": res["sfs"]["median"]["abs_rel"], two: res[two]["median"]["abs_rel"]}
+            best = min(singles, key=singles.get)
+            f = res[fused]["median"]["abs_rel"]
+            gain = 1.0 - f / singles[best]
+            rows.append({"set": name, "motion": source, "better_single": best, "better_single_abs_rel": singles[best],
+                         "fused_abs_rel": f, "relative_gain": gain, "met": gain >= 0.10})
+    return rows
+
+
+def render_table(doc: dict) -> str:
+    lines = ["| set | " + " | ".join(doc["columns"]) + " |", "|---|" + "---:|" * len(doc["columns"])]
+    for name, res in doc["sets"].items():
+        res = {k: v for k, v in res.items() if isinstance(v, dict)}
+        cells = [f"{res[c]['median']['abs_rel']:.3f}" if c in res else "–" for c in doc["columns"]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("| target: fused >= 10 % below the better single method | motion | better single | fused | gain | met |")
+    lines.append("|---|---|---:|---:|---:|---|")
+    for r in doc["targets"]:
+        lines.append(f"| {r['set']} | {r['motion']} | {r['better_single']} {r['better_single_abs_rel']:.3f} | "
+                     f"{r['fused_abs_rel']:.3f} | {100 * r['relative_gain']:+.1f} % | {'yes' if r['met'] else '**no**'} |")
+    sp = doc.get("speed")
+    if sp:
+        fps = sp["frames_per_s"]
+        lines.append("")
+        lines.append(f"Speed (256x256, {sp['threads']} threads, pose network motion): sfs {fps['sfs']:.1f}, "
+                     f"two-frame {fps['two-frame']:.1f}, fused {fps['fused']:.1f} frames/s (target fused >= 15).")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(doc: dict, readme: Path | None = None) -> bool:
+    readme = readme or README
+    text = readme.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        return False
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    readme.write_text(head + TABLE_START + "\n" + render_table(doc) + TABLE_END + tail)
+    return True
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from bench_transfer import heldout_levels
+
+    from colondepth.infer.predictor import DepthPredictor
+    from colondepth.io import atomic_write_text
+    from colondepth.models.bundle import load_bundle
+    from colondepth.recon.poses import load_pose_estimator
+    from colondepth.resources import default_shared_data
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=None, help="model with a two-frame network (default: the shipped model)")
+    ap.add_argument("--shared-data", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--maps", type=Path, default=ERROR_MAPS, help="error-map image (PNG)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    ap.add_argument("--readme", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    mode = MODES["quick" if args.quick else "full"]
+    ckpt = args.checkpoint or str(pred_path())
+    bundle = load_bundle(ckpt, with_pose=False)
+    if bundle.two_frame is None:
+        raise SystemExit(f"{ckpt}: has no two-frame network; train one (curricula/two_frame.yaml) and export it "
+                         "into the model (export_default_model.py --two-frame)")
+    predictor = DepthPredictor.from_checkpoint(ckpt, device="cpu")
+    estimator = load_pose_estimator(ckpt, device="cpu")
+    ho = argparse.Namespace(synthetic=None, seed=9001, cache=str(REPO / "benchmarks" / ".cache" / "transfer"))
+    held, prov = heldout_levels(ho, dict(mode["heldout"]), only=LEVELS)
+    doc = {"benchmark": "depthnet",
+           "command": "python benchmarks/bench_depthnet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "quick": bool(args.quick), "checkpoint": Path(ckpt).name, "heldout": prov, "sets": {}}
+    samples = []
+    for level in LEVELS:
+        res, smp = score_synthetic(held[level], predictor, bundle, estimator)
+        doc["sets"][f"synthetic_{level}"] = res
+        samples += smp
+    shared = args.shared_data or default_shared_data()
+    if shared is not None and (Path(shared) / "sinus_sfm_sample").is_dir():
+        doc["sets"]["sinus"] = score_sinus(Path(shared) / "sinus_sfm_sample", predictor, bundle, estimator,
+                                           mode["sinus_stride"], mode["sinus_frames"])
+    doc["columns"] = ["sfs"] + [f"{m} ({s})" for s in ("ground truth", "pose network") for m in METHODS[1:]]
+    doc["targets"] = target_rows(doc)
+    if not args.no_speed:
+        doc["speed"] = measure_speed(args.checkpoint, mode["speed_frames"], args.threads)
+    save_error_maps(samples, args.maps)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
+    print(render_table(doc))
+    print(f"wrote {args.out} and {args.maps}")
+    if args.readme:
+        print("README table " + ("updated" if update_readme(doc) else "markers not found"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
