@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint", help="final.pt of a training run")
     ap.add_argument("out", nargs="?", default=str(REPO / "data" / "default_model.pt"))
     ap.add_argument("--pose", default=None, help="final.pt of a pose-only run on these depth weights")
+    ap.add_argument("--pose-trained-with", action="append", default=None, metavar="COMMAND",
+                    help="the commands that reproduce the pose network, in order (default: the command in its card)")
     ap.add_argument("--two-frame", default=None, help="final.pt of a two_frame run whose two-frame network to ship")
     ap.add_argument("--trained-with", action="append", default=None, metavar="COMMAND",
                     help="the commands that reproduce the model, in order (default: the command in the card); "
@@ -48,6 +50,7 @@ def main(argv=None) -> int:
     card = dict(payload["card"])
     shown = [_shown(args.checkpoint), _shown(args.out)] + (["--pose", _shown(args.pose)] if args.pose else [])
     shown += ["--two-frame", _shown(args.two_frame)] if args.two_frame else []
+    shown += [f"--pose-trained-with '{c}'" for c in args.pose_trained_with or []]
     shown += [f"--trained-with '{c}'" for c in args.trained_with or []]
     card["default_model"] = {
         "trained_with": " && ".join(args.trained_with) if args.trained_with else card.get("command", ""),
@@ -70,7 +73,8 @@ def main(argv=None) -> int:
             return 2
         pose = pose_payload["pose"]
         pcard = pose_payload["card"]
-        card["pose_network"] = {"trained_with": pcard.get("command", ""), "curriculum": pcard.get("curriculum"),
+        pose_cmd = " && ".join(args.pose_trained_with) if args.pose_trained_with else pcard.get("command", "")
+        card["pose_network"] = {"trained_with": pose_cmd, "curriculum": pcard.get("curriculum"),
                                 "stage": pcard.get("stage"), "step": pcard.get("step"),
                                 "source_checkpoint": _shown(args.pose)}
     two = payload.get("two_frame")
