@@ -140,3 +140,43 @@ def test_stage_needs_poses_and_enough_motion(tmp_path, synth_l1, capsys):
                      "--data", str(synth_l1)])
     err = capsys.readouterr().err
     assert code == 2 and "no training pair" in err and "frame_gap" in err
+
+
+def test_self_supervised_two_frame_stage_on_unlabelled_video(tmp_path, capsys):
+    """Photometric re-training of a bundle's two-frame and pose networks on a tube video: every step has a finite
+    loss and valid warps, the
+    checkpoint keeps the bundle's depth network and carries both trained networks, a resume ends identically,
+    and a bundle without a two-frame network is a one-line error."""
+    from conftest import write_tiny_bundle
+    from colondepth.models.bundle import load_bundle, read_bundle
+    from test_finetune import TINY, write_tube_video
+
+    video = write_tube_video(tmp_path / "frames", 12)
+    init = write_tiny_bundle(tmp_path / "init.pt")
+    model = {"input_size": [32, 32], "min_depth_mm": 1.0, "max_depth_mm": 150.0,
+             "encoder_channels": TINY["encoder_channels"], "decoder_channels": TINY["decoder_channels"],
+             "num_scales": 2, "norm": "group"}
+    stage = {"name": "real", "kind": "two_frame_self_supervised", "init_from": str(init),
+             "sources": [{"path": str(video), "format": "frames"}], "intrinsics": str(tmp_path / "k.yaml"),
+             "budget": {"steps": 6}, "batch_size": 2, "optimizer": {"lr": 1e-3}}
+    cur = tmp_path / "c.yaml"
+    cur.write_text(yaml.safe_dump({"name": "tfss", "model": model, "checkpoint": {"every_steps": 2, "log_every_steps": 1},
+                                   "stages": [stage]}))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--no-progress", "--curriculum", str(cur), "--out", str(out)]) == 0, capsys.readouterr().err
+    recs = [r for r in read_metrics(out / "metrics.jsonl") if r["type"] == "train"]
+    assert len(recs) == 6 and all(np.isfinite(r["loss"]) and r["valid_warp_fraction"] > 0.5 for r in recs)
+    before, after = read_bundle(init), read_bundle(out / "checkpoints" / "final.pt")
+    assert all(torch.equal(v, after["model_state"][k]) for k, v in before["model_state"].items())
+    assert any(not torch.equal(v, after["two_frame"]["state"][k]) for k, v in before["two_frame"]["state"].items())
+    assert any(not torch.equal(v, after["pose"]["state"][k]) for k, v in before["pose"]["state"].items())
+    assert load_bundle(out / "checkpoints" / "final.pt").two_frame is not None
+    part = tmp_path / "part"
+    assert cli.main(["train", "--no-progress", "--curriculum", str(cur), "--out", str(part), "--stop-after-steps", "3"]) == 0
+    assert cli.main(["train", "--no-progress", "--curriculum", str(cur), "--out", str(part), "--resume"]) == 0
+    resumed = read_bundle(part / "checkpoints" / "final.pt")["two_frame"]["state"]
+    assert all(torch.allclose(v, resumed[k], atol=1e-5) for k, v in after["two_frame"]["state"].items())
+    stage["init_from"] = str(write_tiny_bundle(tmp_path / "no_tf.pt", two_frame=False))
+    cur.write_text(yaml.safe_dump({"name": "tfss", "model": model, "stages": [stage]}))
+    assert cli.main(["train", "--no-progress", "--curriculum", str(cur), "--out", str(tmp_path / "bad")]) == 2
+    assert "needs a model with a two-frame and a pose network" in capsys.readouterr().err

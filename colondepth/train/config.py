@@ -440,7 +440,30 @@ class SelfSupervisedStage(_StageCommon):
         return self
 
 
-Stage = Annotated[Union[SupervisedStage, SelfSupervisedStage, TwoFrameStage], Field(discriminator="kind")]
+class TwoFrameSelfSupervisedStage(_StageCommon):
+    """Self-supervised re-training of a two-frame network and its pose network on unlabelled video (Pinard et
+    al. 2018; implemented by ``colondepth.train.two_frame``): the depth of each target from the two-frame
+    network on it and its next view, scaled by the pose network's displacement, must warp both neighbours into
+    it (photometric loss); translations normalised per snippet to the speed the initial pose network measures."""
+
+    kind: Literal["two_frame_self_supervised"]
+    batch_size: int = Field(4, gt=0)
+    optimizer: Optimizer = Optimizer(lr=1e-4)
+    lr_schedule: LRSchedule = LRSchedule(kind="constant")
+    init_from: str  # a model bundle holding a two-frame and a pose network (e.g. data/default_model.pt)
+    sources: list[VideoSource] = Field(min_length=1)
+    crop: Optional[tuple[int, int, int, int]] = None
+    intrinsics: Optional[str] = None
+    frame_skip: int = Field(1, ge=1)
+    loss: PhotometricLoss = PhotometricLoss()
+    train_pose: bool = True
+    # per snippet, the pose network's translations rescaled to the norm the initial (frozen) pose network
+    # predicts for it: the measured speed pins the depth scale; false: the scale floats
+    translation_normalisation: bool = True
+
+
+Stage = Annotated[Union[SupervisedStage, SelfSupervisedStage, TwoFrameStage, TwoFrameSelfSupervisedStage],
+                  Field(discriminator="kind")]
 
 
 class DataSection(_Strict):

@@ -222,6 +222,7 @@ STAGE_KINDS: dict[str, Any] = {
     "supervised": SupervisedKind,
     "self_supervised": "colondepth.train.selfsup:SelfSupervisedKind",
     "two_frame": "colondepth.train.two_frame:TwoFrameKind",
+    "two_frame_self_supervised": "colondepth.train.two_frame:TwoFrameSelfSupervisedKind",
 }
 
 

@@ -204,3 +204,146 @@ class TwoFrameKind:
     def load_state_dict(self, state: dict) -> None:
         if state and "two_frame" in state:
             self.net.load_state_dict(state["two_frame"])
+
+
+class TwoFrameSelfSupervisedKind:
+    """``kind: two_frame_self_supervised`` (:class:`colondepth.train.config.TwoFrameSelfSupervisedStage`).
+
+    Snippets of three views (previous, target, next; ``frame_skip`` apart) of the stage's videos, letterboxed
+    like inference.  The pose network predicts both neighbours' ``src_from_tgt``; with
+    ``translation_normalisation`` each snippet's translations are rescaled to the mean norm the *initial*
+    pose network (a frozen copy) predicts for it, the measured speed (Pinard et al. 2018), so the depth scale
+    cannot drift.  The two-frame network sees the target and its next view; its output times ``|t_next| / D0``
+    is the target's depth, which must warp both neighbours into the target (``photometric_loss``: SSIM + L1,
+    per-pixel minimum over the sources, affine brightness alignment) plus edge-aware disparity smoothness.
+    Held-out snippets (``split_heldout``) give ``val_loss``; sources with depth add the median-scaled abs_rel.
+    The bundle's depth network is loaded into the run's (the curriculum's ``model`` must match it) and saved
+    unchanged with the trained two-frame and pose networks.
+    """
+
+    def __init__(self, ctx):
+        from colondepth.losses.photometric import PhotometricOptions
+        from colondepth.models.bundle import build_pose, build_two_frame, read_bundle
+
+        self.ctx = ctx
+        stage = ctx.stage
+        path = resolve_stage_path(stage.init_from, ctx.curriculum_dir)
+        payload = read_bundle(path)
+        if payload.get("two_frame") is None or payload.get("pose") is None:
+            raise UserError(f"{path}: stage {stage.name} needs a model with a two-frame and a pose network; "
+                            "export them into one bundle (benchmarks/export_default_model.py --pose --two-frame)")
+        from colondepth.train.stage import load_init_weights
+
+        load_init_weights(ctx.net, path)  # the bundle's depth network rides along unchanged into every checkpoint
+        self.net = build_two_frame(payload["two_frame"], path).to(ctx.device).train()
+        self.pose_net, _ = build_pose(payload["pose"], path)
+        self.pose_net = self.pose_net.to(ctx.device).train()
+        if int(self.pose_net.config.num_sources) != 2:
+            raise UserError(f"{path}: its pose network takes {self.pose_net.config.num_sources} sources; this stage "
+                            "needs one for (previous, next) views")
+        self.ref_pose, _ = build_pose(payload["pose"], path)
+        self.ref_pose = self.ref_pose.to(ctx.device).eval()
+        for p in self.ref_pose.parameters():
+            p.requires_grad_(False)
+        w_ssim, w_l1 = float(stage.loss.ssim_weight), float(stage.loss.l1_weight)
+        if w_ssim + w_l1 <= 0:
+            raise UserError(f"stage {stage.name}: loss.ssim_weight + loss.l1_weight must be positive")
+        self.photo_weight = w_ssim + w_l1
+        self.smooth_weight = float(stage.loss.smoothness_weight)
+        self.options = PhotometricOptions(alpha=w_ssim / (w_ssim + w_l1), reduction="min", automask=False,
+                                          brightness="affine")
+
+    def make_data(self) -> StageData:
+        from colondepth.datasets.clips import SnippetDataset, require_snippets, sequence_snippets, split_heldout
+        from colondepth.train.selfsup import SNIPPET_LENGTH, open_stage_sequences
+
+        stage = self.ctx.stage
+        sequences, clips, where = open_stage_sequences(stage, self.ctx.curriculum_dir)
+        snippets = sequence_snippets(sequences, clips, SNIPPET_LENGTH, frame_skip=stage.frame_skip)
+        require_snippets(snippets, f"stage {stage.name} ({', '.join(where)})", SNIPPET_LENGTH, stage.frame_skip)
+        split = split_heldout(snippets)
+        grid = self.net.config.input_grid
+        return StageData(train=SnippetDataset(sequences, split.train, grid),
+                         val=SnippetDataset(sequences, split.heldout, grid) if split.heldout else None)
+
+    def parameters(self) -> list:
+        return list(self.net.parameters()) + (list(self.pose_net.parameters()) if self.ctx.stage.train_pose else [])
+
+    def _depth_and_pose(self, batch):
+        from colondepth.losses.photometric import normalize_translation
+
+        dev = self.ctx.device
+        tgt, src = batch["target"].to(dev), batch["sources"].to(dev)
+        K, fov = batch["K"].to(dev), batch["fov_mask"].to(dev)
+        pose = self.pose_net(tgt, src).src_from_tgt  # (B, 2, 4, 4): previous, next
+        if self.ctx.stage.translation_normalisation:
+            with torch.no_grad():
+                ref = self.ref_pose(tgt, src).src_from_tgt[..., :3, 3].norm(dim=-1).mean(dim=-1, keepdim=True)
+            pose = normalize_translation(pose, ref)
+        disp = pose[:, 1, :3, 3].norm(dim=-1)
+        d0 = float(self.net.two_frame.reference_displacement_mm)
+        depth = self.net(self.net.inputs(tgt, src[:, 1], K)) * (disp / d0).view(-1, 1, 1, 1)
+        return tgt, src, K, fov, depth, pose
+
+    def _loss(self, tgt, src, K, fov, depth, pose):
+        from colondepth.geometry.projection import depth_to_disp
+        from colondepth.losses.photometric import photometric_loss
+        from colondepth.losses.smoothness import edge_aware_smoothness
+
+        photo, info = photometric_loss(tgt, src, [depth], pose, K, fov_mask=fov, options=self.options)
+        smooth = edge_aware_smoothness(depth_to_disp(depth), tgt, fov)
+        total = self.photo_weight * photo + self.smooth_weight * smooth
+        return total, {"photometric": float(photo.detach()), "smoothness": float(smooth.detach()),
+                       "valid_warp_fraction": info["valid_warp_fraction"]}
+
+    def step(self, batch) -> tuple[torch.Tensor, dict]:
+        self.net.train()
+        self.pose_net.train()
+        tgt, src, K, fov, depth, pose = self._depth_and_pose(batch)
+        total, parts = self._loss(tgt, src, K, fov, depth, pose)
+        parts["translation_mm"] = float(pose[..., :3, 3].detach().norm(dim=-1).mean())
+        return total, parts
+
+    @torch.no_grad()
+    def validate(self, loader) -> dict[str, float]:
+        from colondepth.train.selfsup import _frame_abs_rel
+
+        self.net.eval()
+        self.pose_net.eval()
+        total, n, abs_rel = 0.0, 0, []
+        for batch in loader:
+            tgt, src, K, fov, depth, pose = self._depth_and_pose(batch)
+            loss, _ = self._loss(tgt, src, K, fov, depth, pose)
+            total += float(loss) * len(tgt)
+            n += len(tgt)
+            if "depth_mm" in batch:
+                gt = batch["depth_mm"].to(tgt.device)
+                for b in range(len(gt)):
+                    v = (gt[b] > 0) & fov[b]
+                    if v.sum() >= 10:
+                        abs_rel.append(_frame_abs_rel(gt_mm=gt[b][v], pred_mm=depth[b][v])[1])
+        self.net.train()
+        self.pose_net.train()
+        out = {"val_loss": total / max(n, 1)} if n else {}
+        if abs_rel:
+            out["val_abs_rel_median_scaled"] = float(np.nanmean(abs_rel))
+        return out
+
+    def bundle_two_frame(self) -> dict:
+        from colondepth.models.bundle import two_frame_entry
+
+        return two_frame_entry(self.net)
+
+    def bundle_pose(self) -> dict:
+        from colondepth.models.bundle import pose_entry
+
+        return pose_entry(self.pose_net, None)
+
+    def state_dict(self) -> dict:
+        return {"two_frame": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                "pose_net": {k: v.detach().cpu() for k, v in self.pose_net.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.net.load_state_dict(state["two_frame"])
+            self.pose_net.load_state_dict(state["pose_net"])
