@@ -144,9 +144,8 @@ def test_stage_needs_poses_and_enough_motion(tmp_path, synth_l1, capsys):
 
 def test_self_supervised_two_frame_stage_on_unlabelled_video(tmp_path, capsys):
     """Photometric re-training of a bundle's two-frame and pose networks on a tube video: every step has a finite
-    loss and valid warps, the
-    checkpoint keeps the bundle's depth network and carries both trained networks, a resume ends identically,
-    and a bundle without a two-frame network is a one-line error."""
+    loss and valid warps, the checkpoint keeps the bundle's depth network and carries both trained networks, a
+    resume ends identically, and a bundle without a two-frame network is a one-line error."""
     from conftest import write_tiny_bundle
     from colondepth.models.bundle import load_bundle, read_bundle
     from test_finetune import TINY, write_tube_video
