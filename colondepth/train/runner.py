@@ -70,7 +70,8 @@ class RunContext:
 
 @dataclass
 class StageResult:
-    """How a stage ended: ``reason`` is ``"budget"``, ``"plateau"`` or ``"stopped"`` (``stop_after_steps``);
+    """How a stage ended: ``reason`` is ``"budget"``, ``"plateau"``, ``"competence"`` (the validation error reached
+    ``promotion.threshold``) or ``"stopped"`` (``stop_after_steps``);
     ``summary``: what the kind's ``finish_stage`` reported (e.g. which weights were kept)."""
 
     stage_step: int
@@ -176,6 +177,7 @@ class StageRunner:
             raise UserError(f"stage {stage.name}: promotion '{stage.promotion.rule}' needs validation frames, but "
                             f"this stage has none; use promotion rule 'budget' or add data")
         self.where = {"stage": stage.name, "stage_index": stage_index, "kind": stage.kind}
+        self._monitored_at: Optional[int] = None  # global step of the last forgetting-monitor evaluation
 
     # -- one stage ------------------------------------------------------------------------------------------
     def run_stage(self) -> StageResult:
@@ -244,7 +246,7 @@ class StageRunner:
         """Score the depth network on every level seen so far and on the foreign sets (main process only;
         ``colondepth.train.monitor``); one ``monitor`` record per set."""
         run = self.run
-        if not run.dist.is_main or getattr(self, "_monitored_at", None) == self.global_step:
+        if not run.dist.is_main or self._monitored_at == self.global_step:
             return
         from colondepth.train.checkpoint import make_card
         from colondepth.train.monitor import print_results
