@@ -28,6 +28,10 @@ def test_default_model_is_small_and_loads_with_weights_only():
     if "pose_network" in card:  # the pose network ships inside the same file
         assert (repo / "curricula" / f"{card['pose_network']['curriculum']}.yaml").is_file()
         assert payload["pose"] is not None
+        assert not [w for w in card["pose_network"]["trained_with"].split() if w.startswith("/")]
+    # so does the two-frame network of predict --method two-frame|fused
+    assert (repo / "curricula" / f"{card['two_frame_network']['curriculum']}.yaml").is_file()
+    assert payload["two_frame"] is not None
 
 
 def test_default_model_predicts_plausible_depth_without_checkpoint(tmp_path, capsys):
