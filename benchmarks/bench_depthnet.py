@@ -226,7 +226,8 @@ def render_table(doc: dict) -> str:
     if sp:
         fps = sp["frames_per_s"]
         lines.append("")
-        lines.append(f"Speed (256x256, {sp['threads']} threads, pose network motion): sfs {fps['sfs']:.1f}, "
+        lines.append(f"Speed (256x256, {sp['threads']} torch thread(s), motion from the pose network, frames one by "
+                     f"one as `predict` streams them): sfs {fps['sfs']:.1f}, "
                      f"two-frame {fps['two-frame']:.1f}, fused {fps['fused']:.1f} frames/s (target fused >= 15).")
     return "\n".join(lines) + "\n"
 
@@ -262,10 +263,24 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="measure the speed again (run it alone) and update it in the existing --out JSON")
     ap.add_argument("--readme", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     mode = MODES["quick" if args.quick else "full"]
+    if args.speed_only:
+        if not args.out.is_file():
+            raise SystemExit(f"{args.out}: no results to update; run without --speed-only first")
+        doc = json.loads(args.out.read_text())
+        doc["speed"] = measure_speed(args.checkpoint, mode["speed_frames"], args.threads)
+        doc["speed"]["command"] = "python benchmarks/bench_depthnet.py " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+        atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
+        print(render_table(doc))
+        if args.readme:
+            print("README table " + ("updated" if update_readme(doc) else "markers not found"))
+        return 0
     ckpt = args.checkpoint or str(pred_path())
     bundle = load_bundle(ckpt, with_pose=False)
     if bundle.two_frame is None:

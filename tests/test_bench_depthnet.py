@@ -46,3 +46,12 @@ def test_quick_run(bench, tmp_path, tube_bundle_path, monkeypatch):
     assert {r["set"] for r in doc["targets"]} >= {"synthetic_L5"}
     assert doc["speed"]["frames_per_s"]["fused"] > 0
     assert (tmp_path / "m.png").is_file() and "| synthetic_L5 |" in (tmp_path / "README.md").read_text()
+
+
+def test_readme_table_is_the_committed_json(bench, repo_root):
+    """The README's two-frame table is generated from benchmarks/results/depthnet.json."""
+    doc = json.loads(bench.DEFAULT_OUT.read_text())
+    text = (repo_root / "README.md").read_text()
+    table = text.split(bench.TABLE_START, 1)[1].split(bench.TABLE_END, 1)[0]
+    assert table.strip() == bench.render_table(doc).strip()
+    assert not doc["quick"]
