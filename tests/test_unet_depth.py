@@ -155,3 +155,15 @@ def test_albedo_field_is_smooth_log_normal_and_seeded():
     assert np.array_equal(a, b)
     varied = augment_photometric(img, np.random.default_rng(7), Augment(gain=(0.8, 1.2), albedo_std=0.5))
     assert float(varied.std()) > 0.01 and float(a.std()) == 0.0
+
+
+def test_dispnet_takes_the_extra_input_channels_too():
+    """``inputs`` works for both architectures: the DispNet's first convolution reads every channel of
+    ``network_input`` (it used to expect RGB only and failed at the first training step)."""
+    from colondepth.models.depth_net import DepthNet, DepthNetConfig, network_input
+
+    net = DepthNet(DepthNetConfig(input_height=32, input_width=32, encoder_channels=[4, 8], decoder_channels=[4, 4],
+                                  num_scales=2, inputs=["rays", "physics"]))
+    x = network_input(net, torch.rand(2, 3, 32, 32))
+    assert x.shape[1] == 6 and net.encoder[0][0][0].in_channels == 6
+    assert [tuple(d.shape) for d in net(x)] == [(2, 1, 32, 32), (2, 1, 16, 16)]

@@ -209,7 +209,7 @@ class DepthNet(nn.Module):
         dec = [int(c) for c in cfg.decoder_channels]
         n = len(enc)
         self.encoder = nn.ModuleList()
-        c_in = 3
+        c_in = cfg.in_channels  # RGB plus the optional ray / physics channels (network_input)
         for c in enc:  # level i has stride 2 ** (i + 1)
             self.encoder.append(nn.Sequential(_ConvBlock(c_in, c, stride=2, norm=cfg.norm),
                                               _ConvBlock(c, c, norm=cfg.norm)))
