@@ -51,7 +51,7 @@ def _sequence_results(rgbs, method, predictor, bundle, intrinsics, seq, poses, e
     from colondepth.infer.two_frame import iter_depths
 
     view = predictor.video_view(seq, intrinsics)
-    sfs = lambda rgb: predictor.predict_batch(rgb[None], intrinsics=intrinsics, view=view)[0]  # noqa: E731
+    sfs = lambda batch: predictor.predict_batch(batch, intrinsics=intrinsics, view=view)  # noqa: E731
     return list(iter_depths(iter(rgbs), method, sfs, bundle.two_frame, intrinsics, world_from_cam=poses,
                             pose_estimator=estimator))
 
@@ -148,7 +148,7 @@ def measure_speed(checkpoint, frames: int, threads: int) -> dict:
     bundle = load_bundle(checkpoint or pred_path(), with_pose=False)
     est = load_pose_estimator(checkpoint, device="cpu")
     view = pred.video_view(np.stack(rgbs[:8]), K)
-    sfs = lambda rgb: pred.predict_batch(rgb[None], intrinsics=K, view=view)[0]  # noqa: E731
+    sfs = lambda batch: pred.predict_batch(batch, intrinsics=K, view=view)  # noqa: E731
     out = {}
     for method in METHODS:
         list(iter_depths(iter(rgbs[:3]), method, sfs, bundle.two_frame, K, pose_estimator=est))  # warm-up
@@ -226,8 +226,8 @@ def render_table(doc: dict) -> str:
     if sp:
         fps = sp["frames_per_s"]
         lines.append("")
-        lines.append(f"Speed (256x256, {sp['threads']} torch thread(s), motion from the pose network, frames one by "
-                     f"one as `predict` streams them): sfs {fps['sfs']:.1f}, "
+        lines.append(f"Speed (256x256, {sp['threads']} torch thread(s), motion from the pose network, frames streamed "
+                     f"as `predict` does): sfs {fps['sfs']:.1f}, "
                      f"two-frame {fps['two-frame']:.1f}, fused {fps['fused']:.1f} frames/s (target fused >= 15).")
     return "\n".join(lines) + "\n"
 

@@ -77,7 +77,7 @@ def test_stream_order_partners_and_pose_estimator():
     n = 10
     frames = [np.full((12, 16, 3), 10 * i, np.uint8) for i in range(n)]
     K = PinholeIntrinsics(fx=10.0, fy=10.0, cx=7.5, cy=5.5, size=ImageSize(12, 16))
-    sfs = lambda rgb: np.full(rgb.shape[:2], 10.0, np.float32)  # noqa: E731
+    sfs = lambda rgbs: np.full(rgbs.shape[:3], 10.0, np.float32)  # noqa: E731
     out = list(tf.iter_depths(iter(frames), "two-frame", sfs, _Echo(), K, world_from_cam=_line(n), max_gap=4))
     assert [o.index for o in out] == list(range(n))
     assert all(o.displacement_mm == 2.0 and abs(o.partner - o.index) == 2 for o in out)
@@ -91,7 +91,23 @@ def test_stream_order_partners_and_pose_estimator():
     fused = list(tf.iter_depths(iter(frames), "fused", sfs, _Echo(), K, world_from_cam=_line(n), max_gap=4))
     assert all(np.all(np.isfinite(o.depth)) and o.confidence.shape == (12, 16) for o in fused)
     plain = list(tf.iter_depths(iter(frames), "sfs", sfs))
-    assert [o.partner for o in plain] == [None] * n
+    assert [o.partner for o in plain] == [None] * n and [o.index for o in plain] == list(range(n))
+    # the shading depth is predicted in batches; the batch size changes nothing else
+    calls = []
+
+    def counted(rgbs):
+        calls.append(len(rgbs))
+        return np.stack([np.full(r.shape[:2], 5.0 + r[0, 0, 0] / 10, np.float32) for r in rgbs])
+
+    for bs in (1, 3):
+        calls.clear()
+        res = list(tf.iter_depths(iter(frames), "fused", counted, _Echo(), K, world_from_cam=_line(n), max_gap=4,
+                                  batch_size=bs))
+        assert sum(calls) == n and max(calls) == bs
+        if bs == 1:
+            first = res
+    assert [(o.index, o.partner) for o in res] == [(o.index, o.partner) for o in first]
+    assert all(np.array_equal(a.depth, b.depth) for a, b in zip(first, res))
     with pytest.raises(ValueError, match="needs a two-frame network"):
         list(tf.iter_depths(iter(frames), "fused", sfs))
 

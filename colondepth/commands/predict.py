@@ -232,8 +232,9 @@ def _sequence_depths(args, method, predictor, frames, camera, view, shape0):
             stems[k] = stem
             yield frame
 
-    sfs = lambda rgb: predictor.predict_batch(rgb[None], intrinsics=camera, view=view)[0]  # noqa: E731
-    for r in iter_depths(rgbs(), method, sfs, bundle.two_frame, K, pose_estimator=estimator):
+    sfs = lambda batch: predictor.predict_batch(batch, intrinsics=camera, view=view)  # noqa: E731
+    for r in iter_depths(rgbs(), method, sfs, bundle.two_frame, K, pose_estimator=estimator,
+                         batch_size=args.batch_size):
         yield stems.pop(r.index), np.asarray(r.depth, np.float32)
 
 

@@ -126,10 +126,12 @@ def fuse_depths(sfs_mm: np.ndarray, two_mm: np.ndarray, two_weight: np.ndarray, 
 
 def iter_depths(frames: Iterable[np.ndarray], method: str, sfs_predict: Callable[[np.ndarray], np.ndarray],
                 two_frame_net=None, intrinsics=None, world_from_cam: Optional[np.ndarray] = None,
-                pose_estimator=None, max_gap: int = MAX_GAP, ratio: float = TARGET_PARALLAX_RATIO) -> Iterator[FrameDepth]:
+                pose_estimator=None, max_gap: int = MAX_GAP, ratio: float = TARGET_PARALLAX_RATIO,
+                batch_size: int = 8) -> Iterator[FrameDepth]:
     """Depth of every frame of an ordered stream by ``method`` (module docstring), in order.
 
-    ``sfs_predict(rgb) -> (H, W)`` mm; ``two_frame_net`` a ``TwoFrameDepthNet`` (needed unless ``sfs``);
+    ``sfs_predict(rgbs (B, H, W, 3)) -> (B, H, W)`` mm, called on up to ``batch_size`` frames at a time (for
+    ``sfs`` the stream is read ahead by that many frames, otherwise by ``max_gap``); ``two_frame_net`` a ``TwoFrameDepthNet`` (needed unless ``sfs``);
     ``intrinsics`` a ``PinholeIntrinsics`` of the frames (needed unless ``sfs``); camera motion from
     ``world_from_cam`` (N, 4, 4), else from ``pose_estimator(prev, cur, next) -> prev_from_cur``.
     """
@@ -141,6 +143,14 @@ def iter_depths(frames: Iterable[np.ndarray], method: str, sfs_predict: Callable
         raise ValueError(f"method {method!r} needs poses or a pose estimator")
     buf: dict = {}  # index -> rgb
     sfs: dict = {}  # index -> sfs depth
+    pending: list = []  # frames waiting for their shape-from-shading depth (predicted in batches)
+
+    def flush_sfs() -> None:
+        if pending:
+            depths = np.asarray(sfs_predict(np.stack([buf[k] for k in pending])), np.float32)
+            for k, d in zip(pending, depths):
+                sfs[k] = d
+            pending.clear()
     poses: dict = {}  # index -> world_from_cam (chained from the pose network when not supplied)
     n = 0
     done = 0
@@ -182,11 +192,16 @@ def iter_depths(frames: Iterable[np.ndarray], method: str, sfs_predict: Callable
 
     for rgb in frames:
         buf[n] = np.asarray(rgb)
-        sfs[n] = np.asarray(sfs_predict(buf[n]), np.float32)
+        pending.append(n)
+        lag = min(batch_size, max_gap) if method != "sfs" else batch_size
+        if len(pending) >= max(1, lag):
+            flush_sfs()
         if method != "sfs" and n >= 1:
             add_pose(n - 1)  # its next frame has arrived
         n += 1
-        while done < n - max_gap:  # frame `done` has its max_gap successors
+        while done < n - (max_gap if method != "sfs" else batch_size):  # frame `done` can be emitted
+            if done in pending:
+                flush_sfs()
             yield emit(done)
             for k in [k for k in buf if k < done + 1 - max_gap]:
                 buf.pop(k)
@@ -195,6 +210,7 @@ def iter_depths(frames: Iterable[np.ndarray], method: str, sfs_predict: Callable
             done += 1
     if method != "sfs" and n >= 1:
         add_pose(n - 1)
+    flush_sfs()
     while done < n:
         yield emit(done)
         done += 1
