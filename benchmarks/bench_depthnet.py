@@ -86,16 +86,18 @@ def score_synthetic(seqs, predictor, bundle, estimator) -> tuple[dict, list]:
     return out, samples
 
 
-def score_sinus(root: Path, predictor, bundle, estimator, stride: int, count=None) -> dict:
-    """Median-scaled abs_rel at the SfM points of the test frames (110-380, or the first ``count`` of them;
-    every ``stride``-th scored, every frame streamed so partners are the video's own neighbours)."""
+def score_sinus(root: Path, predictor, bundle, estimator, stride: int, count=None, first=None,
+                sources=("ground_truth", "pose_network")) -> dict:
+    """Median-scaled abs_rel at the SfM points of the test frames (``first`` (default 110) to the end, or the
+    first ``count`` of them; every ``stride``-th scored, every frame streamed so partners are the video's own
+    neighbours); the motion of the two-frame methods from each of ``sources``."""
     from bench_transfer import SINUS_TEST_FIRST_FRAME
 
     from colondepth.datasets import sinus_sfm
     from colondepth.eval.sparse_depth import SparseScores, sample_depth
 
     seq = sinus_sfm.read_sequence(root)
-    frames = list(range(SINUS_TEST_FIRST_FRAME, len(seq)))[:count]
+    frames = list(range(SINUS_TEST_FIRST_FRAME if first is None else first, len(seq)))[:count]
     rgbs = [seq.rgb(f) for f in frames]
     out = {}
     # the SfM trajectory has no metric scale: bring it to millimetres with the ratio of the shading depth to the
@@ -109,9 +111,9 @@ def score_sinus(root: Path, predictor, bundle, estimator, stride: int, count=Non
     sfm_to_mm = float(np.median(ratios)) if ratios else 1.0
     sfm_poses = np.asarray(seq.world_from_cam, dtype=np.float64)[frames].copy()
     sfm_poses[:, :3, 3] *= sfm_to_mm
-    for source in ("ground_truth", "pose_network"):
+    for source in sources:
         for method in METHODS:
-            if method == "sfs" and source == "pose_network":
+            if method == "sfs" and source == "pose_network" and "ground_truth" in sources:
                 continue
             poses = sfm_poses if source == "ground_truth" else None
             res = sfs_res if method == "sfs" else _sequence_results(
@@ -126,6 +128,56 @@ def score_sinus(root: Path, predictor, bundle, estimator, stride: int, count=Non
             key = "sfs" if method == "sfs" else f"{method} ({source.replace('_', ' ')})"
             out[key] = {"median": sc.summary()["pooled"], "frames": sc.num_frames}
     out["sfm_to_mm"] = sfm_to_mm
+    return out
+
+
+#: Self-supervised re-training of the two-frame and pose networks on the sinus video: fine-tune on these frames
+#: (images and intrinsics only), score on bench_selfsup_real's test frames.
+SELFSUP_FRAMES = range(0, 250)
+SELFSUP_TEST_FIRST = 250
+
+
+def selfsup_sinus(root: Path, checkpoint: str, work: Path, steps: int, threads: int, count=None) -> dict:
+    """Fine-tune the checkpoint's two-frame and pose networks with a ``two_frame_self_supervised`` stage on
+    frames 0-249 of the sinus video, and score sfs / two-frame / fused (pose-network motion) on frames 250-380
+    before and after (median-scaled abs_rel at the SfM points)."""
+    import yaml
+
+    from bench_selfsup_real import frames_folder
+
+    from colondepth import cli
+    from colondepth.infer.predictor import DepthPredictor
+    from colondepth.models.bundle import load_bundle, read_bundle
+    from colondepth.recon.poses import load_pose_estimator
+
+    frames, k_yaml = frames_folder(root, work, SELFSUP_FRAMES)
+    m = read_bundle(checkpoint)["card"]["model"]
+    model = {"arch": m["arch"], "input_size": [m["input_height"], m["input_width"]],
+             "min_depth_mm": m["min_depth_mm"], "max_depth_mm": m["max_depth_mm"], "features": m["features"],
+             "encoder_channels": m["encoder_channels"], "decoder_channels": m["decoder_channels"],
+             "num_scales": m["num_scales"], "norm": m["norm"], "inputs": m["inputs"],
+             "default_fov_deg": m["default_fov_deg"]}
+    cur = {"name": "two_frame_selfsup_sinus", "model": model, "checkpoint": {"every_steps": 100, "log_every_steps": 25},
+           "stages": [{"name": "sinus", "kind": "two_frame_self_supervised", "init_from": str(Path(checkpoint).resolve()),
+                       "sources": [{"path": str(frames), "format": "frames"}], "intrinsics": str(k_yaml),
+                       "budget": {"steps": int(steps)}}]}
+    (work / "curriculum.yaml").write_text(yaml.safe_dump(cur, sort_keys=False))
+    run = work / "run"
+    argv = ["--threads", str(threads), "train", "--no-progress", "--curriculum", str(work / "curriculum.yaml"),
+            "--out", str(run)]
+    if (run / "checkpoints" / "last.pt").is_file():
+        argv.append("--resume")
+    t0 = time.perf_counter()
+    if not (run / "checkpoints" / "final.pt").is_file() and cli.main(argv) != 0:
+        raise SystemExit(f"colondepth {' '.join(argv)} failed")
+    seconds = time.perf_counter() - t0
+    out = {"finetune_frames": [SELFSUP_FRAMES[0], SELFSUP_FRAMES[-1]], "test_first_frame": SELFSUP_TEST_FIRST,
+           "steps": int(steps), "seconds": round(seconds, 1)}
+    for when, ck in (("before", checkpoint), ("after", str(run / "checkpoints" / "final.pt"))):
+        res = score_sinus(root, DepthPredictor.from_checkpoint(ck, device="cpu"), load_bundle(ck, with_pose=False),
+                          load_pose_estimator(ck, device="cpu"), 1, count, first=SELFSUP_TEST_FIRST,
+                          sources=("pose_network",))
+        out[when] = {k: v for k, v in res.items() if isinstance(v, dict)}
     return out
 
 
@@ -222,6 +274,16 @@ def render_table(doc: dict) -> str:
     for r in doc["targets"]:
         lines.append(f"| {r['set']} | {r['motion']} | {r['better_single']} {r['better_single_abs_rel']:.3f} | "
                      f"{r['fused_abs_rel']:.3f} | {100 * r['relative_gain']:+.1f} % | {'yes' if r['met'] else '**no**'} |")
+    ss = doc.get("sinus_selfsup")
+    if ss:
+        cols = [c for c in ("sfs", "two-frame (pose network)", "fused (pose network)") if c in ss["before"]]
+        lines.append("")
+        lines.append(f"| sinus frames {ss['test_first_frame']}-380, two-frame and pose networks re-trained "
+                     f"self-supervised on frames {ss['finetune_frames'][0]}-{ss['finetune_frames'][1]} "
+                     f"({ss['steps']} steps) | " + " | ".join(cols) + " |")
+        lines.append("|---|" + "---:|" * len(cols))
+        for when in ("before", "after"):
+            lines.append(f"| {when} | " + " | ".join(f"{ss[when][c]['median']['abs_rel']:.3f}" for c in cols) + " |")
     sp = doc.get("speed")
     if sp:
         fps = sp["frames_per_s"]
@@ -266,6 +328,10 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-only", action="store_true",
                     help="measure the speed again (run it alone) and update it in the existing --out JSON")
     ap.add_argument("--readme", action="store_true")
+    ap.add_argument("--selfsup-steps", type=int, default=0, metavar="N",
+                    help="also re-train the two-frame and pose networks self-supervised on sinus frames 0-249 for N "
+                         "steps and score frames 250-380 before and after (default 0: skip)")
+    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".cache" / "depthnet")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     mode = MODES["quick" if args.quick else "full"]
@@ -303,6 +369,9 @@ def main(argv=None) -> int:
     if shared is not None and (Path(shared) / "sinus_sfm_sample").is_dir():
         doc["sets"]["sinus"] = score_sinus(Path(shared) / "sinus_sfm_sample", predictor, bundle, estimator,
                                            mode["sinus_stride"], mode["sinus_frames"])
+    if args.selfsup_steps > 0 and "sinus" in doc["sets"]:
+        doc["sinus_selfsup"] = selfsup_sinus(Path(shared) / "sinus_sfm_sample", ckpt, args.work, args.selfsup_steps,
+                                             args.threads, mode["sinus_frames"])
     doc["columns"] = ["sfs"] + [f"{m} ({s})" for s in ("ground truth", "pose network") for m in METHODS[1:]]
     doc["targets"] = target_rows(doc)
     if not args.no_speed:

@@ -99,12 +99,11 @@ def score_model(checkpoint, root: Path, frames, max_frames) -> dict:
             "depth_frames": depth["frames"], "depth_points": depth["num_points"], "pose": pose}
 
 
-def finetune(checkpoint, root: Path, work: Path, steps: int, frames, options=()) -> tuple[Path, float]:
-    """Fine-tune ``checkpoint`` with ``colondepth finetune`` on ``frames`` (its defaults, plus the command-line
-    ``options``, e.g. ``["--seed", "1"]``); ``(final.pt, seconds)``."""
+def frames_folder(root: Path, work: Path, frames) -> tuple[Path, Path]:
+    """``(folder, intrinsics.yaml)``: the sinus video's ``frames`` as links in ``work/finetune_frames`` (a frame
+    folder the product reads) and its pinhole camera as an intrinsics file."""
     import yaml
 
-    from colondepth import cli
     from colondepth.datasets import sinus_sfm
 
     seq = sinus_sfm.read_sequence(root)
@@ -118,8 +117,17 @@ def finetune(checkpoint, root: Path, work: Path, steps: int, frames, options=())
     k = seq.intrinsics
     (work / "intrinsics.yaml").write_text(yaml.safe_dump(
         {"width": k.size.width, "height": k.size.height, "fx": k.fx, "fy": k.fy, "cx": k.cx, "cy": k.cy}))
+    return src, work / "intrinsics.yaml"
+
+
+def finetune(checkpoint, root: Path, work: Path, steps: int, frames, options=()) -> tuple[Path, float]:
+    """Fine-tune ``checkpoint`` with ``colondepth finetune`` on ``frames`` (its defaults, plus the command-line
+    ``options``, e.g. ``["--seed", "1"]``); ``(final.pt, seconds)``."""
+    from colondepth import cli
+
+    src, k_yaml = frames_folder(root, work, frames)
     run = work / "run"
-    argv = ["finetune", "--init", str(checkpoint), "--video", str(src), "--intrinsics", str(work / "intrinsics.yaml"),
+    argv = ["finetune", "--init", str(checkpoint), "--video", str(src), "--intrinsics", str(k_yaml),
             "--out", str(run), "--steps", str(steps), "--no-progress", *options]
     if (run / "checkpoints" / "last.pt").is_file():
         argv.append("--resume")

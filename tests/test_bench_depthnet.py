@@ -35,7 +35,7 @@ def test_quick_run(bench, tmp_path, tube_bundle_path, monkeypatch):
     (tmp_path / "README.md").write_text(f"{bench.TABLE_START}\nold\n{bench.TABLE_END}\n")
     out = tmp_path / "d.json"
     argv = ["--quick", "--checkpoint", str(tube_bundle_path), "--out", str(out), "--maps", str(tmp_path / "m.png"),
-            "--threads", "1", "--readme"]
+            "--threads", "1", "--readme", "--selfsup-steps", "2", "--work", str(tmp_path / "work")]
     assert bench.main(argv) == 0
     doc = json.loads(out.read_text())
     for name in ("synthetic_L3", "synthetic_L5"):
@@ -45,6 +45,11 @@ def test_quick_run(bench, tmp_path, tube_bundle_path, monkeypatch):
         assert all(0 < r["median"]["abs_rel"] < 5 and r["frames"] == 6 for r in res.values())
     assert {r["set"] for r in doc["targets"]} >= {"synthetic_L5"}
     assert doc["speed"]["frames_per_s"]["fused"] > 0
+    if "sinus" in doc["sets"]:  # the shared real video is there: self-supervised re-training before / after
+        ss = doc["sinus_selfsup"]
+        assert ss["steps"] == 2 and ss["test_first_frame"] == 250
+        assert ss["before"]["sfs"]["median"]["abs_rel"] == ss["after"]["sfs"]["median"]["abs_rel"]  # depth net unchanged
+        assert ss["before"]["fused (pose network)"]["median"]["abs_rel"] > 0
     assert (tmp_path / "m.png").is_file() and "| synthetic_L5 |" in (tmp_path / "README.md").read_text()
 
 
