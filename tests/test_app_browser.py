@@ -153,6 +153,6 @@ def test_pages_in_browser(app_server, browser, tmp_path):
 
     page.goto(f"{app_server}/training")
     page.get_by_text("Curriculum").wait_for()
-    page.locator(".js-plotly-plot").nth(1).wait_for()
-    assert page.locator(".js-plotly-plot").count() == 2  # loss and abs_rel
+    page.locator(".js-plotly-plot").nth(3).wait_for()
+    assert page.locator(".js-plotly-plot").count() == 4  # the forgetting monitor's two, then loss and abs_rel
     _save(page, tmp_path, "training")

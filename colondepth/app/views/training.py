@@ -29,7 +29,7 @@ mon = appdata.monitor_frame(records)
 if not mon.empty:
     st.subheader("Forgetting monitor")
     st.caption("Error of the network during training on the validation frames of every level trained on so far "
-               "and on the curriculum's foreign sets (its 'monitor' section): a rising curve is forgetting.")
+               "and on the foreign sets of the run's 'monitor' section: a rising curve is forgetting.")
     grid = st.columns(2)
     for k, (col, title) in enumerate((("abs_rel_median_scaled", "abs_rel, median-scaled"),
                                       ("abs_rel", "abs_rel, metric (mm)"))):
