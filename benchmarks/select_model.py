@@ -65,6 +65,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def depth_state_sha256(path: Path) -> str:
+    """SHA-256 of a model bundle's depth weights alone (tensor names, shapes, dtypes and bytes in name order):
+    the same for a file that later gained a pose or two-frame network beside unchanged depth weights."""
+    from colondepth.models.bundle import read_bundle
+
+    h = hashlib.sha256()
+    for name, t in sorted(read_bundle(path)["model_state"].items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def real_blocks(frames=SINUS_VALIDATION_FRAMES, blocks: int = REAL_BLOCKS) -> list[list[int]]:
     """The real validation frames in ``blocks`` consecutive, nearly equal runs."""
     return [list(map(int, b)) for b in np.array_split(np.asarray(list(frames)), blocks)]
@@ -97,6 +110,7 @@ def score_candidate(path: Path, sets: dict, sinus_root: Path | None = None) -> d
         "checkpoint": _display_path(path),
         "bytes": path.stat().st_size,
         "sha256": _sha256(path),
+        "depth_state_sha256": depth_state_sha256(path),
         "card": {k: card.get(k) for k in ("description", "trained_with", "curriculum", "stage", "step",
                                            "input_size", "inference") if k in card},
         "per_seed": per_seed,
