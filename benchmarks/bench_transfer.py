@@ -144,12 +144,9 @@ def accepts_intrinsics(predictor) -> bool:
 
 def _subset(seq, frames):
     """A view of ``seq`` holding only ``frames`` (so each sequence can be scored with its own intrinsics)."""
-    from colondepth.datasets.base import Sequence
+    from colondepth.datasets.video import subsequence
 
-    frames = list(frames)
-    return Sequence(name=seq.name, intrinsics=seq.intrinsics, num_frames=len(frames),
-                    load_rgb=lambda i: seq.rgb(frames[i]), load_depth_mm=lambda i: seq.depth_mm(frames[i]),
-                    level=seq.level, fov_mask=seq.fov_mask, extra=seq.extra)
+    return subsequence(seq, frames)
 
 
 def score_dense(sequences, predictor, max_frames=None, batch_size=8) -> dict:

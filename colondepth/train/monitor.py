@@ -66,19 +66,14 @@ def _evenly(items: list, n: int) -> list:
 
 
 def _frames_as_sequences(refs) -> list:
-    """:class:`colondepth.train.data.FrameRef` s grouped into one sequence view per source sequence."""
-    from colondepth.datasets.base import Sequence
+    """:class:`colondepth.train.data.FrameRef` s grouped into one view per source sequence
+    (:func:`colondepth.datasets.video.subsequence`)."""
+    from colondepth.datasets.video import subsequence
 
     groups: dict = {}
     for r in refs:
         groups.setdefault(id(r.sequence), (r.sequence, []))[1].append(r.index)
-    out = []
-    for seq, idx in groups.values():
-        out.append(Sequence(name=seq.name, intrinsics=seq.intrinsics, num_frames=len(idx),
-                            load_rgb=lambda i, s=seq, ix=idx: s.rgb(ix[i]),
-                            load_depth_mm=lambda i, s=seq, ix=idx: s.depth_mm(ix[i]),
-                            level=seq.level, fov_mask=seq.fov_mask))
-    return out
+    return [subsequence(seq, idx) for seq, idx in groups.values()]
 
 
 @dataclass
