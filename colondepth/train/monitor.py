@@ -197,7 +197,8 @@ class ForgettingMonitor:
                              scores.num_frames)
 
 
-def print_results(results: list, step: int, file=sys.stderr) -> None:
-    """One line per monitor evaluation: ``monitor @ step: L1 0.081, L2 0.094, simcol3d 0.120``."""
+def print_results(results: list, step: int, file=None) -> None:
+    """One line per monitor evaluation: ``monitor @ step: L1 0.081, L2 0.094, simcol3d 0.120`` (to ``file``,
+    default the current ``sys.stderr``)."""
     parts = [f"{r.set} {r.abs_rel_median_scaled:.3f}" for r in results]
-    print(f"monitor @ {step}: " + ", ".join(parts), file=file)
+    print(f"monitor @ {step}: " + ", ".join(parts), file=file or sys.stderr)
