@@ -295,14 +295,10 @@ def render_table(doc: dict) -> str:
 
 
 def update_readme(doc: dict, readme: Path | None = None) -> bool:
-    readme = readme or README
-    text = readme.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        return False
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    readme.write_text(head + TABLE_START + "\n" + render_table(doc) + TABLE_END + tail)
-    return True
+    """Write the table between this benchmark's README markers; False when they are missing."""
+    from bench_transfer import write_marked_table
+
+    return write_marked_table(readme or README, TABLE_START, TABLE_END, render_table(doc).rstrip("\n")) is not None
 
 
 def main(argv=None) -> int:

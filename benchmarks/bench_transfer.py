@@ -483,19 +483,28 @@ def _code_words(code) -> str:
     return f"Code: commit {code['commit']}{extra}. "
 
 
-def update_readme(doc: dict, readme: Path = README) -> bool:
-    """Replace the text between the transfer-table markers in ``readme``; returns True if it changed."""
+def write_marked_table(readme: Path, start: str, end: str, table: str) -> bool | None:
+    """Put ``table`` between the ``start`` and ``end`` marker lines of ``readme`` (the one README-table writer of
+    the benchmarks); ``None`` when the markers are missing, else whether the file changed."""
     text = readme.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise SystemExit(f"error: {readme}: markers {TABLE_START} / {TABLE_END} not found; add them where the "
-                         f"table belongs")
-    new = re.sub(re.escape(TABLE_START) + r".*?" + re.escape(TABLE_END),
-                 lambda _: f"{TABLE_START}\n{render_table(doc)}\n{TABLE_END}", text, count=1, flags=re.S)
+    if start not in text or end not in text:
+        return None
+    new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}", text, count=1,
+                 flags=re.S)
     if new != text:
         from colondepth.io import atomic_write_text
 
         atomic_write_text(readme, new)
     return new != text
+
+
+def update_readme(doc: dict, readme: Path = README) -> bool:
+    """Replace the text between the transfer-table markers in ``readme``; returns True if it changed."""
+    changed = write_marked_table(readme, TABLE_START, TABLE_END, render_table(doc))
+    if changed is None:
+        raise SystemExit(f"error: {readme}: markers {TABLE_START} / {TABLE_END} not found; add them where the "
+                         f"table belongs")
+    return changed
 
 
 def readme_table(readme: Path = README) -> str:
