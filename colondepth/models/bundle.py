@@ -65,6 +65,17 @@ def pose_entry(pose_net: torch.nn.Module, translation_norm_mm: Optional[float]) 
             "translation_norm_mm": -1.0 if translation_norm_mm is None else float(translation_norm_mm)}
 
 
+def _with_weights(make, state, message) -> torch.nn.Module:
+    """``make()`` with ``state()`` loaded, in eval mode; a config or weights that do not fit (a damaged file)
+    become the one-line :class:`UserError` ``message(name of the exception type)``."""
+    try:
+        net = make()
+        net.load_state_dict(state())
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(message(type(exc).__name__)) from None
+    return net.eval()
+
+
 def two_frame_entry(net: torch.nn.Module) -> dict:
     """The ``two_frame`` entry of a bundle for a :class:`~colondepth.models.two_frame_net.TwoFrameDepthNet`."""
     return {"config": net.two_frame.to_dict(), "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
@@ -74,13 +85,9 @@ def build_two_frame(entry: dict, where: str | Path) -> torch.nn.Module:
     """The two-frame network (eval mode) of a bundle ``two_frame`` entry."""
     from colondepth.models.two_frame_net import TwoFrameDepthNet
 
-    try:
-        net = TwoFrameDepthNet(entry["config"])
-        net.load_state_dict(entry["state"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{where}: two-frame network weights do not match their config ({type(exc).__name__}); "
-                        f"the file is damaged, retrain or pass another checkpoint") from None
-    return net.eval()
+    return _with_weights(lambda: TwoFrameDepthNet(entry["config"]), lambda: entry["state"],
+                         lambda kind: f"{where}: two-frame network weights do not match their config ({kind}); the "
+                                      "file is damaged, retrain or pass another checkpoint")
 
 
 def save_bundle(path: str | Path, depth_net: torch.nn.Module, card: dict, config: Optional[dict] = None,
@@ -173,14 +180,11 @@ def build_pose(entry: dict, where: str | Path) -> tuple[torch.nn.Module, Optiona
     """``(PoseNet in eval mode, translation_norm_mm or None)`` from a bundle ``pose`` entry."""
     from colondepth.models.pose_net import build_pose_net
 
-    try:
-        net = build_pose_net(entry["config"])
-        net.load_state_dict(entry["state"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{where}: pose network weights do not match their config ({type(exc).__name__}); the "
-                        f"file is damaged, retrain or pass another --checkpoint") from None
+    net = _with_weights(lambda: build_pose_net(entry["config"]), lambda: entry["state"],
+                        lambda kind: f"{where}: pose network weights do not match their config ({kind}); the file "
+                                     "is damaged, retrain or pass another --checkpoint")
     t = float(entry.get("translation_norm_mm", -1.0))
-    return net.eval(), (None if t < 0 else t)
+    return net, (None if t < 0 else t)
 
 
 def load_pose_file(path: str | Path, map_location=None) -> tuple[torch.nn.Module, Optional[float]]:
@@ -192,13 +196,9 @@ def build_depth(payload: dict, where: str | Path) -> torch.nn.Module:
     """The depth network of a raw bundle, weights loaded, in eval mode."""
     from colondepth.models.depth_net import build_depth_net
 
-    try:
-        net = build_depth_net(payload["card"]["model"])
-        net.load_state_dict(payload["model_state"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{where}: checkpoint weights do not match its model card ({type(exc).__name__}); "
-                        f"the file is damaged, retrain or pass another --checkpoint") from None
-    return net.eval()
+    return _with_weights(lambda: build_depth_net(payload["card"]["model"]), lambda: payload["model_state"],
+                         lambda kind: f"{where}: checkpoint weights do not match its model card ({kind}); the file "
+                                      "is damaged, retrain or pass another --checkpoint")
 
 
 def pose_entry_of(payload: dict, path: str | Path, map_location=None) -> tuple[Optional[dict], Path]:
