@@ -26,6 +26,11 @@ from typing import Any, Optional
 from colondepth.errors import UserError
 
 
+def stage_checkpoint_name(stage_index: int, stage_name: str) -> str:
+    """File name of the checkpoint written at the end of a stage: ``stage_<NN>_<name>.pt``."""
+    return f"stage_{stage_index:02d}_{stage_name}.pt"
+
+
 @dataclass
 class ResumeState:
     """Position of a run (stage, step within it, global optimizer step) and what a resumed run restores."""
@@ -144,7 +149,7 @@ class RunCheckpoints:
         return self.dir / "final.pt"
 
     def stage_path(self, stage_index: int, stage_name: str) -> Path:
-        return self.dir / f"stage_{stage_index:02d}_{stage_name}.pt"
+        return self.dir / stage_checkpoint_name(stage_index, stage_name)
 
     def save(self, path: Path, *, stage_index: int, stage_name: str, global_step: int, kind: Any = None,
              state: Optional[ResumeState] = None) -> None:

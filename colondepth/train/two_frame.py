@@ -96,7 +96,9 @@ class TwoFrameKind:
             if not prev:
                 return
             i = prev[-1]
-            path = ctx.run_dir / "checkpoints" / f"stage_{i:02d}_{ctx.curriculum.stages[i].name}.pt"
+            from colondepth.train.resume import stage_checkpoint_name
+
+            path = ctx.run_dir / "checkpoints" / stage_checkpoint_name(i, ctx.curriculum.stages[i].name)
             if not path.is_file():
                 raise UserError(f"stage {ctx.stage.name}: init_from previous needs {path} (the end of stage "
                                 f"{ctx.curriculum.stages[i].name}); resume the run from its folder")
