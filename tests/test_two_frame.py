@@ -13,12 +13,7 @@ from colondepth import cli
 from colondepth.train.logging import read_metrics
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors on one thread
 
 
 def test_label_is_depth_relative_to_the_displacement():
