@@ -205,13 +205,13 @@ def _sequence_depths(args, method, predictor, frames, camera, view, shape0):
     from colondepth.errors import UserError
     from colondepth.geometry.camera import PinholeIntrinsics
     from colondepth.infer.two_frame import iter_depths
-    from colondepth.models.bundle import load_bundle
+    from colondepth.models.bundle import build_two_frame, read_bundle
     from colondepth.recon.poses import load_pose_estimator
     from colondepth.resources import default_model_path
 
     ckpt = args.checkpoint or default_model_path()
-    bundle = load_bundle(ckpt, map_location=str(predictor.device), with_pose=False)
-    if bundle.two_frame is None:
+    entry = read_bundle(ckpt)["two_frame"]  # only this network: the predictor already holds the depth network
+    if entry is None:
         raise UserError(f"{ckpt}: has no two-frame network for --method {method}; use --method sfs, or a checkpoint "
                         "from a two_frame run (curricula/two_frame.yaml) exported into the model")
     if camera is not None and not isinstance(camera, PinholeIntrinsics):
@@ -220,7 +220,8 @@ def _sequence_depths(args, method, predictor, frames, camera, view, shape0):
     from colondepth.conventions import ImageSize
 
     size = ImageSize(shape0[0], shape0[1])
-    K = camera if camera is not None else PinholeIntrinsics.from_fov(size, float(bundle.depth.config.default_fov_deg))
+    K = camera if camera is not None else PinholeIntrinsics.from_fov(size, float(predictor.model.config.default_fov_deg))
+    two_frame = build_two_frame(entry, ckpt).to(predictor.device)
     estimator = load_pose_estimator(ckpt, device=str(predictor.device))
     stems: dict = {}
 
@@ -233,7 +234,7 @@ def _sequence_depths(args, method, predictor, frames, camera, view, shape0):
             yield frame
 
     sfs = lambda batch: predictor.predict_batch(batch, intrinsics=camera, view=view)  # noqa: E731
-    for r in iter_depths(rgbs(), method, sfs, bundle.two_frame, K, pose_estimator=estimator,
+    for r in iter_depths(rgbs(), method, sfs, two_frame, K, pose_estimator=estimator,
                          batch_size=args.batch_size):
         yield stems.pop(r.index), np.asarray(r.depth, np.float32)
 
