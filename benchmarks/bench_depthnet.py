@@ -151,12 +151,9 @@ def selfsup_sinus(root: Path, checkpoint: str, work: Path, steps: int, threads: 
     from colondepth.recon.poses import load_pose_estimator
 
     frames, k_yaml = frames_folder(root, work, SELFSUP_FRAMES)
-    m = read_bundle(checkpoint)["card"]["model"]
-    model = {"arch": m["arch"], "input_size": [m["input_height"], m["input_width"]],
-             "min_depth_mm": m["min_depth_mm"], "max_depth_mm": m["max_depth_mm"], "features": m["features"],
-             "encoder_channels": m["encoder_channels"], "decoder_channels": m["decoder_channels"],
-             "num_scales": m["num_scales"], "norm": m["norm"], "inputs": m["inputs"],
-             "default_fov_deg": m["default_fov_deg"]}
+    from colondepth.train.config import ModelSection
+
+    model = ModelSection.dict_from_card(read_bundle(checkpoint)["card"]["model"])
     cur = {"name": "two_frame_selfsup_sinus", "model": model, "checkpoint": {"every_steps": 100, "log_every_steps": 25},
            "stages": [{"name": "sinus", "kind": "two_frame_self_supervised", "init_from": str(Path(checkpoint).resolve()),
                        "sources": [{"path": str(frames), "format": "frames"}], "intrinsics": str(k_yaml),
