@@ -60,9 +60,11 @@ def levels_seen(curriculum, stage_index: int) -> list[str]:
 
 
 def _evenly(items: list, n: int) -> list:
-    if len(items) <= n:
-        return list(items)
-    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+    """At most ``n`` of ``items``, evenly spaced: the frame selection of ``colondepth evaluate``
+    (:func:`colondepth.eval.evaluate.select_frames`)."""
+    from colondepth.eval.evaluate import select_frames
+
+    return [items[i] for _, i in select_frames([len(items)], n)]
 
 
 def _frames_as_sequences(refs) -> list:
