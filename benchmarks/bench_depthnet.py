@@ -188,13 +188,14 @@ def measure_speed(checkpoint, frames: int, threads: int) -> dict:
     from colondepth.infer.two_frame import iter_depths
     from colondepth.models.bundle import load_bundle
     from colondepth.recon.poses import load_pose_estimator
+    from colondepth.resources import default_model_path
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     rgbs = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(frames)]
     K = PinholeIntrinsics.from_fov(ImageSize(256, 256), 120.0)
     pred = DepthPredictor.from_checkpoint(checkpoint, device="cpu")
-    bundle = load_bundle(checkpoint or pred_path(), with_pose=False)
+    bundle = load_bundle(checkpoint or default_model_path(), with_pose=False)
     est = load_pose_estimator(checkpoint, device="cpu")
     view = pred.video_view(np.stack(rgbs[:8]), K)
     sfs = lambda batch: pred.predict_batch(batch, intrinsics=K, view=view)  # noqa: E731
@@ -205,12 +206,6 @@ def measure_speed(checkpoint, frames: int, threads: int) -> dict:
         list(iter_depths(iter(rgbs), method, sfs, bundle.two_frame, K, pose_estimator=est))
         out[method] = frames / (time.perf_counter() - t)
     return {"frames_per_s": out, "size": [256, 256], "threads": threads, "frames": frames}
-
-
-def pred_path():
-    from colondepth.resources import default_model_path
-
-    return default_model_path()
 
 
 def save_error_maps(samples: list, path: Path) -> None:
@@ -307,7 +302,7 @@ def main(argv=None) -> int:
     from colondepth.io import atomic_write_text
     from colondepth.models.bundle import load_bundle
     from colondepth.recon.poses import load_pose_estimator
-    from colondepth.resources import default_shared_data
+    from colondepth.resources import default_model_path, default_shared_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -340,7 +335,7 @@ def main(argv=None) -> int:
         if args.readme:
             print("README table " + ("updated" if update_readme(doc) else "markers not found"))
         return 0
-    ckpt = args.checkpoint or str(pred_path())
+    ckpt = args.checkpoint or str(default_model_path())
     bundle = load_bundle(ckpt, with_pose=False)
     if bundle.two_frame is None:
         raise SystemExit(f"{ckpt}: has no two-frame network; train one (curricula/two_frame.yaml) and export it "
