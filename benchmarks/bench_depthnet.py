@@ -138,30 +138,21 @@ SELFSUP_TEST_FIRST = 250
 
 
 def selfsup_sinus(root: Path, checkpoint: str, work: Path, steps: int, threads: int, count=None) -> dict:
-    """Fine-tune the checkpoint's two-frame and pose networks with a ``two_frame_self_supervised`` stage on
+    """Fine-tune the checkpoint's two-frame and pose networks (``colondepth finetune --two-frame``) on
     frames 0-249 of the sinus video, and score sfs / two-frame / fused (pose-network motion) on frames 250-380
     before and after (median-scaled abs_rel at the SfM points)."""
-    import yaml
-
     from bench_selfsup_real import frames_folder
 
     from colondepth import cli
     from colondepth.infer.predictor import DepthPredictor
-    from colondepth.models.bundle import load_bundle, read_bundle
+    from colondepth.models.bundle import load_bundle
     from colondepth.recon.poses import load_pose_estimator
 
     frames, k_yaml = frames_folder(root, work, SELFSUP_FRAMES)
-    from colondepth.train.config import ModelSection
-
-    model = ModelSection.dict_from_card(read_bundle(checkpoint)["card"]["model"])
-    cur = {"name": "two_frame_selfsup_sinus", "model": model, "checkpoint": {"every_steps": 100, "log_every_steps": 25},
-           "stages": [{"name": "sinus", "kind": "two_frame_self_supervised", "init_from": str(Path(checkpoint).resolve()),
-                       "sources": [{"path": str(frames), "format": "frames"}], "intrinsics": str(k_yaml),
-                       "budget": {"steps": int(steps)}}]}
-    (work / "curriculum.yaml").write_text(yaml.safe_dump(cur, sort_keys=False))
     run = work / "run"
-    argv = ["--threads", str(threads), "train", "--no-progress", "--curriculum", str(work / "curriculum.yaml"),
-            "--out", str(run)]
+    argv = ["--threads", str(threads), "finetune", "--two-frame", "--no-progress", "--init",
+            str(Path(checkpoint).resolve()), "--video", str(frames), "--intrinsics", str(k_yaml),
+            "--steps", str(int(steps)), "--out", str(run)]
     if (run / "checkpoints" / "last.pt").is_file():
         argv.append("--resume")
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ CARD = {"model": {"input_height": 32, "input_width": 32, "min_depth_mm": 1.0, "m
                   "encoder_channels": [8, 8], "decoder_channels": [8, 8], "num_scales": 1, "norm": "batch"}}
 #: Options that are not stage settings (inputs, outputs, run control) or have no schema default (the budget).
 NOT_STAGE_SETTINGS = {"help", "init", "video", "out", "crop", "intrinsics", "steps", "rehearsal_data", "resume",
-                      "device", "stop_after_steps", "no_progress"}
+                      "device", "stop_after_steps", "no_progress", "two_frame"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +44,14 @@ def test_every_option_default_is_the_schema_default():
     assert settings == set(finetune.SCHEMA_DEFAULTS), "classify every new option: stage setting or not"
     for dest in settings:
         assert actions[dest].default == _schema_value(finetune.SCHEMA_DEFAULTS[dest]), dest
+
+
+def test_every_stage_option_is_classified_for_two_frame():
+    """With --two-frame an option either sets the two-frame stage, is general (checkpoints, seed) or is refused:
+    none is silently dropped."""
+    general = {"checkpoint_every", "seed"}
+    two, depth_only = set(finetune.TWO_FRAME_OPTIONS), set(finetune.DEPTH_ONLY_OPTIONS)
+    assert not (two & depth_only) and two | depth_only | general == set(finetune.SCHEMA_DEFAULTS)
 
 
 def test_default_command_runs_the_default_stage():

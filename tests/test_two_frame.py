@@ -174,3 +174,41 @@ def test_self_supervised_two_frame_stage_on_unlabelled_video(tmp_path, capsys):
     cur.write_text(yaml.safe_dump({"name": "tfss", "model": model, "stages": [stage]}))
     assert cli.main(["train", "--no-progress", "--curriculum", str(cur), "--out", str(tmp_path / "bad")]) == 2
     assert "needs a model with a two-frame and a pose network" in capsys.readouterr().err
+
+
+def test_finetune_two_frame_runs_the_self_supervised_two_frame_stage(tmp_path, capsys):
+    """``colondepth finetune --two-frame`` writes a ``two_frame_self_supervised`` stage with the options given
+    (the rest left to that stage's defaults), re-trains the two-frame and pose networks and leaves the depth
+    network as loaded; depth-only options and a bundle without a two-frame network are one-line errors."""
+    from conftest import write_tiny_bundle
+    from colondepth.models.bundle import read_bundle
+    from test_finetune import write_tube_video
+
+    video = write_tube_video(tmp_path / "frames", 12)
+    init = write_tiny_bundle(tmp_path / "init.pt")
+    out = tmp_path / "run"
+    base = ["finetune", "--two-frame", "--no-progress", "--init", str(init), "--video", str(video),
+            "--intrinsics", str(tmp_path / "k.yaml")]
+    assert cli.main([*base, "--out", str(out), "--steps", "4", "--batch-size", "2", "--lr", "0.001",
+                     "--checkpoint-every", "2"]) == 0
+    assert "predict --method fused --checkpoint" in capsys.readouterr().err
+    doc = yaml.safe_load((out / "finetune.curriculum.yaml").read_text())
+    (stage,) = doc["stages"]
+    assert stage["kind"] == "two_frame_self_supervised" and stage["budget"] == {"steps": 4}
+    assert stage["batch_size"] == 2 and stage["optimizer"] == {"lr": 0.001}
+    assert "frame_skip" not in stage and "loss" not in stage  # left at the command default: the stage's default
+    recs = [r for r in read_metrics(out / "metrics.jsonl") if r["type"] == "train"]
+    assert recs and all(np.isfinite(r["loss"]) for r in recs)
+    before, after = read_bundle(init), read_bundle(out / "checkpoints" / "final.pt")
+    assert after["card"]["step"] == 4 and after["card"]["stage"] == "finetune_two_frame"
+    assert all(torch.equal(v, after["model_state"][k]) for k, v in before["model_state"].items())
+    assert any(not torch.equal(v, after["two_frame"]["state"][k]) for k, v in before["two_frame"]["state"].items())
+
+    assert cli.main([*base, "--out", str(tmp_path / "light"), "--light", "tip"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--light applies to the depth network's fine-tuning, not to --two-frame" in err and "\n" not in err
+    assert not (tmp_path / "light" / "finetune.curriculum.yaml").exists()
+    no_tf = write_tiny_bundle(tmp_path / "no_tf.pt", two_frame=False)
+    assert cli.main(["finetune", "--two-frame", "--init", str(no_tf), "--video", str(video),
+                     "--out", str(tmp_path / "bad")]) == 2
+    assert "no_tf.pt: has no two-frame and pose network for --two-frame" in capsys.readouterr().err

@@ -148,6 +148,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"rewrite RUN/checkpoints/last.pt every N steps (default {d('checkpoint_every')})")
     parser.add_argument("--seed", type=int, default=d("seed"), metavar="S",
                         help=f"seed of the data order and of the networks' random parts (default {d('seed')})")
+    parser.add_argument("--two-frame", action="store_true",
+                        help="re-train the checkpoint's two-frame (DepthNet) and pose networks instead of its "
+                             "depth network (stage kind two_frame_self_supervised, Pinard 2018), for 'predict "
+                             "--method fused'; takes --steps, --batch-size, --lr, --frame-skip, --smoothness, "
+                             "--explainability, --translation-normalisation and the general options; an option "
+                             "left at its default takes that stage's default (docs/depthnet.md)")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
@@ -212,6 +218,62 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
     }
 
 
+#: ``--two-frame``: options (argparse dest) -> the key they set in a ``two_frame_self_supervised`` stage.
+TWO_FRAME_OPTIONS = {
+    "batch_size": ("batch_size",),
+    "lr": ("optimizer", "lr"),
+    "frame_skip": ("frame_skip",),
+    "smoothness": ("loss", "smoothness_weight"),
+    "explainability": ("loss", "explainability_weight"),
+    "translation_normalisation": ("translation_normalisation",),
+}
+#: Options that only the depth network's fine-tuning has: with ``--two-frame`` they must stay at their default.
+DEPTH_ONLY_OPTIONS = ("min_translation_norm", "depth_scale_anchor", "invalid_warp", "light", "coopnet", "anchor",
+                      "anchor_decay_steps", "freeze_batchnorm", "automask", "freeze_encoder_steps",
+                      "rehearsal_weight", "keep_best", "eval_every")
+
+
+def _option_flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def build_two_frame_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
+    """``finetune --two-frame``'s one-stage curriculum: a ``two_frame_self_supervised`` stage on the videos.
+
+    An option of :data:`TWO_FRAME_OPTIONS` is written only when it differs from the command's (depth
+    fine-tuning) default, so an option left alone takes the two-frame stage's own default
+    (:class:`colondepth.train.config.TwoFrameSelfSupervisedStage`).  A depth-only option set to anything but its
+    default is a one-line error (it would otherwise be silently ignored).
+    """
+    from colondepth.errors import UserError
+
+    for dest in DEPTH_ONLY_OPTIONS:
+        if getattr(args, dest) != schema_default(dest):
+            raise UserError(f"{_option_flag(dest)} applies to the depth network's fine-tuning, not to --two-frame; "
+                            f"leave it out")
+    if args.rehearsal_data:
+        raise UserError("--rehearsal-data applies to the depth network's fine-tuning, not to --two-frame; leave it out")
+    doc = build_curriculum(args, model_card)
+    depth_stage = doc["stages"][0]
+    stage = {"name": "finetune_two_frame", "kind": "two_frame_self_supervised"}
+    for key in ("init_from", "sources", "budget", "crop", "intrinsics"):
+        if key in depth_stage:
+            stage[key] = depth_stage[key]
+    for dest, path in TWO_FRAME_OPTIONS.items():
+        value = getattr(args, dest)
+        if value == schema_default(dest):
+            continue
+        node = stage
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    doc.update(name="finetune_two_frame",
+               description="self-supervised re-training of the two-frame and pose networks (colondepth finetune "
+                           "--two-frame)",
+               stages=[stage])
+    return doc
+
+
 def _resolved_file(path) -> dict | None:
     """The resolved curriculum of an earlier run's ``finetune.curriculum.yaml`` (``None`` if it no longer
     validates), so that a resume compares settings, not text (defaults written out or left to the schema)."""
@@ -270,10 +332,14 @@ def run(args: argparse.Namespace) -> int:
         from colondepth.datasets.video import load_intrinsics
 
         load_intrinsics(args.intrinsics)  # a bad file fails here, in one line, before anything is written
-    card = read_checkpoint(args.init)["card"]
+    init = read_checkpoint(args.init)
+    card = init["card"]
     if "model" not in card:
         raise UserError(f"{args.init}: checkpoint has no model card; pass a checkpoint written by 'colondepth train'")
-    curriculum = build_curriculum(args, card)
+    if args.two_frame and (init.get("two_frame") is None or init.get("pose") is None):
+        raise UserError(f"{args.init}: has no two-frame and pose network for --two-frame; pass a model bundle with "
+                        f"both (e.g. the default model data/default_model.pt)")
+    curriculum = (build_two_frame_curriculum if args.two_frame else build_curriculum)(args, card)
     out = Path(args.out)
     cur_path = out / "finetune.curriculum.yaml"
     resolved = resolved_dict(parse_curriculum(curriculum, cur_path))  # validate before writing anything
@@ -291,6 +357,9 @@ def run(args: argparse.Namespace) -> int:
     result = train_curriculum(opts)
     if result["stopped"]:
         print(f"stopped after step {result['global_step']}; continue with --resume", file=sys.stderr)
+    elif args.two_frame:
+        print(f"done: {result['global_step']} steps; weights in {result['checkpoint']}; use them with "
+              f"'colondepth predict --method fused --checkpoint {result['checkpoint']}'", file=sys.stderr)
     else:
         print(f"done: {result['global_step']} steps; {_kept_note(out)}weights in {result['checkpoint']}",
               file=sys.stderr)
