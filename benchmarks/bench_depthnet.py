@@ -56,12 +56,72 @@ def _sequence_results(rgbs, method, predictor, bundle, intrinsics, seq, poses, e
                             pose_estimator=estimator))
 
 
-def score_synthetic(seqs, predictor, bundle, estimator) -> tuple[dict, list]:
-    """``{pose_source: {method: {median, metric}}}`` on dense ground truth, and error-map samples."""
+#: Confidence bins of :func:`cue_analysis` (quantiles of the two-frame confidence over the scored pixels).
+CONFIDENCE_BINS = 3
+#: Constant log-depth weights of the two-frame depth tried by :func:`cue_analysis`'s upper bound.
+GLOBAL_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def _median_log_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``log(pred * s / gt)`` with the frame's median scale ``s = median(gt) / median(pred)``."""
+    return np.log(pred) - np.log(gt) + np.log(np.median(gt)) - np.log(np.median(pred))
+
+
+def cue_analysis(frames: list) -> dict:
+    """Where each cue wins, and why fusing them gains little or much: per frame ``(sfs, two_frame, gt,
+    confidence)`` 1-D arrays over the scored pixels (or SfM points), depths > 0.
+
+    Each method is median-scaled per frame.  Returns ``error_log_correlation`` (Pearson r of the two
+    methods' log errors pooled over pixels: near 1, their errors sit in the same places and no per-pixel
+    weighting can cancel them), ``by_confidence`` (pixels split at quantiles of the two-frame confidence:
+    abs_rel of each method and the share of pixels where the two-frame depth is the closer one), and
+    ``best_constant_weight`` (the log-depth weight of the two-frame depth, among :data:`GLOBAL_WEIGHTS`,
+    that fuses best on these very pixels, its abs_rel and gain over the better single method: an upper
+    bound for any constant weighting, chosen on the scored data, not a method).
+    """
+    es, et, conf, fused = [], [], [], {w: [] for w in GLOBAL_WEIGHTS}
+    for sfs, two, gt, c in frames:
+        sfs, two, gt, c = (np.asarray(a, dtype=np.float64).ravel() for a in (sfs, two, gt, c))
+        ok = (gt > 0) & (sfs > 0) & (two > 0) & np.isfinite(sfs) & np.isfinite(two) & np.isfinite(c)
+        if ok.sum() < 2:
+            continue
+        es.append(_median_log_error(sfs[ok], gt[ok]))
+        et.append(_median_log_error(two[ok], gt[ok]))
+        conf.append(c[ok])
+        for w in GLOBAL_WEIGHTS:  # the fused map, median-scaled as a method of its own
+            fused[w].append(_median_log_error(np.exp((1.0 - w) * np.log(sfs[ok]) + w * np.log(two[ok])), gt[ok]))
+    if not es:
+        return {"pixels": 0}
+    es, et, conf = np.concatenate(es), np.concatenate(et), np.concatenate(conf)
+    abs_rel = lambda e: float(np.mean(np.abs(np.expm1(e))))  # noqa: E731
+    edges = np.quantile(conf, np.linspace(0.0, 1.0, CONFIDENCE_BINS + 1))
+    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, CONFIDENCE_BINS - 1)
+    bins = []
+    for b in range(CONFIDENCE_BINS):
+        m = idx == b
+        if m.any():
+            bins.append({"confidence": [float(edges[b]), float(edges[b + 1])], "pixels": int(m.sum()),
+                         "sfs_abs_rel": abs_rel(es[m]), "two_frame_abs_rel": abs_rel(et[m]),
+                         "two_frame_closer": float(np.mean(np.abs(et[m]) < np.abs(es[m])))})
+    fused = {w: abs_rel(np.concatenate(v)) for w, v in fused.items()}
+    w_best = min(fused, key=fused.get)
+    single = min(abs_rel(es), abs_rel(et))
+    r = float(np.corrcoef(es, et)[0, 1]) if es.std() > 0 and et.std() > 0 else float("nan")
+    return {"pixels": int(len(es)), "sfs_abs_rel": abs_rel(es), "two_frame_abs_rel": abs_rel(et),
+            "error_log_correlation": r, "two_frame_closer": float(np.mean(np.abs(et) < np.abs(es))),
+            "by_confidence": bins,
+            "best_constant_weight": {"weight": w_best, "abs_rel": fused[w_best],
+                                     "gain_over_better_single": 1.0 - fused[w_best] / single}}
+
+
+def score_synthetic(seqs, predictor, bundle, estimator) -> tuple[dict, list, dict]:
+    """``{pose_source: {method: {median, metric}}}`` on dense ground truth, error-map samples and
+    :func:`cue_analysis` of shading against the two-frame depth with ground-truth motion."""
     from colondepth.eval.depth_metrics import frame_depth_metrics, mean_metrics
 
     out: dict = {}
     samples = []
+    kept: dict = {}  # (sequence, frame) -> {"sfs": depth, "two-frame": (depth, confidence)}
     for source in ("ground_truth", "pose_network"):
         for method in METHODS:
             if method == "sfs" and source == "pose_network":
@@ -80,10 +140,18 @@ def score_synthetic(seqs, predictor, bundle, estimator) -> tuple[dict, list]:
                             per[align].append(m.metrics)
                     if source == "ground_truth" and r.index == len(seq) // 2 and seq is seqs[0]:
                         samples.append((seq.level, method, rgbs[r.index], r.depth, gt, r.confidence))
+                    if source == "ground_truth" and method != "fused":
+                        kept.setdefault((id(seq), r.index), {})[method] = (r.depth, r.confidence, gt, seq.fov_mask)
             key = "sfs" if method == "sfs" else f"{method} ({source.replace('_', ' ')})"
             out[key] = {"median": mean_metrics(per["median"]), "metric": mean_metrics(per["none"]),
                         "frames": len(per["median"])}
-    return out, samples
+    pairs = []
+    for both in kept.values():
+        if "sfs" in both and "two-frame" in both:
+            (sfs, _, gt, fov), (two, conf, _, _) = both["sfs"], both["two-frame"]
+            ok = (gt > 0) if fov is None else (gt > 0) & np.asarray(fov, bool)
+            pairs.append((sfs[ok], two[ok], gt[ok], conf[ok]))
+    return out, samples, cue_analysis(pairs)
 
 
 def score_sinus(root: Path, predictor, bundle, estimator, stride: int, count=None, first=None,
@@ -111,6 +179,7 @@ def score_sinus(root: Path, predictor, bundle, estimator, stride: int, count=Non
     sfm_to_mm = float(np.median(ratios)) if ratios else 1.0
     sfm_poses = np.asarray(seq.world_from_cam, dtype=np.float64)[frames].copy()
     sfm_poses[:, :3, 3] *= sfm_to_mm
+    pairs = []
     for source in sources:
         for method in METHODS:
             if method == "sfs" and source == "pose_network" and "ground_truth" in sources:
@@ -118,6 +187,12 @@ def score_sinus(root: Path, predictor, bundle, estimator, stride: int, count=Non
             poses = sfm_poses if source == "ground_truth" else None
             res = sfs_res if method == "sfs" else _sequence_results(
                 rgbs, method, predictor, bundle, seq.intrinsics, seq, poses, None if poses is not None else estimator)
+            if method == "two-frame" and source == "ground_truth":
+                for a, b in zip(sfs_res, res):
+                    pts = sinus_sfm.sparse_points(seq, frames[b.index])
+                    if b.index % stride == 0 and len(pts.z) and b.confidence is not None:
+                        pairs.append((sample_depth(a.depth, pts.u, pts.v), sample_depth(b.depth, pts.u, pts.v),
+                                      pts.z, sample_depth(b.confidence, pts.u, pts.v)))
             sc = SparseScores(align="median")
             for r in res:
                 if r.index % stride:
@@ -128,6 +203,8 @@ def score_sinus(root: Path, predictor, bundle, estimator, stride: int, count=Non
             key = "sfs" if method == "sfs" else f"{method} ({source.replace('_', ' ')})"
             out[key] = {"median": sc.summary()["pooled"], "frames": sc.num_frames}
     out["sfm_to_mm"] = sfm_to_mm
+    if pairs:
+        out["cues"] = cue_analysis(pairs)
     return out
 
 
@@ -155,12 +232,15 @@ def selfsup_sinus(root: Path, checkpoint: str, work: Path, steps: int, threads: 
             "--steps", str(int(steps)), "--out", str(run)]
     if (run / "checkpoints" / "last.pt").is_file():
         argv.append("--resume")
-    t0 = time.perf_counter()
-    if not (run / "checkpoints" / "final.pt").is_file() and cli.main(argv) != 0:
-        raise SystemExit(f"colondepth {' '.join(argv)} failed")
-    seconds = time.perf_counter() - t0
+    timing = work / "seconds.txt"  # the training time, kept beside a finished run that later calls reuse
+    if not (run / "checkpoints" / "final.pt").is_file():
+        t0 = time.perf_counter()
+        if cli.main(argv) != 0:
+            raise SystemExit(f"colondepth {' '.join(argv)} failed")
+        timing.write_text(f"{time.perf_counter() - t0:.1f}\n")
+    seconds = float(timing.read_text()) if timing.is_file() else None
     out = {"finetune_frames": [SELFSUP_FRAMES[0], SELFSUP_FRAMES[-1]], "test_first_frame": SELFSUP_TEST_FIRST,
-           "steps": int(steps), "seconds": round(seconds, 1)}
+           "steps": int(steps), "seconds": seconds}
     for when, ck in (("before", checkpoint), ("after", str(run / "checkpoints" / "final.pt"))):
         res = score_sinus(root, DepthPredictor.from_checkpoint(ck, device="cpu"), load_bundle(ck, with_pose=False),
                           load_pose_estimator(ck, device="cpu"), 1, count, first=SELFSUP_TEST_FIRST,
@@ -257,6 +337,18 @@ def render_table(doc: dict) -> str:
     for r in doc["targets"]:
         lines.append(f"| {r['set']} | {r['motion']} | {r['better_single']} {r['better_single_abs_rel']:.3f} | "
                      f"{r['fused_abs_rel']:.3f} | {100 * r['relative_gain']:+.1f} % | {'yes' if r['met'] else '**no**'} |")
+    cues = {k: v for k, v in (doc.get("cues") or {}).items() if v.get("pixels")}
+    if cues:
+        lines.append("")
+        lines.append("| where and why (ground-truth motion, pixels pooled) | log-error correlation | two-frame closer | "
+                     "two-frame closer, lowest / highest third of its confidence | best constant weight: gain |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for name, c in cues.items():
+            lo, hi = c["by_confidence"][0], c["by_confidence"][-1]
+            b = c["best_constant_weight"]
+            lines.append(f"| {name} | {c['error_log_correlation']:.2f} | {100 * c['two_frame_closer']:.0f} % | "
+                         f"{100 * lo['two_frame_closer']:.0f} % / {100 * hi['two_frame_closer']:.0f} % | "
+                         f"w={b['weight']:.1f}: {100 * b['gain_over_better_single']:+.1f} % |")
     ss = doc.get("sinus_selfsup")
     if ss:
         cols = [c for c in ("sfs", "two-frame (pose network)", "fused (pose network)") if c in ss["before"]]
@@ -340,14 +432,18 @@ def main(argv=None) -> int:
            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "quick": bool(args.quick), "checkpoint": Path(ckpt).name, "heldout": prov, "sets": {}}
     samples = []
+    doc["cues"] = {}
     for level in LEVELS:
-        res, smp = score_synthetic(held[level], predictor, bundle, estimator)
+        res, smp, cues = score_synthetic(held[level], predictor, bundle, estimator)
         doc["sets"][f"synthetic_{level}"] = res
+        doc["cues"][f"synthetic_{level}"] = cues
         samples += smp
     shared = args.shared_data or default_shared_data()
     if shared is not None and (Path(shared) / "sinus_sfm_sample").is_dir():
         doc["sets"]["sinus"] = score_sinus(Path(shared) / "sinus_sfm_sample", predictor, bundle, estimator,
                                            mode["sinus_stride"], mode["sinus_frames"])
+        if "cues" in doc["sets"]["sinus"]:
+            doc["cues"]["sinus"] = doc["sets"]["sinus"].pop("cues")
     if args.selfsup_steps > 0 and "sinus" in doc["sets"]:
         doc["sinus_selfsup"] = selfsup_sinus(Path(shared) / "sinus_sfm_sample", ckpt, args.work, args.selfsup_steps,
                                              args.threads, mode["sinus_frames"])
@@ -355,6 +451,10 @@ def main(argv=None) -> int:
     doc["targets"] = target_rows(doc)
     if not args.no_speed:
         doc["speed"] = measure_speed(args.checkpoint, mode["speed_frames"], args.threads)
+    elif args.out.is_file():  # --no-speed keeps the speed measured earlier (alone, with --speed-only)
+        prev = json.loads(args.out.read_text())
+        if "speed" in prev and prev.get("checkpoint") == doc["checkpoint"] and not args.quick:
+            doc["speed"] = prev["speed"]
     save_error_maps(samples, args.maps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
