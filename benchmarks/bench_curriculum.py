@@ -237,16 +237,21 @@ def render_table(doc: dict) -> str:
     """Markdown: one row per set, one column per arm (median-scaled abs_rel mean ± sd over seeds)."""
     arms = doc["arms"]
     lines = []
-    for title, key in (("validation (forgetting monitor, last evaluation)", "validation"),
-                       ("test (bench_transfer sets)", "test")):
-        summ = doc["summary"][key]
-        lines.append(f"**{title}**, median-scaled abs_rel, mean ± sd over seeds ({', '.join(map(str, doc['seeds']))}):")
+    for title, key, metric in (("validation (forgetting monitor, last evaluation)", "validation",
+                                "abs_rel_median_scaled"),
+                               ("test (bench_transfer sets)", "test", "abs_rel_median_scaled"),
+                               ("test, metric depth (no alignment; sets with a known scale)", "test", "abs_rel")):
+        summ = {s: v for s, v in doc["summary"][key].items() if metric in v}
+        if not summ:
+            continue
+        kind = "median-scaled abs_rel" if metric == "abs_rel_median_scaled" else "abs_rel"
+        lines.append(f"**{title}**, {kind}, mean ± sd over seeds ({', '.join(map(str, doc['seeds']))}):")
         lines.append("")
         lines.append("| set | " + " | ".join(arms) + " | lowest mean (established?) |")
         lines.append("|---|" + "---:|" * len(arms) + "---|")
         for s in sorted(summ):
-            m = summ[s].get("abs_rel_median_scaled", {})
-            w = doc["winners"][key][s]["abs_rel_median_scaled"]
+            m = summ[s][metric]
+            w = doc["winners"][key][s][metric]
             cells = [f"{m[a]['mean']:.3f} ± {m[a]['std']:.3f}" if a in m else "–" for a in arms]
             est = {True: "yes", False: "no", None: f"n/a (< 3 seeds)"}[w["beats_all"]]
             lines.append(f"| {s} | " + " | ".join(cells) + f" | {w['lowest_mean']} ({est}) |")
