@@ -169,3 +169,64 @@ def test_reconstruction_records_segments_and_fuses_them_apart(tmp_path):
     assert on_disk["tracking"]["segments"] == tr["segments"]
     traj = np.loadtxt(tmp_path / "out" / "trajectory.txt")
     assert np.linalg.norm(traj[1, 1:4] - (np.linalg.inv(G[0]) @ G[1])[:3, 3]) < 0.3  # tracked within a segment
+
+
+# -- the photometric search along the direction the surface leaves open -------------------------------------------
+
+
+def textured_tube_frame(intr, z_cam: float, radius: float = 10.0, textured: bool = True, far_mm: float = 60.0):
+    """``(rgb (H, W, 3) uint8, depth (H, W) mm)`` of a camera on the axis of a tube (radius ``radius`` mm around
+    the world z axis) at ``z = z_cam``, looking along +z (world = camera axes).  The wall carries a texture that
+    varies along the axis and around it (or none); pixels farther than ``far_mm`` get depth 0."""
+    h, w = intr.size.as_hw()
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    x, y = (u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy
+    rho = np.hypot(x, y)
+    depth = np.where(rho > 0, radius / np.maximum(rho, 1e-9), np.inf)
+    zw = z_cam + depth
+    theta = np.arctan2(y, x)
+    tex = 0.55 + (0.18 * np.sin(2 * np.pi * zw / 3.0) * np.cos(5 * theta) + 0.1 * np.sin(2 * np.pi * zw / 1.7 + 3 * theta)
+                  if textured else 0.0)
+    shade = np.clip(40.0 / np.maximum(depth, 1.0), 0.1, 1.0)  # the light at the lens: smooth, moves with the camera
+    grey = np.clip(np.where(np.isfinite(depth), tex * shade, 0.0), 0, 1)
+    rgb = np.repeat((grey * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+    return rgb, np.where(depth <= far_mm, depth, 0.0).astype(np.float32)
+
+
+def test_weak_translation_is_the_axis_of_a_tube_and_none_in_a_corner():
+    from colondepth.recon.tracking import weak_translation
+
+    theta = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    tube = np.stack([np.cos(theta), np.sin(theta), np.zeros_like(theta)], 1)
+    axis = weak_translation(tube, ratio=0.05)
+    assert axis is not None and abs(axis[2]) == pytest.approx(1.0, abs=1e-9)
+    corner = np.repeat(np.eye(3), 50, axis=0)
+    assert weak_translation(corner, ratio=0.05) is None
+    assert weak_translation(tube[:2]) is None  # too few normals to say
+
+
+def test_photometric_search_recovers_forward_motion_in_a_textured_tube_only():
+    """The pose guess says the camera moved 0.5 mm along a straight tube, it moved 1.5 mm.  ICP against the
+    model cannot tell (every axial position fits the wall); the texture can: with the frames' images the
+    tracker ends within 0.1 mm of the truth.  Without images, or in a texture-free tube (where "no motion"
+    renders the same image), the guess stays."""
+    from colondepth.geometry.camera import PinholeIntrinsics
+    from colondepth.conventions import ImageSize
+
+    intr = PinholeIntrinsics.from_fov(ImageSize(96, 96), 100.0)
+    guess = np.eye(4)
+    guess[2, 3] = 0.5
+    results = {}
+    for case, textured, with_rgb in (("textured", True, True), ("no images", True, False),
+                                     ("texture-free", False, True)):
+        tracker = ModelTracker(intr, TrackingConfig(points_per_frame=3000))
+        rgb0, d0 = textured_tube_frame(intr, 0.0, textured=textured)
+        rgb1, d1 = textured_tube_frame(intr, 1.5, textured=textured)
+        tracker.track(d0, np.eye(4), rgb=rgb0 if with_rgb else None)
+        r = tracker.track(d1, guess, rgb=rgb1 if with_rgb else None)
+        assert r.status == "tracked"
+        results[case] = r.world_from_cam[:3, 3]
+    assert results["textured"][2] == pytest.approx(1.5, abs=0.1)
+    assert results["no images"][2] == pytest.approx(0.5, abs=0.05)
+    assert results["texture-free"][2] == pytest.approx(0.5, abs=0.05)
+    assert np.abs(results["textured"][:2]).max() < 0.1  # the lateral position stays on the axis

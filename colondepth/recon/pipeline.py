@@ -242,7 +242,7 @@ class _FrameSource:
             if self.tracker is not None:
                 # the pose-network guess and the constant-velocity one, refined against the model
                 others = () if before_prev_pose is None else (prev_pose @ np.linalg.inv(before_prev_pose) @ prev_pose,)
-                r = self.tracker.track(depth, pose, others)
+                r = self.tracker.track(depth, pose, others, rgb=rgb)
                 pose = r.world_from_cam
                 depth = (depth * np.float32(r.scale)).astype(np.float32)
                 if r.status == "lost":

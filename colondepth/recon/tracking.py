@@ -24,7 +24,19 @@ every new frame:
 3. declares the frame **lost** when fewer than ``min_inlier_fraction`` of its points find a model point at
    the end, or the refinement moved the camera more than ``max_correction_mm`` from the guess: the guess is
    kept, and the model restarts from this frame (a new *segment*; the caller records it);
-4. adds the frame to the model as a keyframe when the camera moved ``keyframe_translation_mm`` or turned
+4. with the frame's image (``track(..., rgb=)``) and ``photometric_search_mm > 0``, moves the refined pose
+   along the translation the surface barely constrains (the weakest eigen-direction of the inliers'
+   ``sum n n^T``, when its eigenvalue is below ``weak_translation_ratio`` times the largest: the axis of a
+   straight tube, where depth-to-model ICP cannot see forward motion and the pose network's guess is all
+   there is) to where the previous frame's texture, warped into this frame with the frame's depth, matches
+   best (:func:`texture_image`, :func:`photometric_line_search`): the direct alignment of Endo-Depth-and-Motion
+   reduced to the one direction geometry leaves open.  Only where the frame has texture (median
+   ``|texture_image|`` at its points at least ``min_texture``): in a smooth, texture-free tube every axial
+   position renders the same image, "no motion" always matches best, and the guess is kept.  Chosen on the
+   validation sequences (seed 5000, two each of L1/L3/L5, predicted depth and poses): mean ATE 12.5 mm
+   without the search, 11.3 / 11.2 / 12.0 / 12.8 mm with ``weak_translation_ratio`` 0.2 / 0.3 / 0.4 / 0.5
+   (L3 9.4 -> 5.4 mm at 0.3, L5 12.1 -> 12.0, L1 unchanged: its tube has no texture);
+5. adds the frame to the model as a keyframe when the camera moved ``keyframe_translation_mm`` or turned
    ``keyframe_rotation_deg`` since the last keyframe (or the inlier fraction fell below
    ``keyframe_inlier_fraction``).
 
@@ -40,7 +52,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["TrackingConfig", "TrackResult", "ModelTracker", "similarity_point_to_plane"]
+__all__ = ["TrackingConfig", "TrackResult", "ModelTracker", "similarity_point_to_plane", "texture_image",
+           "weak_translation", "photometric_line_search"]
 
 
 @dataclass
@@ -62,6 +75,10 @@ class TrackingConfig:
     min_inlier_fraction: float = 0.25
     alternative_margin: float = 0.05
     degeneracy_ratio: float = 0.05
+    photometric_search_mm: float = 2.0
+    photometric_steps: int = 41
+    weak_translation_ratio: float = 0.3
+    min_texture: float = 0.004
     max_correction_mm: float = 10.0
     min_depth_mm: float = 2.0
     max_depth_mm: float = 150.0
@@ -150,6 +167,75 @@ def similarity_point_to_plane(p: np.ndarray, q: np.ndarray, n: np.ndarray, centr
     return T, (float(x[6]) if estimate_scale else 0.0)
 
 
+def texture_image(rgb: np.ndarray) -> np.ndarray:
+    """The mucosa's texture, free of the lighting: ``(H, W, 3) uint8`` RGB -> ``(H, W) float32`` luminance
+    divided by its Gaussian blur, minus 1 (sigma ``max(1, W / 64)`` px).  The light that moves with the
+    endoscope changes the brightness smoothly and multiplicatively; the ratio keeps the vessels and folds."""
+    import cv2
+
+    g = np.asarray(rgb, dtype=np.float32)[..., :3].mean(axis=-1) / 255.0 + 1e-3
+    sigma = max(1.0, g.shape[1] / 64.0)
+    return (g / cv2.GaussianBlur(g, (0, 0), sigma) - 1.0).astype(np.float32)
+
+
+def weak_translation(normals: np.ndarray, weights: Optional[np.ndarray] = None,
+                     ratio: float = 0.05) -> Optional[np.ndarray]:
+    """The unit translation (3,) that point-to-plane alignment to planes with ``normals`` (M, 3) barely
+    constrains: the eigenvector of ``sum w n n^T`` with the smallest eigenvalue, when that eigenvalue is below
+    ``ratio`` times the largest; else None.  (A straight tube: its axis.)"""
+    n = np.asarray(normals, dtype=np.float64)
+    if len(n) < 3:
+        return None
+    w = np.ones(len(n)) if weights is None else np.asarray(weights, dtype=np.float64)
+    evals, evecs = np.linalg.eigh((n * w[:, None]).T @ n)
+    return evecs[:, 0].copy() if evals[0] < ratio * max(float(evals[-1]), 1e-300) else None
+
+
+def photometric_line_search(tex: np.ndarray, points_cam: np.ndarray, pixels: np.ndarray, world_from_cam: np.ndarray,
+                            ref_tex: np.ndarray, ref_world_from_cam: np.ndarray, K: np.ndarray,
+                            direction: np.ndarray, half_range_mm: float, steps: int) -> float:
+    """The offset ``a`` (mm) along the world ``direction`` (3,) that best explains this frame's texture from a
+    reference frame's: the camera at ``world_from_cam`` moved by ``a * direction`` sees its points
+    ``points_cam`` (M, 3, camera frame, mm) at ``pixels`` (M, 2) ``(u, v)`` with texture ``tex`` (H, W); the
+    same points projected into the reference camera sample ``ref_tex`` (bilinear).  The mean absolute
+    texture difference is evaluated on ``steps`` offsets in ``[-half_range_mm, half_range_mm]`` and the
+    minimum refined by a parabola; 0 when fewer than half of the points land in the reference image, or
+    the error curve is flat (no texture to tell the offsets apart)."""
+    import cv2
+
+    from colondepth.geometry.projection import project_points_np
+
+    H, W = ref_tex.shape
+    observed = tex[pixels[:, 1], pixels[:, 0]].astype(np.float64)
+    ref_from_world = np.linalg.inv(ref_world_from_cam)
+    world = points_cam @ world_from_cam[:3, :3].T + world_from_cam[:3, 3]
+    offsets = np.linspace(-half_range_mm, half_range_mm, int(steps))
+    errors = np.full(len(offsets), np.inf)
+    for k, a in enumerate(offsets):
+        q = (world + a * direction) @ ref_from_world[:3, :3].T + ref_from_world[:3, 3]
+        uv, z = project_points_np(q, K)
+        ok = (z > 1e-3) & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
+        if ok.mean() < 0.5:
+            continue
+        m = uv[ok].astype(np.float32)
+        warped = cv2.remap(ref_tex, m[:, 0:1], m[:, 1:2], cv2.INTER_LINEAR)[:, 0]
+        errors[k] = float(np.mean(np.abs(observed[ok] - warped)))
+    finite = np.isfinite(errors)
+    if finite.sum() < 3:
+        return 0.0
+    best = int(np.argmin(np.where(finite, errors, np.inf)))
+    spread = float(np.max(errors[finite]) - errors[best])
+    if spread < 0.02 * errors[best]:  # flat: nothing tells the offsets apart
+        return 0.0
+    a = float(offsets[best])
+    if 0 < best < len(offsets) - 1 and np.isfinite(errors[best - 1]) and np.isfinite(errors[best + 1]):
+        e0, e1, e2 = errors[best - 1], errors[best], errors[best + 1]
+        curv = e0 - 2 * e1 + e2
+        if curv > 0:
+            a += 0.5 * (e0 - e2) / curv * float(offsets[1] - offsets[0])
+    return a
+
+
 def _normals_from_depth(pts: np.ndarray) -> np.ndarray:
     """Unit normals (H, W, 3) of a back-projected depth map ``pts`` (H, W, 3) by central differences (zeros
     where a neighbour is missing), oriented towards the camera."""
@@ -184,12 +270,13 @@ class ModelTracker:
         self._tree = None
         self._model = None
         self._last_key_pose: Optional[np.ndarray] = None
+        self._reference: Optional[tuple[np.ndarray, np.ndarray]] = None  # previous frame: (texture, pose)
         self.segments: list[dict] = []
         self._frame = -1
 
     # -- the frame's points ----------------------------------------------------------------------------------
-    def _frame_points(self, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sampled camera-frame points (M, 3) and normals (M, 3) of a depth map."""
+    def _frame_points(self, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sampled camera-frame points (M, 3), normals (M, 3) and pixels (M, 2) ``(u, v)`` of a depth map."""
         from colondepth.geometry.projection import backproject_depth_np
 
         c = self.cfg
@@ -201,7 +288,8 @@ class ModelTracker:
         idx = np.flatnonzero(ok.ravel())
         if len(idx) > c.points_per_frame:
             idx = self.rng.choice(idx, c.points_per_frame, replace=False)
-        return pts.reshape(-1, 3)[idx], nrm.reshape(-1, 3)[idx]
+        pixels = np.stack([idx % depth.shape[1], idx // depth.shape[1]], axis=1)
+        return pts.reshape(-1, 3)[idx], nrm.reshape(-1, 3)[idx], pixels
 
     def _rebuild(self) -> None:
         from scipy.spatial import cKDTree
@@ -253,16 +341,25 @@ class ModelTracker:
 
     # -- tracking --------------------------------------------------------------------------------------------
     def track(self, depth: np.ndarray, guess_world_from_cam: np.ndarray,
-              other_guesses: tuple = ()) -> TrackResult:
+              other_guesses: tuple = (), rgb: Optional[np.ndarray] = None) -> TrackResult:
         """Track one frame (in video order) from the pose guess; see :class:`TrackResult`.
 
         ``other_guesses``: further ``world_from_cam`` starting points (e.g. the constant-velocity
         extrapolation of the tracked path); the refinement that matches most of the frame's points to the
         model wins (then the lower residual).  The loss test measures the winner against its own start.
+        ``rgb``: the frame ``(H, W, 3) uint8``, for the photometric search along a weakly constrained
+        translation (step 4 of the module docstring; skipped without it).
         """
         c = self.cfg
         self._frame += 1
-        pts_cam, nrm_cam = self._frame_points(depth)
+        tex = texture_image(rgb) if rgb is not None and c.photometric_search_mm > 0 else None
+        result = self._track(depth, guess_world_from_cam, other_guesses, tex)
+        self._reference = None if tex is None else (tex, result.world_from_cam)
+        return result
+
+    def _track(self, depth, guess_world_from_cam, other_guesses, tex) -> TrackResult:
+        c = self.cfg
+        pts_cam, nrm_cam, pixels = self._frame_points(depth)
         guess = np.asarray(guess_world_from_cam, dtype=np.float64)
         if not self.keyframes:  # the video's first frame, or every frame until one has enough valid depth
             if not self.segments:
@@ -289,6 +386,14 @@ class ModelTracker:
             self._add_keyframe(pts_cam, nrm_cam, guess, 1.0)
             return TrackResult(guess, 1.0, "lost", inl_frac, rmse, True)
         s = float(np.exp(log_s))
+        if (tex is not None and self._reference is not None and tex.shape == self._reference[0].shape
+                and float(np.median(np.abs(tex[pixels[:, 1], pixels[:, 0]]))) >= c.min_texture):
+            axis = weak_translation(nrm_cam @ pose[:3, :3].T, ratio=c.weak_translation_ratio)
+            if axis is not None:
+                a = photometric_line_search(tex, s * pts_cam, pixels, pose, self._reference[0], self._reference[1],
+                                            self.K.K, axis, c.photometric_search_mm, c.photometric_steps)
+                pose = pose.copy()
+                pose[:3, 3] += a * axis
         dR = self._last_key_pose[:3, :3].T @ pose[:3, :3]
         turned = float(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1.0, 1.0))))
         travelled = float(np.linalg.norm(pose[:3, 3] - self._last_key_pose[:3, 3]))
