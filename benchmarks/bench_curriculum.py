@@ -24,8 +24,8 @@ sinus video's test frames 110-380, median-scaled (and metric where the scale is 
 mean and standard deviation over seeds; an arm beats another on a set only when its mean is lower by more than
 the larger standard deviation (``select_finetune.better_than``), with at least 3 seeds.
 
-Runs live in ``--work`` (default ``benchmarks/.cache/curriculum``): a finished run is reused, an interrupted
-one resumed.  Writes ``benchmarks/results/curriculum.json`` (``--out``) and, with ``--readme``, the README
+Runs live in ``--work`` (default ``benchmarks/.cache/curriculum``): a finished run is reused (its test scores
+too, from ``test_scores.json`` beside it), an interrupted one resumed.  Writes ``benchmarks/results/curriculum.json`` (``--out``) and, with ``--readme``, the README
 table between ``<!-- curriculum-table:start -->`` and ``<!-- curriculum-table:end -->``.
 """
 
@@ -175,6 +175,25 @@ def validation_scores(run_dir: Path) -> dict:
             for r in recs if r["global_step"] == last}
 
 
+def cached_test_scores(final: Path, heldout: dict, held_prov, shared: Path | None, mode: dict) -> dict:
+    """:func:`test_scores`, kept in ``test_scores.json`` beside the run and reused while the model file and
+    the scoring inputs (held-out sets, shared data folder, frame limits) are the same."""
+    from colondepth.io import atomic_write_text
+
+    st = final.stat()
+    key = {"model": [final.name, st.st_size, st.st_mtime_ns], "heldout": held_prov,
+           "shared": None if shared is None else str(shared), "max_frames": mode["max_frames"],
+           "sinus_frames": mode["sinus_frames"]}
+    cache = final.parent.parent.parent / "test_scores.json"
+    if cache.is_file():
+        doc = json.loads(cache.read_text())
+        if doc.get("key") == json.loads(json.dumps(key)):
+            return doc["scores"]
+    scores = test_scores(final, heldout, shared, mode)
+    atomic_write_text(cache, json.dumps({"key": key, "scores": scores}, indent=1) + "\n")
+    return scores
+
+
 def test_scores(final: Path, heldout: dict, shared: Path | None, mode: dict) -> dict:
     """Median-scaled (and metric) abs_rel of a model on the test sets of bench_transfer."""
     from bench_transfer import SINUS_TEST_FIRST_FRAME, score_dense, score_simcol3d, score_sinus
@@ -318,7 +337,7 @@ def main(argv=None) -> int:
             final = train_arm(arm, seed, mode, args.data, args.work, shared, args.threads)
             run_dir = final.parent.parent
             per_seed_val.setdefault(arm, {})[str(seed)] = validation_scores(run_dir)
-            per_seed_test.setdefault(arm, {})[str(seed)] = test_scores(final, held, shared, mode)
+            per_seed_test.setdefault(arm, {})[str(seed)] = cached_test_scores(final, held, held_prov, shared, mode)
             sec = run_dir.parent / "seconds.txt"
             seconds.setdefault(arm, {})[str(seed)] = float(sec.read_text()) if sec.is_file() else None
             print(f"{arm} seed {seed}: done", flush=True)

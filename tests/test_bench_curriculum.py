@@ -70,6 +70,7 @@ def test_quick_mode_end_to_end(bench, tmp_path, monkeypatch):
     assert set(test) == {"heldout_L1", "heldout_L2"} and test["heldout_L2"]["abs_rel"] > 0
     text = (tmp_path / "README.md").read_text()
     assert "old" not in text and "| heldout_L2 |" in text and "n/a (< 3 seeds)" in text
-    # a second call reuses the finished runs (no training: same numbers)
+    # a second call reuses the finished runs and their test scores (no training, no scoring: same numbers)
+    monkeypatch.setattr(bench, "test_scores", lambda *a, **k: pytest.fail("scored a finished run again"))
     assert bench.main(argv) == 0
     assert json.loads(out.read_text())["per_seed"] == doc["per_seed"]
