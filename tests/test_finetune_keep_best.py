@@ -123,6 +123,8 @@ def test_stage_validates_on_snippets_it_never_trains_on(tmp_path, video, inits):
     metrics = kind.validate(torch.utils.data.DataLoader(data.val, batch_size=2))
     # the held-out error is the photometric term alone: below the full objective (smoothness added), positive
     assert 0 < metrics["heldout_photometric"] < metrics["val_loss"] and 0.5 < metrics["heldout_coverage"] <= 1
+    # the no-motion baseline: the un-warped neighbours of a camera moving 1.5 mm per frame differ from the target
+    assert metrics["heldout_photometric_identity"] > 0.01
 
 
 # -- keeping the better model -------------------------------------------------------------------------------------
@@ -268,3 +270,47 @@ def test_warns_when_only_the_pose_network_helped(tmp_path, video, inits):
                                          f"error of {video}")
     assert "best with fine-tuned depth 0.04000 at step 8" in summary["warning"]
     assert _same_weights(net.state_dict(), initial) and _same_weights(kind.pose_net.state_dict(), warm_pose)
+
+
+@pytest.mark.parametrize("identity, warned", [(0.02, True), (0.0312, True), (0.06, False)])
+def test_warns_when_the_kept_model_explains_no_more_than_no_motion(tmp_path, video, inits, identity, warned):
+    """A pose network that collapses to no motion can lower the held-out error while the depth gets worse (the
+    sinus video, docs/finetune.md); the stage then says that the kept model does not beat the un-warped
+    neighbours by NO_MOTION_MARGIN (5 %: 0.030 against 0.0312 is not enough), and records the comparison."""
+    from colondepth.device import default_device
+    from colondepth.train.config import parse_curriculum
+    from colondepth.train.selfsup import SelfSupervisedKind
+    from colondepth.train.stage import StageContext
+
+    cur = parse_curriculum({
+        "name": "t", "model": {"input_size": [32, 32], "encoder_channels": TINY["encoder_channels"],
+                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": "group"},
+        "stages": [{"name": "ss", "kind": "self_supervised", "init_from": str(inits[0]),
+                    "sources": [{"path": str(video), "format": "frames"}], "intrinsics": str(video.parent / "k.yaml"),
+                    "budget": {"steps": 10}, "promotion": {"eval_every_steps": 4}}],
+    })
+    net = DepthNet(cur.model.to_net_config())
+    ctx = StageContext(curriculum=cur, stage=cur.stages[0], stage_index=0, net=net, model=net,
+                       device=default_device("cpu"), run_dir=tmp_path, curriculum_dir=tmp_path, data_dirs=[], pool=None)
+    kind = SelfSupervisedKind(ctx)
+    kind.make_data()
+    rec = kind.observe_validation(0, {"heldout_photometric": 0.050, "heldout_coverage": 0.8,
+                                      "heldout_photometric_identity": identity})
+    assert rec["heldout_photometric_identity"] == identity
+    kind.observe_validation(8, {"heldout_photometric": 0.030, "heldout_coverage": 0.8,
+                                "heldout_photometric_identity": identity})
+    summary = kind.finish_stage(10)
+    assert summary["kept"] == 8 and summary["kept_beats_no_motion"] is (not warned)
+    if warned:
+        assert summary["warning"] == (f"the kept model explains the held-out frames of {video} no better than no "
+                                      f"motion at all (held-out photometric error 0.03000, un-warped neighbours "
+                                      f"{identity:.5f}): the video does not confirm its depth and poses; compare its depth "
+                                      f"with the initial model's before relying on it")
+    else:
+        assert "warning" not in summary
+    # kept across a resume
+    state = kind.state_dict()
+    again = SelfSupervisedKind(ctx)
+    again.make_data()
+    again._load_keep_best_state(state["keep_best"])
+    assert again.heldout_identity == identity

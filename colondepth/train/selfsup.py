@@ -86,6 +86,11 @@ MIN_TRANSLATION_NORM_MM = 1e-2
 #: of the held-out pixels the initial model's counted: the masked mean ignores pixels without a valid warp, and
 #: a diverged model whose warps all leave the field of view scores 0 (measured: lr 0.03 on a tiny model).
 MIN_HELDOUT_COVERAGE_RATIO = 0.9
+#: The kept fine-tuned model must explain the held-out frames at least this much better (relative) than the
+#: un-warped neighbours, or the stage warns that the video does not confirm it.  On the sinus video the default
+#: fine-tuning kept a model 0.6 % below no motion (0.01229 against 0.01237; its pose network had collapsed to no
+#: motion, its depth got worse: 0.176 -> 0.207 at the SfM points), the shipped model's warp being 5x worse (0.059).
+NO_MOTION_MARGIN = 0.05
 
 
 def set_batchnorm_eval(net: torch.nn.Module) -> int:
@@ -232,6 +237,9 @@ class SelfSupervisedKind:
         self.reference_step = 0 if self.init_pose_loaded else self.warmup_steps
         self.heldout_init: float | None = None  # held-out error of the reference (initial) model
         self.coverage_init: float | None = None  # share of its held-out FOV pixels that error counted
+        # the same error of the un-warped neighbours ("no motion"): a model whose warp does not beat it has not
+        # shown that the video supports its depth and poses (a pose network collapsing to no motion does this)
+        self.heldout_identity: float | None = None
         self.fine_tuned_evals = 0  # fine-tuned evaluations seen, and those below the coverage floor
         self.low_coverage_evals = 0
         self._last_observed: int | None = None
@@ -544,7 +552,7 @@ class SelfSupervisedKind:
             self._settle_translation_scale()  # the reference after the warm-up uses the scale of later steps
         t_norm = self._eval_translation_norm()
         losses, abs_rel, abs_rel_med, n = [], [], [], 0
-        photo, coverage, pose_err = [], [], []
+        photo, coverage, pose_err, identity = [], [], [], []
         try:
             for batch in loader:
                 tgt, src, K, fov, depths, pose_out = self._forward(batch, train_depth=True)
@@ -559,6 +567,8 @@ class SelfSupervisedKind:
                 e, c = self._heldout_photometric(tgt, src, K, fov, depths, pose_out, pose)
                 photo += e
                 coverage += c
+                still = torch.eye(4, dtype=pose.dtype, device=pose.device).expand_as(pose).contiguous()
+                identity += self._heldout_photometric(tgt, src, K, fov, depths, pose_out, still)[0]
                 if "src_from_tgt" in batch:  # exact poses (synthetic video): the raw network's pose error
                     from colondepth.losses.pose import relative_pose_loss
 
@@ -582,6 +592,7 @@ class SelfSupervisedKind:
         if photo:
             out["heldout_photometric"] = float(np.mean(photo))
             out["heldout_coverage"] = float(np.mean(coverage))
+            out["heldout_photometric_identity"] = float(np.mean(identity))
         if pose_err:
             out["val_pose_error_mm"] = sum(pose_err) / max(n, 1)
         if abs_rel:
@@ -613,6 +624,8 @@ class SelfSupervisedKind:
             return {}
         if stage_step == self.reference_step and self.heldout_init is None:
             self.heldout_init, self.coverage_init = float(err), float(cov)
+            ident = metrics.get("heldout_photometric_identity")
+            self.heldout_identity = None if ident is None else float(ident)
             self.kept_step, self.kept_error = stage_step, float(err)
             t = self._eval_translation_norm() if stage_step == 0 else self.translation_norm_mm
             self._kept_weights = self._snapshot(t)
@@ -651,6 +664,7 @@ class SelfSupervisedKind:
                 "heldout_best_step": self.heldout_best_step, "kept": self._kept_label(),
                 "heldout_photometric_kept": self.kept_error,
                 "heldout_reference": "init" if self.reference_step == 0 else "pose_warmup_end",
+                "heldout_photometric_identity": self.heldout_identity,
                 "heldout_low_coverage_evals": self.low_coverage_evals}
 
     def finish_stage(self, stage_step: int) -> dict:
@@ -690,6 +704,16 @@ class SelfSupervisedKind:
                               f"(initial depth network {self.kept_error:.5f} at step {self.kept_step}, after the pose "
                               f"warm-up; init {self.heldout_init:.5f}; {joint}): the checkpoint keeps the initial depth "
                               f"network with the pose network of step {self.kept_step}")
+        if (self.heldout_identity is not None and self.kept_step != self.reference_step
+                and self.kept_error >= (1.0 - NO_MOTION_MARGIN) * self.heldout_identity):  # kept on no real evidence
+            names = ", ".join(sorted({self.sequence_names[sn.sequence] for sn in self.heldout_snippets}))
+            note = (f"the kept model explains the held-out frames of {names} no better than no motion at all "
+                    f"(held-out photometric error {self.kept_error:.5f}, un-warped neighbours "
+                    f"{self.heldout_identity:.5f}): the video does not confirm its depth and poses; compare its depth "
+                    f"with the initial model's before relying on it")
+            out["warning"] = f"{out['warning']}; {note}" if out.get("warning") else note
+        out["kept_beats_no_motion"] = (None if self.heldout_identity is None else
+                                       bool(self.kept_error < (1.0 - NO_MOTION_MARGIN) * self.heldout_identity))
         out["kept_depth_is_initial"] = not self._depth_trains_at(self.kept_step)
         self.finished_record = dict(out)
         return out
@@ -702,6 +726,7 @@ class SelfSupervisedKind:
         if self._kept_weights is None:
             return {}
         return {"heldout_init": self.heldout_init, "coverage_init": self.coverage_init,
+                "heldout_identity": -1.0 if self.heldout_identity is None else self.heldout_identity,
                 "heldout_best": -1.0 if self.heldout_best is None else self.heldout_best,
                 "heldout_best_step": -1 if self.heldout_best_step is None else self.heldout_best_step,
                 "fine_tuned_evals": int(self.fine_tuned_evals), "low_coverage_evals": int(self.low_coverage_evals),
@@ -714,6 +739,8 @@ class SelfSupervisedKind:
         if not state:
             return
         self.heldout_init, self.coverage_init = float(state["heldout_init"]), float(state["coverage_init"])
+        ident = float(state.get("heldout_identity", -1.0))
+        self.heldout_identity = None if ident < 0 else ident
         self.fine_tuned_evals = int(state["fine_tuned_evals"])
         self.low_coverage_evals = int(state["low_coverage_evals"])
         joint_step = int(state.get("heldout_best_joint_step", -1))
