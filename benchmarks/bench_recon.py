@@ -125,6 +125,20 @@ def throughput(seq, voxel: float, repeats: int = 1) -> tuple[float, float, int]:
     return best_wall, best_cpu, blocks
 
 
+def measure_throughput(work: Path, frames: int, voxel: float) -> list[dict]:
+    """Fusion throughput rows (L1 at 128 and 256 px, integrate() alone), printed as a table."""
+    print(f"\n## Fusion throughput (TSDFVolume.integrate only, L1, {frames} frames, voxel {voxel} mm)\n")
+    print("| image | frames/s (wall) | frames/s (CPU time) | blocks allocated |")
+    print("|---|---|---|---|")
+    rows = []
+    for size in (128, 256):
+        seq = dataset(work, "L1", frames, size)
+        wall, cpu, blocks = throughput(seq, voxel)
+        rows.append({"size": size, "fps_wall": wall, "fps_cpu": cpu, "blocks": blocks})
+        print(f"| {size}x{size} | {wall:.1f} | {cpu:.1f} | {blocks} |")
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--levels", nargs="*", default=["L1", "L3", "L5"], choices=sorted(RECIPES),
@@ -137,12 +151,29 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default=None, help="depth (and pose) checkpoint for the predicted rows")
     ap.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "recon.json"),
                     help="where the rows are written (default: benchmarks/results/recon.json)")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="measure the fusion throughput again (run it alone on an idle machine) and update it in "
+                         "the existing --json")
     args = ap.parse_args(argv)
     rows, throughput_rows = [], []
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_recon_"))
     work.mkdir(parents=True, exist_ok=True)
     from colondepth.errors import UserError
+
+    if args.throughput_only:
+        out = Path(args.json)
+        if not out.is_file():
+            raise SystemExit(f"{out}: no results to update; run without --throughput-only first")
+        doc = json.loads(out.read_text())
+        doc["fusion_throughput"] = measure_throughput(work, args.frames, args.voxel_mm)
+        doc["throughput_command"] = "python benchmarks/bench_recon.py " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+        from colondepth.io import atomic_write_text
+
+        atomic_write_text(out, json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
 
     print(f"## Reconstruction accuracy (128x128, {args.frames} frames, voxel {args.voxel_mm} mm)\n")
     print("| level | depth | poses | Chamfer mm (observed GT) | accuracy mm | completeness mm | F@1mm | F@2mm "
@@ -196,14 +227,7 @@ def main(argv=None) -> int:
         print(f"- {n}")
 
     if args.levels:
-        print(f"\n## Fusion throughput (TSDFVolume.integrate only, L1, {args.frames} frames, voxel {args.voxel_mm} mm)\n")
-        print("| image | frames/s (wall) | frames/s (CPU time) | blocks allocated |")
-        print("|---|---|---|---|")
-        for size in (128, 256):
-            seq = dataset(work, "L1", args.frames, size)
-            wall, cpu, blocks = throughput(seq, args.voxel_mm)
-            throughput_rows.append({"size": size, "fps_wall": wall, "fps_cpu": cpu, "blocks": blocks})
-            print(f"| {size}x{size} | {wall:.1f} | {cpu:.1f} | {blocks} |")
+        throughput_rows = measure_throughput(work, args.frames, args.voxel_mm)
     sinus_root = Path(args.shared_data) / "sinus_sfm_sample"
     sinus = None
     if sinus_root.is_dir():
