@@ -25,8 +25,8 @@ every new frame:
    the end, or the refinement moved the camera more than ``max_correction_mm`` from the guess: the guess is
    kept, and the model restarts from this frame (a new *segment*; the caller records it);
 4. with the frame's image (``track(..., rgb=)``) and ``photometric_search_mm > 0``, moves the refined pose
-   along the translation the surface barely constrains (the weakest eigen-direction of the inliers'
-   ``sum n n^T``, when its eigenvalue is below ``weak_translation_ratio`` times the largest: the axis of a
+   along the translation the surface barely constrains (the weakest eigen-direction of ``sum n n^T`` over the
+   frame's normals in the world frame, when its eigenvalue is below ``weak_translation_ratio`` times the largest: the axis of a
    straight tube, where depth-to-model ICP cannot see forward motion and the pose network's guess is all
    there is) to where the previous frame's texture, warped into this frame with the frame's depth, matches
    best (:func:`texture_image`, :func:`photometric_line_search`): the direct alignment of Endo-Depth-and-Motion
