@@ -24,6 +24,11 @@ sinus video's test frames 110-380, median-scaled (and metric where the scale is 
 mean and standard deviation over seeds; an arm beats another on a set only when its mean is lower by more than
 the larger standard deviation (``select_finetune.better_than``), with at least 3 seeds.
 
+Rule for the default model's schedule (fixed before the 3-seed results were in): an arm replaces the schedule the
+default model was trained with only if it is established best on the real validation set (sinus frames 0-99:
+the product is judged on real endoscopes) and established worse than no other arm on any level's validation set;
+otherwise the default keeps its schedule.
+
 Runs live in ``--work`` (default ``benchmarks/.cache/curriculum``): a finished run is reused (its test scores
 too, from ``test_scores.json`` beside it), an interrupted one resumed.  Writes ``benchmarks/results/curriculum.json`` (``--out``) and, with ``--readme``, the README
 table between ``<!-- curriculum-table:start -->`` and ``<!-- curriculum-table:end -->``.
