@@ -221,7 +221,7 @@ def score_sinus(root: Path, predictor, max_frames, batch_size, sampling="bilinea
                "physics": lambda rgbs: np.stack([physics_depth_mm(r, seq.intrinsics) for r in rgbs]),
                "constant": lambda rgbs: np.ones(rgbs.shape[:3])}
     scores = score_sparse_frames(frames, seq.rgb, lambda f: sinus_sfm.sparse_points(seq, f), methods,
-                                 batch_size=batch_size, sampling=sampling)
+                                 batch_size=batch_size, sampling=sampling, K=seq.intrinsics.K)
     res = {"source": shown_path(root), "kind": "sparse SfM points (scale-free units)", "metric_available": False,
            "sampling": sampling, "align": "median per frame: median(z) / median(pred) over the frame's points",
            "intrinsics": seq.intrinsics.to_dict(), "num_frames": len(frames),
@@ -442,6 +442,19 @@ def render_table(doc: dict) -> str:
                          f"| {_f(med['model']['abs_rel'])} | {_f(med['physics']['abs_rel'])} | {_f(med['constant']['abs_rel'])} "
                          f"| {_f(med['model']['delta1'])} | {_f(med['physics']['delta1'])} "
                          f"| {_f(met['model']['abs_rel'])} | {_f(met['constant']['abs_rel'])} |")
+    s = sets.get("sinus_sfm_sample") or {}
+    bands = (s.get("model") or {}).get("by_view_angle")
+    if bands:
+        const = {tuple(b["deg"]): b for b in s["constant"].get("by_view_angle", [])}
+        lines += ["", "Where the model errs on the sinus video's test frames, by the points' angle from the optical axis "
+                      "(mean log error after median scaling: + predicted too far, − too near; the constant depth's "
+                      "error is minus the true depth's trend):", "",
+                  "| view angle | points | model: mean log error | model abs_rel | constant: mean log error |",
+                  "|---|---:|---:|---:|---:|"]
+        for b in bands:
+            c = const.get(tuple(b["deg"]))
+            lines.append(f"| {b['deg'][0]:.0f}-{b['deg'][1]:.0f}° | {b['points']} | {b['mean_log_error']:+.3f} | "
+                         f"{_f(b['abs_rel'])} | {'–' if c is None else format(c['mean_log_error'], '+.3f')} |")
     lines += ["", "| target | measured | pass |", "|---|---:|:---:|"]
     for t in doc["targets"]:
         v = t["value"]

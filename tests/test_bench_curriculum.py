@@ -74,3 +74,14 @@ def test_quick_mode_end_to_end(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "test_scores", lambda *a, **k: pytest.fail("scored a finished run again"))
     assert bench.main(argv) == 0
     assert json.loads(out.read_text())["per_seed"] == doc["per_seed"]
+
+
+def test_readme_table_is_the_committed_json(bench, repo_root):
+    """The README's curriculum table is generated from benchmarks/results/curriculum.json, a full run: every
+    arm, at least 3 seeds, at least 10,000 steps per arm."""
+    doc = json.loads(bench.DEFAULT_OUT.read_text())
+    text = (repo_root / "README.md").read_text()
+    table = text.split(bench.TABLE_START, 1)[1].split(bench.TABLE_END, 1)[0]
+    assert table.strip() == bench.render_table(doc).strip()
+    assert not doc["quick"] and doc["arms"] == list(bench.ARMS)
+    assert len(doc["seeds"]) >= 3 and doc["steps_per_arm"] >= 10_000

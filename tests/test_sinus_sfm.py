@@ -110,3 +110,28 @@ def test_score_sparse_frames_batches_methods_and_skips_frames_without_points():
     assert out["twice"].num_frames == 4 and out["twice"].num_points == 16
     assert out["twice"].summary()["pooled"]["abs_rel"] == pytest.approx(0.0, abs=1e-12)  # right up to scale
     assert out["ones"].summary()["pooled"]["abs_rel"] > 0.05
+
+
+def test_errors_by_view_angle_show_a_positional_prior():
+    """A prediction that puts the centre of the view too far and the rim too near (the colon renders' "far
+    lumen in the middle") shows up in the view-angle bands: positive mean log error near the axis, negative at
+    the rim; without angles there is no breakdown."""
+    import numpy as np
+
+    from colondepth.eval.sparse_depth import SparseScores, view_angle_deg
+
+    K = np.array([[100.0, 0.0, 100.0], [0.0, 100.0, 100.0], [0.0, 0.0, 1.0]])
+    rng = np.random.default_rng(0)
+    u, v = rng.uniform(0, 199, (2, 4000))
+    ang = view_angle_deg(u, v, K)
+    assert ang.min() >= 0 and ang.max() < 55
+    gt = rng.uniform(10.0, 20.0, u.size)
+    pred = gt * np.exp(0.2 - 0.01 * ang)  # too far at the centre, too near beyond 20 degrees
+    s = SparseScores()
+    s.add(pred, gt, ang)
+    bands = {tuple(b["deg"]): b for b in s.summary()["by_view_angle"]}
+    assert bands[(0.0, 15.0)]["mean_log_error"] > 0.05 and bands[(45.0, 60.0)]["mean_log_error"] < -0.1
+    assert sum(b["points"] for b in bands.values()) == u.size
+    plain = SparseScores()
+    plain.add(pred, gt)
+    assert "by_view_angle" not in plain.summary()

@@ -10,6 +10,10 @@ Protocol (the one used by ``benchmarks/bench_transfer.py`` on the sinus SfM samp
 3. compute :func:`colondepth.eval.depth_metrics.depth_errors` pooled over all points of all frames, and
    per frame (averaged over frames with :func:`colondepth.eval.depth_metrics.mean_metrics`).
 
+With the camera's intrinsics, the summary also breaks the errors down by each point's angle from the optical
+axis (:data:`VIEW_ANGLE_BINS_DEG`): the mean signed log error per band (positive: predicted too far) shows a
+positional prior, e.g. a network that learned "the centre is the far lumen" from colon renders.
+
 Units: ``rmse`` and ``sq_rel`` are in the ground truth's unit (SfM units for scale-free reconstructions);
 ``abs_rel``, ``rmse_log`` and the δ accuracies are unit-free.
 """
@@ -26,6 +30,21 @@ from colondepth.eval.depth_metrics import PRED_FLOOR_MM, depth_errors, mean_metr
 
 #: Sampling modes of :func:`sample_depth`.
 SAMPLING_MODES = ("bilinear", "nearest")
+#: Edges (degrees from the optical axis) of the view-angle bands of :meth:`SparseScores.summary`.
+VIEW_ANGLE_BINS_DEG = (0.0, 15.0, 30.0, 45.0, 60.0, 90.0)
+
+
+def view_angle_deg(u: np.ndarray, v: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Angle (degrees) between the optical axis and the ray of pixels ``(u, v)`` of a pinhole camera ``K``
+    (3, 3), pixel centres at integers.
+
+    >>> K = np.array([[100.0, 0, 50], [0, 100.0, 40], [0, 0, 1]])
+    >>> np.round(view_angle_deg(np.array([50.0, 150.0]), np.array([40.0, 40.0]), K), 3).tolist()
+    [0.0, 45.0]
+    """
+    x = (np.asarray(u, dtype=np.float64) - K[0, 2]) / K[0, 0]
+    y = (np.asarray(v, dtype=np.float64) - K[1, 2]) / K[1, 1]
+    return np.degrees(np.arctan(np.hypot(x, y)))
 
 
 def sample_depth(depth: np.ndarray, u: np.ndarray, v: np.ndarray, mode: str = "bilinear") -> np.ndarray:
@@ -84,9 +103,12 @@ class SparseScores:
     aligned: list = field(default_factory=list)
     frame_metrics: list = field(default_factory=list)
     scales: list = field(default_factory=list)
+    angles: list = field(default_factory=list)  # per frame: the points' view angles (deg), or None
 
-    def add(self, pred_at_points: np.ndarray, gt_at_points: np.ndarray) -> Optional[float]:
-        """Align one frame's predictions to its points and keep them; returns the scale (None: no point)."""
+    def add(self, pred_at_points: np.ndarray, gt_at_points: np.ndarray,
+            view_angle_deg: Optional[np.ndarray] = None) -> Optional[float]:
+        """Align one frame's predictions to its points and keep them; returns the scale (None: no point).
+        ``view_angle_deg``: the points' angles from the optical axis, for the breakdown by view angle."""
         gt = np.asarray(gt_at_points, dtype=np.float64).ravel()
         pred = np.asarray(pred_at_points, dtype=np.float64).ravel()
         if gt.shape != pred.shape:
@@ -94,6 +116,13 @@ class SparseScores:
         keep = np.isfinite(gt) & (gt > 0)
         if not keep.any():
             return None
+        if view_angle_deg is not None:
+            ang = np.asarray(view_angle_deg, dtype=np.float64).ravel()
+            if ang.shape != gt.shape:
+                raise ValueError(f"{ang.size} view angles for {gt.size} points")
+            self.angles.append(ang[keep])
+        else:
+            self.angles.append(None)
         gt, pred = gt[keep], pred[keep]
         if not np.all(np.isfinite(pred)):
             raise ValueError(f"prediction has {int((~np.isfinite(pred)).sum())} non-finite values at the points")
@@ -120,23 +149,37 @@ class SparseScores:
         if not self.frame_metrics:
             raise ValueError("no frame with sparse points was scored")
         scales = np.asarray(self.scales)
-        return {
+        gt, aligned = np.concatenate(self.gt), np.concatenate(self.aligned)
+        out = {
             "num_frames": self.num_frames,
             "num_points": self.num_points,
-            "pooled": depth_errors(gt_mm=np.concatenate(self.gt), pred_mm=np.concatenate(self.aligned)),
+            "pooled": depth_errors(gt_mm=gt, pred_mm=aligned),
             "per_frame_mean": mean_metrics(self.frame_metrics),
             "scale": {"median": float(np.median(scales)), "cv": float(np.std(scales) / np.mean(scales))},
         }
+        if self.angles and all(a is not None for a in self.angles):
+            ang = np.concatenate(self.angles)
+            log_err = np.log(aligned / gt)
+            bands = []
+            for lo, hi in zip(VIEW_ANGLE_BINS_DEG[:-1], VIEW_ANGLE_BINS_DEG[1:]):
+                m = (ang >= lo) & (ang < hi)
+                if m.any():
+                    bands.append({"deg": [lo, hi], "points": int(m.sum()), "mean_log_error": float(log_err[m].mean()),
+                                  "abs_rel": float(np.mean(np.abs(aligned[m] - gt[m]) / gt[m]))})
+            out["by_view_angle"] = bands
+        return out
 
 
 def score_sparse_frames(frames, rgb_of: Callable[[int], np.ndarray], points_of: Callable, methods: dict,
-                        batch_size: int = 8, sampling: str = "bilinear", align: str = "median") -> dict:
+                        batch_size: int = 8, sampling: str = "bilinear", align: str = "median",
+                        K: Optional[np.ndarray] = None) -> dict:
     """Score depth methods at the sparse points of ``frames`` of one video.
 
     ``rgb_of(i)`` -> ``(H, W, 3)`` uint8 frame ``i``; ``points_of(i)`` -> points with arrays ``u``, ``v`` (px)
     and ``z`` (ground-truth depth); ``methods``: name -> ``(B, H, W, 3) uint8 -> (B, H, W)`` depth.  Frames
     are predicted ``batch_size`` at a time; frames without points are skipped.  Returns name ->
-    :class:`SparseScores` (``summary()`` for the metrics).
+    :class:`SparseScores` (``summary()`` for the metrics; with the pinhole intrinsics ``K`` (3, 3) of the
+    frames, also by view angle).
     """
     frames = list(frames)
     scores = {name: SparseScores(align=align) for name in methods}
@@ -148,6 +191,7 @@ def score_sparse_frames(frames, rgb_of: Callable[[int], np.ndarray], points_of: 
             pts = points_of(f)
             if len(pts.z) == 0:
                 continue
+            ang = None if K is None else view_angle_deg(pts.u, pts.v, np.asarray(K, dtype=np.float64))
             for name, sc in scores.items():
-                sc.add(sample_depth(preds[name][j], pts.u, pts.v, sampling), pts.z)
+                sc.add(sample_depth(preds[name][j], pts.u, pts.v, sampling), pts.z, ang)
     return scores
