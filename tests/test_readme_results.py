@@ -183,7 +183,7 @@ def _readme_command(heading: str, script: str) -> str:
 
 def test_curriculum_table_matches_depth_json():
     doc = json.loads((RESULTS / "depth.json").read_text())
-    heading = "### Curriculum against the mixed control"
+    heading = "### Curriculum against the mixed control (small-budget precursor)"
     assert doc["command"] == _readme_command(heading, "bench_depth.py")  # the README shows the command that ran
     summary = doc["summary"]
     rows = _raw_table_after(heading)
