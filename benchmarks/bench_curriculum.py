@@ -30,8 +30,9 @@ the product is judged on real endoscopes) and established worse than no other ar
 otherwise the default keeps its schedule.
 
 Runs live in ``--work`` (default ``benchmarks/.cache/curriculum``): a finished run is reused (its test scores
-too, from ``test_scores.json`` beside it), an interrupted one resumed.  Writes ``benchmarks/results/curriculum.json`` (``--out``) and, with ``--readme``, the README
-table between ``<!-- curriculum-table:start -->`` and ``<!-- curriculum-table:end -->``.
+too, from ``test_scores.json`` beside it), an interrupted one resumed.  Writes
+``benchmarks/results/curriculum.json`` (``--out``) and, with ``--readme``, the README table between
+``<!-- curriculum-table:start -->`` and ``<!-- curriculum-table:end -->``.
 """
 
 from __future__ import annotations

@@ -42,9 +42,10 @@ def view_angle_deg(u: np.ndarray, v: np.ndarray, K: np.ndarray) -> np.ndarray:
     >>> np.round(view_angle_deg(np.array([50.0, 150.0]), np.array([40.0, 40.0]), K), 3).tolist()
     [0.0, 45.0]
     """
-    x = (np.asarray(u, dtype=np.float64) - K[0, 2]) / K[0, 0]
-    y = (np.asarray(v, dtype=np.float64) - K[1, 2]) / K[1, 1]
-    return np.degrees(np.arctan(np.hypot(x, y)))
+    from colondepth.geometry.projection import rays_at_np
+
+    r = rays_at_np(K, u, v)
+    return np.degrees(np.arctan(np.hypot(r[..., 0], r[..., 1])))
 
 
 def sample_depth(depth: np.ndarray, u: np.ndarray, v: np.ndarray, mode: str = "bilinear") -> np.ndarray:

@@ -47,6 +47,7 @@ __all__ = [
     "pixel_index",
     "project_points_np",
     "pixel_rays_np",
+    "rays_at_np",
     "backproject_depth_np",
     "depth_to_range_np",
     "range_to_depth_np",
@@ -244,12 +245,24 @@ def pixel_rays_np(K: np.ndarray, size: ImageSize) -> np.ndarray:
     >>> pixel_rays_np(np.array([[2.0, 0, 1], [0, 2.0, 0], [0, 0, 1]]), ImageSize(1, 3))[0].tolist()
     [[-0.5, 0.0, 1.0], [0.0, 0.0, 1.0], [0.5, 0.0, 1.0]]
     """
-    K = _check_K_np(K)
     if not isinstance(size, ImageSize):
         raise TypeError(f"size must be an ImageSize(height, width), got {type(size).__name__}")
     vv, uu = np.mgrid[0:size.height, 0:size.width].astype(np.float64)
-    y = (vv - K[1, 2]) / K[1, 1]
-    x = (uu - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    return rays_at_np(K, uu, vv)
+
+
+def rays_at_np(K: np.ndarray, u, v) -> np.ndarray:
+    """Rays ``K^-1 (u, v, 1)`` (unit z-component, float64) of pixel positions ``u``, ``v`` (any matching
+    shape ``S``, centres at integers, sub-pixel allowed) -> ``S + (3,)``; the rule :func:`pixel_rays_np` uses.
+
+    >>> rays_at_np(np.array([[2.0, 0, 1], [0, 2.0, 0], [0, 0, 1]]), np.array([2.0]), np.array([1.0])).tolist()
+    [[0.5, 0.5, 1.0]]
+    """
+    K = _check_K_np(K)
+    u = np.asarray(u, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    y = (v - K[1, 2]) / K[1, 1]
+    x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
     return np.stack([x, y, np.ones_like(x)], axis=-1)
 
 
