@@ -187,11 +187,44 @@ def score_dense(sequences, predictor, max_frames=None, batch_size=8) -> dict:
     return out
 
 
+def dense_view_angle_errors(sequences, predictor, max_frames=None, batch_size=8) -> dict:
+    """Errors by view angle on dense ground truth (every valid pixel as a point of
+    :class:`colondepth.eval.sparse_depth.SparseScores`, median-scaled per frame): ``{"model": bands,
+    "constant": bands}``, the constant's mean log error being minus the true depth's radial trend."""
+    import numpy as np
+
+    from colondepth.eval.evaluate import select_frames
+    from colondepth.eval.sparse_depth import SparseScores, view_angle_deg
+
+    sequences = list(sequences)
+    scores = {"model": SparseScores(), "constant": SparseScores()}
+    by_seq: dict = {}
+    for si, f in select_frames([len(q) for q in sequences], max_frames):
+        by_seq.setdefault(si, []).append(f)
+    for si, frames in sorted(by_seq.items()):
+        seq = sequences[si]
+        predict = make_predict(predictor, seq.intrinsics, seq)
+        for start in range(0, len(frames), batch_size):
+            chunk = frames[start:start + batch_size]
+            preds = predict(np.stack([seq.rgb(f) for f in chunk]))
+            for f, pred in zip(chunk, preds):
+                gt = seq.depth_mm(f)
+                ok = (gt > 0) & np.isfinite(gt)
+                if seq.fov_mask is not None:
+                    ok &= np.asarray(seq.fov_mask, bool)
+                v, u = np.nonzero(ok)
+                ang = view_angle_deg(u, v, seq.intrinsics.K)
+                scores["model"].add(pred[ok], gt[ok], ang)
+                scores["constant"].add(np.ones(int(ok.sum())), gt[ok], ang)
+    return {k: sc.summary()["by_view_angle"] for k, sc in scores.items() if sc.num_frames}
+
+
 def score_simcol3d(root: Path, predictor, max_frames, batch_size) -> dict:
     from colondepth.datasets import simcol3d
 
     seqs = simcol3d.read_sequences(root)
     res = score_dense(seqs, predictor, max_frames=max_frames, batch_size=batch_size)
+    res["by_view_angle"] = dense_view_angle_errors(seqs, predictor, max_frames, batch_size)
     res.update({"source": shown_path(root), "kind": "dense ground truth (mm)", "metric_available": True,
                 "intrinsics": [s.intrinsics.to_dict() for s in seqs]})
     return res
@@ -443,18 +476,25 @@ def render_table(doc: dict) -> str:
                          f"| {_f(med['model']['delta1'])} | {_f(med['physics']['delta1'])} "
                          f"| {_f(met['model']['abs_rel'])} | {_f(met['constant']['abs_rel'])} |")
     s = sets.get("sinus_sfm_sample") or {}
-    bands = (s.get("model") or {}).get("by_view_angle")
-    if bands:
-        const = {tuple(b["deg"]): b for b in s["constant"].get("by_view_angle", [])}
-        lines += ["", "Where the model errs on the sinus video's test frames, by the points' angle from the optical axis "
-                      "(mean log error after median scaling: + predicted too far, − too near; the constant depth's "
-                      "error is minus the true depth's trend):", "",
-                  "| view angle | points | model: mean log error | model abs_rel | constant: mean log error |",
-                  "|---|---:|---:|---:|---:|"]
-        for b in bands:
-            c = const.get(tuple(b["deg"]))
-            lines.append(f"| {b['deg'][0]:.0f}-{b['deg'][1]:.0f}° | {b['points']} | {b['mean_log_error']:+.3f} | "
-                         f"{_f(b['abs_rel'])} | {'–' if c is None else format(c['mean_log_error'], '+.3f')} |")
+    sinus = {"model": (s.get("model") or {}).get("by_view_angle"),
+             "constant": (s.get("constant") or {}).get("by_view_angle")}
+    colon = (sets.get("simcol3d_sample") or {}).get("by_view_angle") or {}
+    if sinus["model"] or colon.get("model"):
+        cols = [(name, src) for name, src in (("SimCol3D", colon), ("sinus video, test frames", sinus))
+                if src.get("model")]
+        lines += ["", "Where the model errs, by the pixel's (or SfM point's) angle from the optical axis: mean log error "
+                      "after median scaling (+ predicted too far, − too near); the constant depth's is minus the true "
+                      "depth's trend:", "",
+                  "| view angle | " + " | ".join(f"{n}: model | {n}: constant" for n, _ in cols) + " |",
+                  "|---|" + "---:|---:|" * len(cols)]
+        edges = sorted({tuple(b["deg"]) for _, src in cols for b in src["model"]})
+        for lo, hi in edges:
+            cells = []
+            for _, src in cols:
+                for kind in ("model", "constant"):
+                    b = {tuple(x["deg"]): x for x in (src.get(kind) or [])}.get((lo, hi))
+                    cells.append("–" if b is None else f"{b['mean_log_error']:+.3f}")
+            lines.append(f"| {lo:.0f}-{hi:.0f}° | " + " | ".join(cells) + " |")
     lines += ["", "| target | measured | pass |", "|---|---:|:---:|"]
     for t in doc["targets"]:
         v = t["value"]
