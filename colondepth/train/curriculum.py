@@ -128,9 +128,12 @@ def train_curriculum(opts: RunOptions) -> dict:
     """
     dist, device = DistContext.setup(opts.device)
     try:
-        return _train(opts, dist, device)
-    finally:
+        result = _train(opts, dist, device)
+    except BaseException:
         dist.close()
+        raise
+    dist.close(clean=True)
+    return result
 
 
 def _make_monitor(curriculum, pool, curriculum_dir: Path):

@@ -72,12 +72,23 @@ class DistContext:
             here = True
         return cls(rank=rank, world_size=world, local_rank=local, initialised_here=here), device
 
-    def close(self) -> None:
-        """Destroy the process group if :meth:`setup` created it (a no-op otherwise)."""
+    def close(self, clean: bool = False) -> None:
+        """Destroy the process group if :meth:`setup` created it (a no-op otherwise).
+
+        ``clean``: every process got here normally, so they first meet at a barrier (no collective still in
+        flight) and unreferenced DDP reducers are collected while the interpreter is fully alive: otherwise
+        Gloo's worker threads can still hold work at interpreter teardown, and a process aborts at exit
+        ("terminate called without an active exception") after a run that succeeded.  Without ``clean`` (an
+        error path) there is no barrier: a peer that failed would never arrive."""
         if self.initialised_here:
+            import gc
+
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if clean:
+                    dist.barrier()
+                gc.collect()
                 dist.destroy_process_group()
             self.initialised_here = False
 
