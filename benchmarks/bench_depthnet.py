@@ -63,8 +63,10 @@ GLOBAL_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def _median_log_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """``log(pred * s / gt)`` with the frame's median scale ``s = median(gt) / median(pred)``."""
-    return np.log(pred) - np.log(gt) + np.log(np.median(gt)) - np.log(np.median(pred))
+    """``log(pred * s / gt)`` with the frame's median scale (:func:`colondepth.eval.alignment.align_depth`)."""
+    from colondepth.eval.alignment import align_depth
+
+    return np.log(align_depth(pred, gt, "median")[0] / gt)
 
 
 def cue_analysis(frames: list) -> dict:

@@ -149,6 +149,14 @@ def _subset(seq, frames):
     return subsequence(seq, frames)
 
 
+def _frames_by_sequence(pairs) -> dict:
+    """``select_frames``' ``(sequence, frame)`` pairs grouped: ``{sequence: [frames in order]}``."""
+    by_seq: dict = {}
+    for s, f in pairs:
+        by_seq.setdefault(s, []).append(f)
+    return by_seq
+
+
 def score_dense(sequences, predictor, max_frames=None, batch_size=8) -> dict:
     """Median-scaled and metric scores of ``sequences`` (each with its own intrinsics), model and baselines."""
     from colondepth.eval.baselines import dataset_median_depth_mm
@@ -156,9 +164,7 @@ def score_dense(sequences, predictor, max_frames=None, batch_size=8) -> dict:
 
     sequences = list(sequences)
     pairs = select_frames([len(s) for s in sequences], max_frames)
-    by_seq: dict = {}
-    for s, f in pairs:
-        by_seq.setdefault(s, []).append(f)
+    by_seq = _frames_by_sequence(pairs)
     # each scored subset with its predictor, made once: the crop comes from the whole sequence's view box
     parts = [(_subset(sequences[s], fr), fr, make_predict(predictor, sequences[s].intrinsics, sequences[s]))
              for s, fr in sorted(by_seq.items())]
@@ -198,9 +204,7 @@ def dense_view_angle_errors(sequences, predictor, max_frames=None, batch_size=8)
 
     sequences = list(sequences)
     scores = {"model": SparseScores(), "constant": SparseScores()}
-    by_seq: dict = {}
-    for si, f in select_frames([len(q) for q in sequences], max_frames):
-        by_seq.setdefault(si, []).append(f)
+    by_seq = _frames_by_sequence(select_frames([len(q) for q in sequences], max_frames))
     for si, frames in sorted(by_seq.items()):
         seq = sequences[si]
         predict = make_predict(predictor, seq.intrinsics, seq)

@@ -98,7 +98,10 @@ def test_heldout_split_of_a_single_short_video_is_empty():
     assert split.heldout == [] and split.train == snippets and split.unsplit == (0,)
 
 
-def test_stage_validates_on_snippets_it_never_trains_on(tmp_path, video, inits):
+
+def _self_supervised_kind(tmp_path, video, init, **stage):
+    """``(SelfSupervisedKind, depth net)`` of a 10-step self-supervised stage on ``video`` from ``init``, the
+    tiny model, ``stage`` keys added (its data not made yet)."""
     from colondepth.device import default_device
     from colondepth.train.config import parse_curriculum
     from colondepth.train.selfsup import SelfSupervisedKind
@@ -107,14 +110,18 @@ def test_stage_validates_on_snippets_it_never_trains_on(tmp_path, video, inits):
     cur = parse_curriculum({
         "name": "t", "model": {"input_size": [32, 32], "encoder_channels": TINY["encoder_channels"],
                                "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": "group"},
-        "stages": [{"name": "ss", "kind": "self_supervised", "init_from": str(inits[0]),
+        "stages": [{"name": "ss", "kind": "self_supervised", "init_from": str(init),
                     "sources": [{"path": str(video), "format": "frames"}], "intrinsics": str(video.parent / "k.yaml"),
-                    "budget": {"steps": 10}}],
+                    "budget": {"steps": 10}, **stage}],
     })
     net = DepthNet(cur.model.to_net_config())
     ctx = StageContext(curriculum=cur, stage=cur.stages[0], stage_index=0, net=net, model=net,
                        device=default_device("cpu"), run_dir=tmp_path, curriculum_dir=tmp_path, data_dirs=[], pool=None)
-    kind = SelfSupervisedKind(ctx)
+    return SelfSupervisedKind(ctx), net
+
+
+def test_stage_validates_on_snippets_it_never_trains_on(tmp_path, video, inits):
+    kind, _ = _self_supervised_kind(tmp_path, video, inits[0])
     data = kind.make_data()
     train, val = data.train.snippets, data.val.snippets
     assert len(train) + len(val) + len(kind.guard_snippets) == FRAMES - 2 and len(val) == 3
@@ -231,22 +238,7 @@ def _heldout_error_of(tmp_path, run: Path, bundle: Path) -> float:
 def test_warns_when_only_the_pose_network_helped(tmp_path, video, inits):
     """The pose warm-up lowers the held-out error, fine-tuning the depth network raises it again: the stage ends
     with the initial depth network and the warm-up's pose network, and says so."""
-    from colondepth.device import default_device
-    from colondepth.train.config import parse_curriculum
-    from colondepth.train.selfsup import SelfSupervisedKind
-    from colondepth.train.stage import StageContext
-
-    cur = parse_curriculum({
-        "name": "t", "model": {"input_size": [32, 32], "encoder_channels": TINY["encoder_channels"],
-                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": "group"},
-        "stages": [{"name": "ss", "kind": "self_supervised", "init_from": str(inits[0]),
-                    "sources": [{"path": str(video), "format": "frames"}], "intrinsics": str(video.parent / "k.yaml"),
-                    "budget": {"steps": 10}, "promotion": {"eval_every_steps": 4}}],
-    })
-    net = DepthNet(cur.model.to_net_config())
-    ctx = StageContext(curriculum=cur, stage=cur.stages[0], stage_index=0, net=net, model=net,
-                       device=default_device("cpu"), run_dir=tmp_path, curriculum_dir=tmp_path, data_dirs=[], pool=None)
-    kind = SelfSupervisedKind(ctx)
+    kind, net = _self_supervised_kind(tmp_path, video, inits[0], promotion={"eval_every_steps": 4})
     kind.make_data()
     assert kind.warmup_steps == 5 and [s for s in range(11) if kind.validation_due(s)] == [0, 4, 5, 8]
     initial = {k: v.clone() for k, v in net.state_dict().items()}
@@ -277,22 +269,7 @@ def test_warns_when_the_kept_model_explains_no_more_than_no_motion(tmp_path, vid
     """A pose network that collapses to no motion can lower the held-out error while the depth gets worse (the
     sinus video, docs/finetune.md); the stage then says that the kept model does not beat the un-warped
     neighbours by NO_MOTION_MARGIN (5 %: 0.030 against 0.0312 is not enough), and records the comparison."""
-    from colondepth.device import default_device
-    from colondepth.train.config import parse_curriculum
-    from colondepth.train.selfsup import SelfSupervisedKind
-    from colondepth.train.stage import StageContext
-
-    cur = parse_curriculum({
-        "name": "t", "model": {"input_size": [32, 32], "encoder_channels": TINY["encoder_channels"],
-                               "decoder_channels": TINY["decoder_channels"], "num_scales": 2, "norm": "group"},
-        "stages": [{"name": "ss", "kind": "self_supervised", "init_from": str(inits[0]),
-                    "sources": [{"path": str(video), "format": "frames"}], "intrinsics": str(video.parent / "k.yaml"),
-                    "budget": {"steps": 10}, "promotion": {"eval_every_steps": 4}}],
-    })
-    net = DepthNet(cur.model.to_net_config())
-    ctx = StageContext(curriculum=cur, stage=cur.stages[0], stage_index=0, net=net, model=net,
-                       device=default_device("cpu"), run_dir=tmp_path, curriculum_dir=tmp_path, data_dirs=[], pool=None)
-    kind = SelfSupervisedKind(ctx)
+    kind, _ = _self_supervised_kind(tmp_path, video, inits[0], promotion={"eval_every_steps": 4})
     kind.make_data()
     rec = kind.observe_validation(0, {"heldout_photometric": 0.050, "heldout_coverage": 0.8,
                                       "heldout_photometric_identity": identity})
@@ -310,7 +287,7 @@ def test_warns_when_the_kept_model_explains_no_more_than_no_motion(tmp_path, vid
         assert "warning" not in summary
     # kept across a resume
     state = kind.state_dict()
-    again = SelfSupervisedKind(ctx)
+    again = type(kind)(kind.ctx)
     again.make_data()
     again._load_keep_best_state(state["keep_best"])
     assert again.heldout_identity == identity
