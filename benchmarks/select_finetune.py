@@ -19,7 +19,10 @@ safety net of the product, and on this short clip it keeps the initial depth net
 its held-out photometric error rose once the depth network trained), which would hide what the settings do.
 
 Each arm is run with every seed; the JSON (``benchmarks/results/finetune_selection.json``) holds the
-per-seed scores and their mean and standard deviation, and the initial model's score.  An arm is better
+per-seed scores and their mean and standard deviation, and the initial model's score.  Runs live in
+``--work/<first 12 hex digits of the starting checkpoint's SHA-256>/<arm>_seed<seed>``, and the JSON keeps the rows
+of an earlier invocation only when it started from the same model with the same split and steps (a new default
+model starts a new table).  An arm is better
 than the defaults only when its mean is lower by more than the larger of the two spreads.
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -53,6 +57,7 @@ ARMS = {
     "light_tip": ["--light", "tip"],
     "coopnet": ["--coopnet"],
     "always_normalise": ["--min-translation-norm", "0"],
+    "frame_skip_auto": ["--frame-skip", "auto"],
 }
 
 
@@ -107,6 +112,10 @@ def main(argv=None) -> int:
     if not root.is_dir():
         raise SystemExit(f"{root}: not found; pass --shared-data with the folder holding sinus_sfm_sample/")
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_model_path()
+    if not checkpoint.is_file():
+        raise SystemExit(f"{checkpoint}: no such checkpoint; pass --checkpoint with a model file")
+    model_id = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    args.work = args.work / model_id  # runs of another starting model are never resumed or reused
 
     def score(ckpt) -> float:
         pred = DepthPredictor.from_checkpoint(ckpt, device="cpu")
@@ -117,11 +126,12 @@ def main(argv=None) -> int:
            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "split": args.split, "finetune_frames": [train_frames[0], train_frames[-1]],
            "validation_frames": [val_frames[0], val_frames[-1]],
-           "steps": args.steps, "metric": "median-scaled abs_rel at the SfM points of the validation frames",
+           "steps": args.steps, "checkpoint_sha256_12": model_id, "metric": "median-scaled abs_rel at the SfM points of the validation frames",
            "initial": score(checkpoint), "arms": {}}
-    if args.out.is_file():  # runs already measured with the same split and steps are kept (resumable)
+    if args.out.is_file():  # runs of the same model, split and steps are kept (resumable)
         old = json.loads(args.out.read_text())
-        if (old.get("steps"), old.get("finetune_frames")) == (doc["steps"], doc["finetune_frames"]):
+        if (old.get("steps"), old.get("finetune_frames"), old.get("checkpoint_sha256_12")) == (
+                doc["steps"], doc["finetune_frames"], model_id):
             doc["arms"] = old.get("arms", {})
     print(f"initial model: {doc['initial']:.4f}", flush=True)
     if args.rescore:  # every finished run, scored again: one scoring code for every row

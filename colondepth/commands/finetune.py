@@ -29,6 +29,7 @@ SCHEMA_DEFAULTS = {
     "batch_size": ("stage", "batch_size"),
     "lr": ("stage", "optimizer", "lr"),
     "frame_skip": ("stage", "frame_skip"),
+    "target_motion": ("stage", "target_motion_px"),
     "smoothness": ("stage", "loss", "smoothness_weight"),
     "explainability": ("stage", "loss", "explainability_weight"),
     "translation_normalisation": ("stage", "translation_normalisation"),
@@ -87,8 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=d("batch_size"), metavar="B",
                         help=f"snippets per step (default {d('batch_size')})")
     parser.add_argument("--lr", type=float, default=d("lr"), help=f"learning rate, constant (default {d('lr'):g})")
-    parser.add_argument("--frame-skip", type=int, default=d("frame_skip"), metavar="K",
-                        help=f"kept frames between target and source views (default {d('frame_skip')})")
+    parser.add_argument("--frame-skip", type=_frame_skip, default=d("frame_skip"), metavar="K|auto",
+                        help="kept frames between target and source views; 'auto': per video, the smallest skip "
+                             "whose views move --target-motion pixels on the network's grid (a slow camera gets "
+                             f"a larger skip) (default {d('frame_skip')})")
+    parser.add_argument("--target-motion", type=float, default=d("target_motion"), metavar="PX",
+                        help="with --frame-skip auto: median image motion between views to reach, in pixels of "
+                             f"the network's input grid (default {d('target_motion'):g})")
     parser.add_argument("--smoothness", type=float, default=d("smoothness"), metavar="W",
                         help=f"edge-aware smoothness weight (default {d('smoothness'):g})")
     parser.add_argument("--explainability", type=float, default=d("explainability"), metavar="W",
@@ -184,7 +190,8 @@ def build_curriculum(args: argparse.Namespace, model_card: dict) -> dict:
         "budget": {"steps": int(args.steps)},
         "batch_size": int(args.batch_size),
         "optimizer": {"lr": float(args.lr)},
-        "frame_skip": int(args.frame_skip),
+        "frame_skip": args.frame_skip,
+        "target_motion_px": float(args.target_motion),
         "loss": {"smoothness_weight": float(args.smoothness), "explainability_weight": float(args.explainability)},
         "translation_normalisation": bool(args.translation_normalisation),
         "min_translation_norm_mm": float(args.min_translation_norm),
@@ -228,9 +235,19 @@ TWO_FRAME_OPTIONS = {
     "translation_normalisation": ("translation_normalisation",),
 }
 #: Options that only the depth network's fine-tuning has: with ``--two-frame`` they must stay at their default.
-DEPTH_ONLY_OPTIONS = ("min_translation_norm", "depth_scale_anchor", "invalid_warp", "light", "coopnet", "anchor",
+DEPTH_ONLY_OPTIONS = ("target_motion", "min_translation_norm", "depth_scale_anchor", "invalid_warp", "light", "coopnet", "anchor",
                       "anchor_decay_steps", "freeze_batchnorm", "automask", "freeze_encoder_steps",
                       "rehearsal_weight", "keep_best", "eval_every")
+
+
+def _frame_skip(text: str):
+    """``--frame-skip``: a whole number of kept frames, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of frames (e.g. 2) or 'auto'") from None
 
 
 def _option_flag(dest: str) -> str:
@@ -305,8 +322,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size}: must be positive")
     if not args.lr > 0:
         raise UserError(f"--lr {args.lr:g}: the learning rate must be positive (e.g. 1e-4)")
-    if args.frame_skip < 1:
-        raise UserError(f"--frame-skip {args.frame_skip}: must be at least 1")
+    if args.frame_skip != "auto" and args.frame_skip < 1:
+        raise UserError(f"--frame-skip {args.frame_skip}: must be at least 1, or 'auto'")
+    if args.two_frame and args.frame_skip == "auto":
+        raise UserError("--frame-skip auto applies to the depth network's fine-tuning, not to --two-frame; give a "
+                        "number of frames (e.g. --frame-skip 2)")
+    if not args.target_motion > 0:
+        raise UserError(f"--target-motion {args.target_motion:g}: must be a positive number of pixels (e.g. 3)")
     if not args.min_translation_norm >= 0:
         raise UserError(f"--min-translation-norm {args.min_translation_norm:g}: must be 0 or more mm per frame step")
     if args.checkpoint_every < 1:

@@ -72,6 +72,58 @@ def sequence_snippets(sequences: list[Sequence], clips: Optional[list[list[list[
     return out
 
 
+#: the largest frame skip ``frame_skip: auto`` chooses (kept frames)
+MAX_AUTO_FRAME_SKIP = 16
+#: frame pairs measured per candidate skip by :func:`adaptive_frame_skip`
+AUTO_SKIP_PAIRS = 24
+
+
+@dataclass(frozen=True)
+class FrameSkipChoice:
+    """``skip``: kept frames between views; ``motion_px``: median tracked motion at that skip on the network
+    grid (px, NaN when nothing could be tracked); ``reached``: whether it reaches the target."""
+
+    skip: int
+    motion_px: float
+    reached: bool
+
+
+def adaptive_frame_skip(seq: Sequence, clips: list[list[int]], target_px: float, scale: float, length: int = 3,
+                        max_skip: int = MAX_AUTO_FRAME_SKIP, pairs: int = AUTO_SKIP_PAIRS) -> FrameSkipChoice:
+    """The smallest frame skip ``k`` whose views move at least ``target_px`` on the network's grid.
+
+    The motion at ``k`` is the median, over up to ``pairs`` evenly spaced pairs ``(clip[s], clip[s + k])`` of
+    the kept frames of ``clips``, of :func:`colondepth.datasets.video.tracked_motion_px` (frame px) times
+    ``scale`` (grid px per frame px, the letterbox factor).  ``k`` runs from 1 to ``max_skip``, and to at most
+    ``(longest clip - 1) // (2 (length - 1))`` so the longest clip keeps at least half its frames as snippet
+    targets.  When no ``k`` reaches the target the largest is returned (``reached`` False); when no pair can be
+    tracked (no texture), ``k = 1`` with ``motion_px`` NaN.
+
+    A slow camera (the shared sinus video moves about 0.6 px per frame on a 128-px grid) gives a large ``k``:
+    photometric view synthesis then sees parallax instead of sub-pixel shifts.
+    """
+    from colondepth.datasets.video import tracked_motion_px
+
+    if not target_px > 0 or not scale > 0:
+        raise ValueError(f"adaptive_frame_skip: need target_px > 0 and scale > 0, got {target_px}, {scale}")
+    longest = max((len(c) for c in clips), default=0)
+    cap = max(1, min(int(max_skip), (longest - 1) // (2 * (length - 1))))
+    last = FrameSkipChoice(1, float("nan"), False)
+    for k in range(1, cap + 1):
+        candidates = [(c[s], c[s + k]) for c in clips for s in range(len(c) - k)]
+        if not candidates:
+            break
+        pick = np.unique(np.linspace(0, len(candidates) - 1, min(pairs, len(candidates))).round().astype(int))
+        moved = tracked_motion_px(seq, [candidates[i] for i in pick])
+        if not np.isfinite(moved).any():
+            return FrameSkipChoice(1, float("nan"), False)
+        motion = float(np.nanmedian(moved)) * float(scale)
+        last = FrameSkipChoice(k, motion, motion >= target_px)
+        if last.reached:
+            break
+    return last
+
+
 def require_snippets(snippets: list[Snippet], what: str, length: int, frame_skip: int) -> list[Snippet]:
     """``snippets`` or a one-line :class:`UserError` when there are none."""
     if not snippets:

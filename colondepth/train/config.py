@@ -379,7 +379,10 @@ class SelfSupervisedStage(_StageCommon):
     sources: list[VideoSource] = Field(min_length=1)
     crop: Optional[tuple[int, int, int, int]] = None  # x, y, width, height in source pixels
     intrinsics: Optional[str] = None  # YAML/JSON: width height fx fy cx cy [model: fisheye, k1 k2 k3 k4]
-    frame_skip: int = Field(1, ge=1)  # source frames between target and source views
+    # kept frames between target and source views; "auto": per video, the smallest skip whose views move
+    # target_motion_px on the network's grid (colondepth.datasets.clips.adaptive_frame_skip)
+    frame_skip: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = 1
+    target_motion_px: float = Field(3.0, gt=0)
     loss: PhotometricLoss = PhotometricLoss()
     min_reprojection: bool = True
     automask: bool = False

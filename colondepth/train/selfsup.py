@@ -10,7 +10,9 @@ Data
     ``intrinsics``; field-of-view mask; near-static frames dropped and clips split at cuts by
     :func:`~colondepth.datasets.video.select_clips`), ``colondepth`` / ``simcol3d`` / ``c3vd`` through
     :func:`colondepth.datasets.registry.open_sequences` (all frames, ground truth used for validation
-    only).  Snippets are ``(t - k, t, t + k)`` with ``k = frame_skip``.  Frames go through the letterbox of
+    only).  Snippets are ``(t - k, t, t + k)`` with ``k = frame_skip`` kept frames; ``frame_skip: auto`` picks
+    ``k`` per video, the smallest whose views move ``target_motion_px`` on the network grid
+    (:func:`~colondepth.datasets.clips.adaptive_frame_skip`).  Frames go through the letterbox of
     inference onto the depth network's input grid (:class:`~colondepth.datasets.clips.SnippetDataset`,
     ``DepthNetConfig.input_grid``: aspect ratio kept, zero padding outside the FOV mask); the pose network
     sees the same frames.
@@ -255,7 +257,7 @@ class SelfSupervisedKind:
 
     # -- interface -----------------------------------------------------------------------------------------
     def make_data(self):
-        from colondepth.datasets.clips import SnippetDataset, require_snippets, sequence_snippets
+        from colondepth.datasets.clips import SnippetDataset, make_snippets, require_snippets
         from colondepth.train.stage import StageData
 
         stage = self.ctx.stage
@@ -266,10 +268,12 @@ class SelfSupervisedKind:
                 raise UserError(f"stage {stage.name}: pose_supervision_weight {stage.pose_supervision_weight:g} "
                                 f"needs poses, but {missing[0]} has none ({len(missing)} sequence(s) without); "
                                 "use synthetic sources or set pose_supervision_weight: 0")
-        snippets = sequence_snippets(sequences, clips, SNIPPET_LENGTH, frame_skip=stage.frame_skip)
+        grid = self.ctx.net.config.input_grid  # the letterbox of inference (DepthNetConfig.input_grid)
+        self.frame_skips = self._frame_skips(sequences, clips, grid)
+        snippets = [sn for s, k in enumerate(self.frame_skips) for c in clips[s]
+                    for sn in make_snippets(c, SNIPPET_LENGTH, k, sequence=s)]
         names = ", ".join(s.path for s in stage.sources)
         require_snippets(snippets, f"stage {stage.name} ({names})", SNIPPET_LENGTH, stage.frame_skip)
-        grid = self.ctx.net.config.input_grid  # the letterbox of inference (DepthNetConfig.input_grid)
         train, val = self._split(snippets)
         if self.rehearsal_weight > 0:
             self._make_rehearsal()
@@ -281,6 +285,35 @@ class SelfSupervisedKind:
             train=SnippetDataset(sequences, train, grid),
             val=SnippetDataset(sequences, val, grid) if val else None,
         )
+
+    def _frame_skips(self, sequences, clips, grid) -> list[int]:
+        """The frame skip of every sequence: the stage's ``frame_skip``, or with ``frame_skip: auto`` the one
+        :func:`colondepth.datasets.clips.adaptive_frame_skip` measures on the sequence for
+        ``target_motion_px`` on the network grid (one line per video says what was chosen)."""
+        import warnings
+
+        from colondepth.datasets.clips import adaptive_frame_skip
+
+        stage = self.ctx.stage
+        if stage.frame_skip != "auto":
+            return [int(stage.frame_skip)] * len(sequences)
+        skips = []
+        for seq, seq_clips, name in zip(sequences, clips, self.sequence_names):
+            box = grid.layout(seq.intrinsics.size)
+            choice = adaptive_frame_skip(seq, seq_clips, stage.target_motion_px,
+                                         scale=box.resized.width / box.frame.width, length=SNIPPET_LENGTH)
+            skips.append(choice.skip)
+            if not np.isfinite(choice.motion_px):
+                warnings.warn(f"stage {stage.name}: {name}: no trackable texture to measure its motion; "
+                              "frame skip 1 (set frame_skip to an integer to choose it)", stacklevel=2)
+            elif not choice.reached:
+                warnings.warn(f"stage {stage.name}: {name}: moves {choice.motion_px:.1f} px at the largest frame "
+                              f"skip allowed ({choice.skip}), short of target_motion_px "
+                              f"{stage.target_motion_px:g}; a longer video gives more parallax", stacklevel=2)
+            if self.ctx.rank == 0:
+                print(f"{name}: frame skip {choice.skip} (median motion {choice.motion_px:.1f} px on the "
+                      f"network grid, target {stage.target_motion_px:g})", flush=True)
+        return skips
 
     def _split(self, snippets) -> tuple[list, list]:
         """``(train, held-out)`` snippets (:func:`colondepth.datasets.clips.split_heldout`), with a warning naming
