@@ -59,13 +59,14 @@ def reconstruct(seq, out: Path, voxel: float, depth: str, poses: str, checkpoint
     return reconstruct_sequence(seq, out, cfg, progress=False)
 
 
-def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint) -> dict:
+def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint, **overrides) -> dict:
     """The real sinus video with predicted depth and poses against its SfM trajectory and points.
 
     ATE after a similarity alignment of the camera centres (Umeyama; the SfM trajectory has no scale), as a
     fraction of the SfM path length, next to a straight constant-speed line's; then the SfM points of every
     frame, moved into the reconstruction's frame by the inverse alignment, and their distance to the fused
-    surface (mm of the reconstruction).
+    surface (mm of the reconstruction).  ``overrides``: further :class:`ReconstructionConfig` fields (e.g.
+    ``pose_guess``), for comparing settings; the benchmark uses the defaults.
     """
     import numpy as np
     import trimesh
@@ -77,7 +78,8 @@ def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint) -> di
 
     seq = sinus_sfm.read_sequence(root)
     out = work / "out_sinus_predicted_predicted"
-    cfg = ReconstructionConfig(depth="predicted", poses="predicted", voxel_mm=voxel, checkpoint=checkpoint)
+    cfg = ReconstructionConfig(depth="predicted", poses="predicted", voxel_mm=voxel, checkpoint=checkpoint,
+                               **overrides)
     rep = reconstruct_sequence(seq, out, cfg, progress=False)
     from colondepth.datasets.tum import read_tum
 
@@ -98,7 +100,7 @@ def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint) -> di
     mesh = trimesh.load(out / "mesh.ply", force="mesh")
     samples, _ = trimesh.sample.sample_surface(mesh, max(200_000, 4 * len(mesh.faces)), seed=0)
     dist, _ = cKDTree(samples).query(rec)
-    return {"frames": seq.num_frames, "ate_sfm_units": ate, "path_length_sfm_units": length,
+    return {"frames": seq.num_frames, "pose_guess": cfg.pose_guess, "tracking": cfg.tracking, "ate_sfm_units": ate, "path_length_sfm_units": length,
             "ate_fraction_of_path": ate / length, "line_ate_fraction_of_path": ate_line / length,
             "ate_ratio_to_line": ate / ate_line if ate_line > 0 else None,
             "scale_mm_per_sfm_unit": 1.0 / s,
@@ -228,10 +230,12 @@ def main(argv=None) -> int:
 
     if args.levels:
         throughput_rows = measure_throughput(work, args.frames, args.voxel_mm)
+    from colondepth.recon.pipeline import VIDEO_POSE_DEFAULTS
+
     sinus_root = Path(args.shared_data) / "sinus_sfm_sample"
     sinus = None
     if sinus_root.is_dir():
-        sinus = sinus_reconstruction(sinus_root, work, args.voxel_mm, args.checkpoint)
+        sinus = sinus_reconstruction(sinus_root, work, args.voxel_mm, args.checkpoint, **VIDEO_POSE_DEFAULTS)
         print(f"\n## Sinus video ({sinus['frames']} frames), predicted depth and poses\n")
         print(f"ATE after similarity alignment {100 * sinus['ate_fraction_of_path']:.1f} % of the SfM path "
               f"(straight constant-speed line {100 * sinus['line_ate_fraction_of_path']:.1f} %); SfM points to the "

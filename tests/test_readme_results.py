@@ -303,3 +303,49 @@ def test_stream_row_matches_stream_json():
         r = rows[loops]
         assert int(m.group(first)) == r["frames"]
         assert int(m.group(first + 1)) == round(r["peak_rss_mb"]) and int(m.group(first + 2)) == round(r["tsdf_mb"])
+
+
+def test_recon_pose_selection_table_matches_its_json():
+    """docs/reconstruction.md's table of trajectory settings against benchmarks/results/recon_pose_selection.json,
+    and the shipped defaults are the ones that rule chose."""
+    from colondepth.recon.pipeline import SEQUENCE_POSE_DEFAULTS, VIDEO_POSE_DEFAULTS
+
+    doc = json.loads((RESULTS / "recon_pose_selection.json").read_text())
+    assert doc["shipped_matches_chosen"] is True
+    assert doc["arms"][doc["chosen"]["video"]]["settings"] == VIDEO_POSE_DEFAULTS
+    assert doc["arms"][doc["chosen"]["sequence"]]["settings"] == SEQUENCE_POSE_DEFAULTS
+    text = (REPO / "docs" / "reconstruction.md").read_text()
+    rows = [line for line in text.splitlines() if re.match(r"\| (network|features)\+(model|none)", line)]
+    assert len(rows) == len(doc["arms"]) == 4
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = cells[0].split(" ")[0]
+        arm = doc["arms"][name]
+        assert _close(cells[1], arm["real_validation"]["ate_percent_of_path"]), line
+        m = re.fullmatch(r"([\d.]+) \(([\d.]+) / ([\d.]+) / ([\d.]+)\)", cells[2])
+        assert m, line
+        syn = arm["synthetic_validation"]
+        assert _close(m.group(1), syn["mean_ate_mm"]), line
+        for g, level in zip(m.groups()[1:], ("L1", "L3", "L5")):
+            assert _close(g, syn["by_level_ate_mm"][level]), line
+        test = doc["real_test"].get(name)
+        assert (cells[3] == "-") if test is None else _close(cells[3], test["ate_percent_of_path"]), line
+        assert ("video default" in cells[0]) == (name == doc["chosen"]["video"])
+        assert ("sequence default" in cells[0]) == (name == doc["chosen"]["sequence"])
+
+
+def test_readme_trajectory_paragraph_matches_recon_pose_selection_json():
+    doc = json.loads((RESULTS / "recon_pose_selection.json").read_text())
+    flat = " ".join(README.split())
+    m = re.search(r"validation frames 0-149: ([\d.]+) % of the path against ([\d.]+) % for the pose network with model "
+                  r"tracking; on the test frames 150-380 ([\d.]+) % against ([\d.]+) %, a straight line ([\d.]+) %\)", flat)
+    assert m, "trajectory paragraph missing"
+    video, seq = doc["arms"]["features+none"], doc["arms"]["network+model"]
+    assert _close(m.group(1), video["real_validation"]["ate_percent_of_path"])
+    assert _close(m.group(2), seq["real_validation"]["ate_percent_of_path"])
+    assert _close(m.group(3), doc["real_test"]["features+none"]["ate_percent_of_path"])
+    assert _close(m.group(4), doc["real_test"]["network+model"]["ate_percent_of_path"])
+    assert _close(m.group(5), doc["real_test"]["features+none"]["line_ate_percent_of_path"])
+    m = re.search(r"mean ATE ([\d.]+) mm against ([\d.]+) mm for corners", flat)
+    assert m and _close(m.group(1), seq["synthetic_validation"]["mean_ate_mm"])
+    assert _close(m.group(2), video["synthetic_validation"]["mean_ate_mm"])

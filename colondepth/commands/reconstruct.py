@@ -56,10 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "field-of-view guess, with a warning)")
     parser.add_argument("--crop", nargs=4, type=int, default=None, metavar=("X", "Y", "W", "H"),
                         help="video only: keep columns [X, X+W) and rows [Y, Y+H) (e.g. 0 0 192 192)")
-    parser.add_argument("--tracking", choices=("model", "none"), default="model",
-                        help="with --poses predicted: refine each pose-network pose against the fused model "
-                             "(ICP with a per-frame depth scale; a new segment after a tracking failure) or chain "
-                             "the pose network's motions as they are (default model)")
+    parser.add_argument("--tracking", choices=("model", "none"), default=None,
+                        help="with --poses predicted: refine each guessed pose against the fused model (ICP with "
+                             "a per-frame depth scale; a new segment after a tracking failure) or chain the "
+                             "guessed motions as they are (default: none for --video, model for --sequence)")
+    parser.add_argument("--pose-guess", choices=("network", "features"), default=None,
+                        help="with --poses predicted: first guess of each frame's motion: the pose network, or "
+                             "tracked corners (essential-matrix rotation and direction, length from PnP on the "
+                             "previous frame's depth; the pose network where too few corners track) "
+                             "(default: features for --video, network for --sequence)")
     parser.add_argument("--format", default="colondepth", help="dataset layout of --sequence (default colondepth)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N for the networks (default: CUDA when available)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -111,11 +116,15 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     depth = args.depth or ("gt" if seq.has_depth else "predicted")
     poses = args.poses or ("gt" if seq.has_poses else "predicted")
+    from colondepth.recon.pipeline import SEQUENCE_POSE_DEFAULTS, VIDEO_POSE_DEFAULTS
+
+    pose_defaults = VIDEO_POSE_DEFAULTS if args.video is not None else SEQUENCE_POSE_DEFAULTS
     cfg = ReconstructionConfig(depth=depth, poses=poses, voxel_mm=args.voxel_mm, trunc_mm=args.trunc_mm,
                                frames=frames, min_depth_mm=args.min_depth_mm, max_depth_mm=args.max_depth_mm,
                                depth_tol_mm=args.depth_tol_mm, checkpoint=args.checkpoint,
                                metric_samples_per_mm2=args.metric_samples_per_mm2, device=args.device,
-                               tracking=args.tracking)
+                               tracking=args.tracking or pose_defaults["tracking"],
+                               pose_guess=args.pose_guess or pose_defaults["pose_guess"])
     if events is None:
         report = reconstruct_sequence(seq, args.out, cfg, progress=not args.no_progress)
     else:

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["TwoViewResult", "two_view_pose", "classical_vo"]
+__all__ = ["TwoViewResult", "feature_matches", "essential_pose", "two_view_pose", "classical_vo"]
 
 
 @dataclass
@@ -76,19 +76,23 @@ def _orb_matches(g0, g1, mask, max_corners):
     return p0, p1
 
 
-def two_view_pose(img0: np.ndarray, img1: np.ndarray, K: np.ndarray, mask: Optional[np.ndarray] = None,
-                  method: str = "flow", max_corners: int = 500, min_inliers: int = 8,
-                  ransac_threshold_px: float = 1.0) -> TwoViewResult:
-    """``cam1_from_cam0`` (unit translation) from two ``(H, W, 3) uint8`` RGB (or grey) frames.
-
-    ``K`` (3, 3) px; ``mask`` (H, W) bool restricts features to the field of view.
-    """
-    import cv2
-
+def feature_matches(img0: np.ndarray, img1: np.ndarray, mask: Optional[np.ndarray] = None, method: str = "flow",
+                    max_corners: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """``(p0, p1)`` ``(M, 2)`` float64 pixel positions of the same points in two ``(H, W, 3) uint8`` RGB (or grey)
+    frames: Shi-Tomasi corners tracked by pyramidal Lucas-Kanade, forward-backward checked (``"flow"``), or
+    cross-checked ORB matches (``"orb"``); ``mask`` (H, W) bool restricts the corners to the field of view."""
     if method not in ("flow", "orb"):
         raise ValueError(f"method must be 'flow' or 'orb', got {method!r}")
-    g0, g1 = _grey(img0), _grey(img1)
-    p0, p1 = (_flow_matches if method == "flow" else _orb_matches)(g0, g1, mask, max_corners)
+    return (_flow_matches if method == "flow" else _orb_matches)(_grey(img0), _grey(img1), mask, max_corners)
+
+
+def essential_pose(p0: np.ndarray, p1: np.ndarray, K: np.ndarray, min_inliers: int = 8,
+                   ransac_threshold_px: float = 1.0) -> TwoViewResult:
+    """``cam1_from_cam0`` with a unit translation from matched pixels ``p0``, ``p1`` ``(M, 2)``: the essential
+    matrix (RANSAC) and ``cv2.recoverPose``; the identity with ``ok`` False when there are too few matches or
+    inliers, or no parallax (median motion under 0.05 px)."""
+    import cv2
+
     ident = TwoViewResult(np.eye(4), 0, False)
     if len(p0) < max(min_inliers, 5):
         return ident
@@ -105,6 +109,18 @@ def two_view_pose(img0: np.ndarray, img1: np.ndarray, K: np.ndarray, mask: Optio
     T[:3, :3] = R
     T[:3, 3] = t[:, 0] / max(np.linalg.norm(t), 1e-12)
     return TwoViewResult(T, int(n), True)
+
+
+def two_view_pose(img0: np.ndarray, img1: np.ndarray, K: np.ndarray, mask: Optional[np.ndarray] = None,
+                  method: str = "flow", max_corners: int = 500, min_inliers: int = 8,
+                  ransac_threshold_px: float = 1.0) -> TwoViewResult:
+    """``cam1_from_cam0`` (unit translation) from two ``(H, W, 3) uint8`` RGB (or grey) frames:
+    :func:`feature_matches` then :func:`essential_pose`.
+
+    ``K`` (3, 3) px; ``mask`` (H, W) bool restricts features to the field of view.
+    """
+    p0, p1 = feature_matches(img0, img1, mask, method, max_corners)
+    return essential_pose(p0, p1, K, min_inliers, ransac_threshold_px)
 
 
 def classical_vo(frames: list[np.ndarray], K: np.ndarray, mask: Optional[np.ndarray] = None, **kwargs) -> VOResult:

@@ -63,6 +63,16 @@ POSE_SOURCES = ("gt", "predicted")
 #: ``--tracking`` for predicted poses: ``model`` refines every pose-network pose against the fused model
 #: (:mod:`colondepth.recon.tracking`), ``none`` chains the pose network's motions as they are.
 TRACKING_MODES = ("model", "none")
+#: ``--pose-guess`` for predicted poses: the first guess of each frame's motion.  ``network``: the pose
+#: network; ``features``: tracked corners (essential-matrix rotation and direction, PnP length on the previous
+#: frame's depth; :mod:`colondepth.recon.feature_pose`), the pose network where too few corners track.
+POSE_GUESSES = ("network", "features")
+#: ``--pose-guess`` and ``--tracking`` when not given, by input, each chosen on a validation split of its kind
+#: (docs/reconstruction.md, *Trajectories of real video*): a video (``--video``: real endoscope frames, chosen on
+#: frames 0-149 of the real sinus video) and a dataset sequence (``--sequence``: rendered frames, chosen on the
+#: synthetic validation sequences).
+VIDEO_POSE_DEFAULTS = {"pose_guess": "features", "tracking": "none"}
+SEQUENCE_POSE_DEFAULTS = {"pose_guess": "network", "tracking": "model"}
 
 #: Relative depth error assumed for a network's depth in fusion (weights and truncation); chosen on
 #: validation sequences (docs/reconstruction.md, *TSDF fusion*).
@@ -114,6 +124,7 @@ class ReconstructionConfig:
     metric_samples_per_mm2: float = 20.0
     checkpoint: Optional[str] = None
     tracking: str = "model"  # predicted poses: "model" (refined against the fused model) or "none" (chained)
+    pose_guess: str = "network"  # predicted poses: first guess of each motion (POSE_GUESSES)
 
     def validate(self) -> None:
         if self.depth not in DEPTH_SOURCES:
@@ -122,6 +133,8 @@ class ReconstructionConfig:
             raise UserError(f"--poses {self.poses}: choose one of {', '.join(POSE_SOURCES)}")
         if self.tracking not in TRACKING_MODES:
             raise UserError(f"--tracking {self.tracking}: choose one of {', '.join(TRACKING_MODES)}")
+        if self.pose_guess not in POSE_GUESSES:
+            raise UserError(f"--pose-guess {self.pose_guess}: choose one of {', '.join(POSE_GUESSES)}")
         if not (self.voxel_mm > 0 and math.isfinite(self.voxel_mm)):
             raise UserError(f"--voxel-mm {self.voxel_mm}: must be a positive number of millimetres")
         if not 0 <= self.min_depth_mm < self.max_depth_mm:
@@ -217,13 +230,15 @@ class _FrameSource:
         #: running tracking statistics (counts and sums; nothing per frame, so memory does not grow)
         self.track_stats = {"tracked": 0, "lost": 0, "first": 0, "keyframes": 0, "scale_sum": 0.0,
                             "scale_sq_sum": 0.0, "inlier_sum": 0.0}
+        #: with ``pose_guess: features``: how many motions came from tracked corners, and from the network
+        self.guess_stats = {"features": 0, "network": 0} if cfg.pose_guess == "features" else None
         #: index of the current segment (a new one after a tracking failure)
         self.segment = 0
 
     def __iter__(self):
         from colondepth.recon.poses import chain_relative_poses
 
-        prev_rgb, prev_pose, before_prev_pose = None, None, None
+        prev_rgb, prev_pose, before_prev_pose, prev_depth = None, None, None, None
         next_rgb = self.seq.rgb(self.indices[0])
         for k, i in enumerate(self.indices):
             rgb = next_rgb
@@ -232,6 +247,7 @@ class _FrameSource:
                 depth = self.seq.depth_mm(i)
             else:
                 depth = np.asarray(self.depth_predictor.predict(rgb, **self.predict_kwargs), dtype=np.float32)
+            network_pose = None  # the pose network's guess, when another one leads
             if self.cfg.poses == "gt":
                 pose = self.gt_poses[i]
             elif prev_rgb is None:
@@ -239,9 +255,19 @@ class _FrameSource:
             else:
                 rel = self.pose_estimator(prev_rgb, rgb, next_rgb)
                 pose = chain_relative_poses([rel], prev_pose)[1]
+                if self.guess_stats is not None:
+                    from colondepth.recon.feature_pose import feature_relative_pose
+
+                    fp = feature_relative_pose(prev_rgb, prev_depth, rgb, self.seq.intrinsics.K, self.seq.fov_mask)
+                    self.guess_stats["network" if fp is None else "features"] += 1
+                    if fp is not None:
+                        network_pose, pose = pose, chain_relative_poses([fp.prev_from_cur], prev_pose)[1]
             if self.tracker is not None:
-                # the pose-network guess and the constant-velocity one, refined against the model
+                # the first guess and the constant-velocity one (and the pose network's, when the first guess
+                # came from tracked corners), refined against the model
                 others = () if before_prev_pose is None else (prev_pose @ np.linalg.inv(before_prev_pose) @ prev_pose,)
+                if network_pose is not None:
+                    others = others + (network_pose,)
                 r = self.tracker.track(depth, pose, others, rgb=rgb)
                 pose = r.world_from_cam
                 depth = (depth * np.float32(r.scale)).astype(np.float32)
@@ -254,7 +280,7 @@ class _FrameSource:
                 st["scale_sq_sum"] += r.scale ** 2
                 st["inlier_sum"] += r.inlier_fraction
             before_prev_pose = prev_pose
-            prev_rgb, prev_pose = rgb, pose
+            prev_rgb, prev_pose, prev_depth = rgb, pose, depth
             yield i, rgb, depth, pose
 
 
@@ -543,6 +569,7 @@ def reconstruct_sequence(seq, out_dir, cfg: ReconstructionConfig, depth_predicto
             "segments": [{"first": int(indices[g["first"]]), "last": int(indices[g["last"]]), "reason": g["reason"]}
                          for g in source.tracker.segments],
             **_tracking_summary(source.track_stats)},
+        "pose_guesses": source.guess_stats,  # with --pose-guess features: motions from corners / the network
         "intrinsics": intr.to_dict(),
         "fisheye_intrinsics": (seq.extra.get("fisheye").to_dict() if seq.extra.get("fisheye") is not None
                                else None),  # the camera the frames were undistorted from
