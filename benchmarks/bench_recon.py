@@ -245,18 +245,23 @@ def main(argv=None) -> int:
     print(f"\ncached data and outputs: {work}")
     ckpt = args.checkpoint or "data/default_model.pt (installed default)"
     out = Path(args.json)
-    if not args.levels:  # only the sinus part: keep the synthetic rows already measured
+    command = "python benchmarks/bench_recon.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    previous = {}
+    if not args.levels:  # only the sinus part: keep the synthetic rows already measured, and their command
         if not out.is_file():
             raise SystemExit(f"{out}: no earlier results to keep; run with --levels first")
         previous = json.loads(out.read_text())
         rows, throughput_rows = previous["rows"], previous["fusion_throughput"]
         args.levels = previous["settings"]["levels"]
-    doc = {"benchmark": "recon",
-           "command": "python benchmarks/bench_recon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    doc = {"benchmark": "recon", "command": previous.get("command", command),
+           "created_utc": previous.get("created_utc", now),
            "settings": {"levels": args.levels, "frames": args.frames, "size": 128, "voxel_mm": args.voxel_mm,
                         "checkpoint": str(ckpt)},
-           "rows": rows, "not_available": notes, "fusion_throughput": throughput_rows, "sinus": sinus}
+           "rows": rows, "not_available": notes, "fusion_throughput": throughput_rows, "sinus": sinus,
+           "sinus_command": command, "sinus_created_utc": now}
+    if "throughput_command" in previous:
+        doc["throughput_command"] = previous["throughput_command"]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -285,12 +285,14 @@ def test_finetune_paragraph_numbers_match_finetune_json():
 def test_sinus_reconstruction_numbers_match_recon_json():
     sn = json.loads((RESULTS / "recon.json").read_text())["sinus"]
     flat = " ".join(README.split())
-    m = re.search(r"ATE after a similarity alignment ([\d.]+) % of the path length[^;]*?(?:no better|worse) than a "
-                  r"straight constant-speed line \(([\d.]+) %", flat)
+    m = re.search(r"ATE after a similarity alignment ([\d.]+) % of the path length[^;]*?(?:no better|worse|better) "
+                  r"than a straight constant-speed line \(([\d.]+) %", flat)
     assert m, "sinus sentence missing"
     assert _close(m.group(1), 100 * sn["ate_fraction_of_path"]) and _close(m.group(2), 100 * sn["line_ate_fraction_of_path"])
     m = re.search(r"the SfM points lie a median (\d+) mm from the fused surface", flat)
     assert m and _close(m.group(1), sn["sfm_point_to_surface_mm"]["median"])
+    assert "with the video defaults: tracked corners, no model tracking" in flat
+    assert (sn["pose_guess"], sn["tracking"]) == ("features", "none")
 
 
 def test_stream_row_matches_stream_json():
