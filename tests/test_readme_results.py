@@ -351,3 +351,19 @@ def test_readme_trajectory_paragraph_matches_recon_pose_selection_json():
     m = re.search(r"mean ATE ([\d.]+) mm against ([\d.]+) mm for corners", flat)
     assert m and _close(m.group(1), seq["synthetic_validation"]["mean_ate_mm"])
     assert _close(m.group(2), video["synthetic_validation"]["mean_ate_mm"])
+
+
+def test_frame_skip_numbers_match_finetune_selection_json():
+    doc = json.loads((RESULTS / "finetune_selection.json").read_text())
+    auto, base = doc["arms"]["frame_skip_auto"]["summary"]["mean"], doc["arms"]["defaults"]["summary"]["mean"]
+    flat = " ".join(README.split())
+    m = re.search(r"made fine-tuning far worse, ([\d.]+) against ([\d.]+),", flat)
+    assert m and _close(m.group(1), auto) and _close(m.group(2), base)
+    docs = (REPO / "docs" / "finetune.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in docs.splitlines() if line.startswith("| defaults | 1 |")
+            or line.startswith("| `--frame-skip auto`")}
+    assert _close(rows["defaults"].split("|")[3].strip(), base)
+    auto_row = next(v for k, v in rows.items() if k.startswith("`--frame-skip auto`"))
+    assert _close(auto_row.split("|")[3].strip(), auto)
+    assert "abs_rel, frames 70-109 (initial model: 0.150) |\n|---|---:|---:|\n| defaults | 1 |" in docs
+    assert _close("0.150", doc["initial"])
