@@ -235,9 +235,9 @@ TWO_FRAME_OPTIONS = {
     "translation_normalisation": ("translation_normalisation",),
 }
 #: Options that only the depth network's fine-tuning has: with ``--two-frame`` they must stay at their default.
-DEPTH_ONLY_OPTIONS = ("target_motion", "min_translation_norm", "depth_scale_anchor", "invalid_warp", "light", "coopnet", "anchor",
-                      "anchor_decay_steps", "freeze_batchnorm", "automask", "freeze_encoder_steps",
-                      "rehearsal_weight", "keep_best", "eval_every")
+DEPTH_ONLY_OPTIONS = ("target_motion", "min_translation_norm", "depth_scale_anchor", "invalid_warp", "light",
+                      "coopnet", "anchor", "anchor_decay_steps", "freeze_batchnorm", "automask",
+                      "freeze_encoder_steps", "rehearsal_weight", "keep_best", "eval_every")
 
 
 def _frame_skip(text: str):

@@ -616,18 +616,17 @@ def frame_motion_stats(seq: Sequence, progress: bool = False) -> dict:
     return {"mad": mad, "hist": hist, "thumbs": thumbs}
 
 
-def tracked_motion_px(seq: Sequence, pairs: Seq[tuple[int, int]], max_corners: int = 200,
-                      min_tracks: int = 10) -> np.ndarray:
+def tracked_motion_px(seq: Sequence, pairs: Seq[tuple[int, int]], min_tracks: int = 10) -> np.ndarray:
     """Median image motion (px of the frame) between the frames of each pair ``(i, j)`` of ``seq``.
 
-    Shi-Tomasi corners of frame ``i`` inside the field-of-view mask are tracked into frame ``j`` by pyramidal
-    Lucas-Kanade (OpenCV, 21x21 window, 3 levels) and back; tracks whose round trip misses its start by more
-    than 1 px are dropped.  Returns ``(len(pairs),) float``: the median displacement of the kept tracks, NaN for
-    a pair with fewer than ``min_tracks`` (no texture, or a cut).
+    The corners of frame ``i`` inside the field-of-view mask tracked into frame ``j`` and back
+    (:func:`colondepth.geometry.matching.feature_matches`, ``"flow"``).  Returns ``(len(pairs),) float``: the
+    median displacement of the tracks, NaN for a pair with fewer than ``min_tracks`` (no texture, or a cut).
     """
     import cv2
 
-    mask = None if seq.fov_mask is None else seq.fov_mask.astype(np.uint8) * 255
+    from colondepth.geometry.matching import feature_matches
+
     grey: dict[int, np.ndarray] = {}
 
     def _grey(i: int) -> np.ndarray:
@@ -635,18 +634,11 @@ def tracked_motion_px(seq: Sequence, pairs: Seq[tuple[int, int]], max_corners: i
             grey[i] = cv2.cvtColor(seq.rgb(int(i)), cv2.COLOR_RGB2GRAY)
         return grey[i]
 
-    lk = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
     out = np.full(len(pairs), np.nan)
     for n, (i, j) in enumerate(pairs):
-        a, b = _grey(i), _grey(j)
-        p0 = cv2.goodFeaturesToTrack(a, max_corners, 0.01, 5, mask=mask)
-        if p0 is None or len(p0) < min_tracks:
-            continue
-        p1, st1, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **lk)
-        back, st2, _ = cv2.calcOpticalFlowPyrLK(b, a, p1, None, **lk)
-        ok = (st1[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm((back - p0)[:, 0], axis=1) < 1.0)
-        if ok.sum() >= min_tracks:
-            out[n] = float(np.median(np.linalg.norm((p1 - p0)[ok, 0], axis=1)))
+        p0, p1 = feature_matches(_grey(i), _grey(j), seq.fov_mask, "flow")
+        if len(p0) >= min_tracks:
+            out[n] = float(np.median(np.linalg.norm(p1 - p0, axis=1)))
     return out
 
 

@@ -4,7 +4,7 @@ A depth-aware two-view estimate for reconstruction (``reconstruct --pose-guess f
 pieces, for consecutive frames ``prev`` and ``cur``:
 
 1. matches: Shi-Tomasi corners of ``prev`` inside the field of view tracked into ``cur`` by pyramidal
-   Lucas-Kanade, forward-backward checked (:func:`colondepth.eval.classical_vo.feature_matches`);
+   Lucas-Kanade, forward-backward checked (:func:`colondepth.geometry.matching.feature_matches`);
 2. rotation and translation *direction* from the essential matrix (RANSAC, ``cv2.recoverPose``;
    :func:`colondepth.eval.classical_vo.essential_pose`): they do not depend on the predicted depth;
 3. translation *length* from PnP: the matched corners of ``prev`` back-projected with its depth
@@ -53,7 +53,8 @@ def feature_relative_pose(prev_rgb: np.ndarray, prev_depth_mm: np.ndarray, rgb: 
     """
     import cv2
 
-    from colondepth.eval.classical_vo import essential_pose, feature_matches
+    from colondepth.eval.classical_vo import essential_pose
+    from colondepth.geometry.matching import feature_matches
 
     depth = np.asarray(prev_depth_mm, dtype=np.float64)
     if depth.shape != prev_rgb.shape[:2] or rgb.shape != prev_rgb.shape:
