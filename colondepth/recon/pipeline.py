@@ -60,8 +60,8 @@ from colondepth.progress import ProgressCallback, emit
 
 DEPTH_SOURCES = ("gt", "predicted")
 POSE_SOURCES = ("gt", "predicted")
-#: ``--tracking`` for predicted poses: ``model`` refines every pose-network pose against the fused model
-#: (:mod:`colondepth.recon.tracking`), ``none`` chains the pose network's motions as they are.
+#: ``--tracking`` for predicted poses: ``model`` refines every guessed pose against the fused model
+#: (:mod:`colondepth.recon.tracking`), ``none`` chains the guessed motions as they are.
 TRACKING_MODES = ("model", "none")
 #: ``--pose-guess`` for predicted poses: the first guess of each frame's motion.  ``network``: the pose
 #: network; ``features``: tracked corners (essential-matrix rotation and direction, PnP length on the previous
@@ -231,7 +231,8 @@ class _FrameSource:
         self.track_stats = {"tracked": 0, "lost": 0, "first": 0, "keyframes": 0, "scale_sum": 0.0,
                             "scale_sq_sum": 0.0, "inlier_sum": 0.0}
         #: with ``pose_guess: features``: how many motions came from tracked corners, and from the network
-        self.guess_stats = {"features": 0, "network": 0} if cfg.pose_guess == "features" else None
+        self.guess_stats = ({"features": 0, "network": 0} if cfg.pose_guess == "features" and cfg.poses == "predicted"
+                            else None)
         #: index of the current segment (a new one after a tracking failure)
         self.segment = 0
 
