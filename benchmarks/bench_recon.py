@@ -74,6 +74,7 @@ def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint, **ove
 
     from colondepth.datasets import sinus_sfm
     from colondepth.eval.pose_metrics import constant_speed_line, path_length, trajectory_ate_aligned
+    from colondepth.geometry.projection import rays_at_np
     from colondepth.recon.pipeline import ReconstructionConfig, reconstruct_sequence
 
     seq = sinus_sfm.read_sequence(root)
@@ -92,8 +93,7 @@ def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint, **ove
     pts = []
     for i in range(seq.num_frames):
         sp = sinus_sfm.sparse_points(seq, i)
-        K = seq.intrinsics
-        cam = np.stack([(sp.u - K.cx) / K.fx * sp.z, (sp.v - K.cy) / K.fy * sp.z, sp.z], axis=1)
+        cam = rays_at_np(seq.intrinsics.K, sp.u, sp.v) * np.asarray(sp.z, dtype=np.float64)[:, None]
         pts.append(cam @ gt[i, :3, :3].T + gt[i, :3, 3])
     sfm = np.concatenate(pts)
     rec = ((sfm - t) @ R) / s
