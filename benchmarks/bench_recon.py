@@ -59,14 +59,15 @@ def reconstruct(seq, out: Path, voxel: float, depth: str, poses: str, checkpoint
     return reconstruct_sequence(seq, out, cfg, progress=False)
 
 
-def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint, **overrides) -> dict:
+def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint, frames: tuple[int, int] | None = None,
+                         **overrides) -> dict:
     """The real sinus video with predicted depth and poses against its SfM trajectory and points.
 
     ATE after a similarity alignment of the camera centres (Umeyama; the SfM trajectory has no scale), as a
     fraction of the SfM path length, next to a straight constant-speed line's; then the SfM points of every
     frame, moved into the reconstruction's frame by the inverse alignment, and their distance to the fused
-    surface (mm of the reconstruction).  ``overrides``: further :class:`ReconstructionConfig` fields (e.g.
-    ``pose_guess``), for comparing settings; the benchmark uses the defaults.
+    surface (mm of the reconstruction).  ``frames``: ``(a, b)``, only frames ``a`` to ``b - 1`` (default all).
+    ``overrides``: further :class:`ReconstructionConfig` fields (e.g. ``pose_guess``), for comparing settings.
     """
     import numpy as np
     import trimesh
@@ -78,35 +79,37 @@ def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint, **ove
     from colondepth.recon.pipeline import ReconstructionConfig, reconstruct_sequence
 
     seq = sinus_sfm.read_sequence(root)
+    a, b = frames if frames is not None else (0, seq.num_frames)
     out = work / "out_sinus_predicted_predicted"
     cfg = ReconstructionConfig(depth="predicted", poses="predicted", voxel_mm=voxel, checkpoint=checkpoint,
-                               **overrides)
+                               frames=(a, b, None), **overrides)
     rep = reconstruct_sequence(seq, out, cfg, progress=False)
     from colondepth.datasets.tum import read_tum
 
     _, pred = read_tum(out / "trajectory.txt")
-    gt = np.asarray(seq.world_from_cam)
+    gt = np.asarray(seq.world_from_cam)[a:b]
     length = path_length(gt)
     ate, (s, R, t) = trajectory_ate_aligned(pred, gt, with_scale=True)
     ate_line, _ = trajectory_ate_aligned(constant_speed_line(gt), gt, with_scale=True)
     # SfM points into the reconstruction's frame: x_rec = R^T (x_sfm - t) / s
     pts = []
-    for i in range(seq.num_frames):
+    for k, i in enumerate(range(a, b)):
         sp = sinus_sfm.sparse_points(seq, i)
         cam = rays_at_np(seq.intrinsics.K, sp.u, sp.v) * np.asarray(sp.z, dtype=np.float64)[:, None]
-        pts.append(cam @ gt[i, :3, :3].T + gt[i, :3, 3])
+        pts.append(cam @ gt[k, :3, :3].T + gt[k, :3, 3])
     sfm = np.concatenate(pts)
     rec = ((sfm - t) @ R) / s
     mesh = trimesh.load(out / "mesh.ply", force="mesh")
     samples, _ = trimesh.sample.sample_surface(mesh, max(200_000, 4 * len(mesh.faces)), seed=0)
     dist, _ = cKDTree(samples).query(rec)
-    return {"frames": seq.num_frames, "pose_guess": cfg.pose_guess, "tracking": cfg.tracking, "ate_sfm_units": ate, "path_length_sfm_units": length,
+    return {"frames": b - a, "pose_guess": cfg.pose_guess, "tracking": cfg.tracking, "ate_sfm_units": ate,
+            "path_length_sfm_units": length,
             "ate_fraction_of_path": ate / length, "line_ate_fraction_of_path": ate_line / length,
             "ate_ratio_to_line": ate / ate_line if ate_line > 0 else None,
             "scale_mm_per_sfm_unit": 1.0 / s,
             "sfm_points": int(len(rec)), "sfm_point_to_surface_mm": {
                 "median": float(np.median(dist)), "mean": float(dist.mean()), "p90": float(np.percentile(dist, 90))},
-            "observed_fraction": rep["coverage"]["observed_fraction"]}
+            "observed_fraction": rep["coverage"]["observed_fraction"], "pose_guesses": rep.get("pose_guesses")}
 
 
 def throughput(seq, voxel: float, repeats: int = 1) -> tuple[float, float, int]:

@@ -120,6 +120,14 @@ def frames_folder(root: Path, work: Path, frames) -> tuple[Path, Path]:
     return src, work / "intrinsics.yaml"
 
 
+def sinus_root(shared_data) -> Path:
+    """``SHARED/sinus_sfm_sample`` of ``--shared-data``, or exit with a one-line message naming the fix."""
+    root = (Path(shared_data) if shared_data else Path("missing")) / "sinus_sfm_sample"
+    if not root.is_dir():
+        raise SystemExit(f"{root}: not found; pass --shared-data with the folder holding sinus_sfm_sample/")
+    return root
+
+
 def finetune(checkpoint, root: Path, work: Path, steps: int, frames, options=()) -> tuple[Path, float]:
     """Fine-tune ``checkpoint`` with ``colondepth finetune`` on ``frames`` (its defaults, plus the command-line
     ``options``, e.g. ``["--seed", "1"]``); ``(final.pt, seconds)``."""
@@ -155,9 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    root = (args.shared_data or Path("missing")) / "sinus_sfm_sample"
-    if not root.is_dir():
-        raise SystemExit(f"{root}: not found; pass --shared-data with the folder holding sinus_sfm_sample/")
+    root = sinus_root(args.shared_data)
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_model_path()
     shown = os.path.relpath(checkpoint.resolve(), REPO) if args.checkpoint else "data/default_model.pt"
     doc = {"benchmark": "selfsup_real", "command": "python benchmarks/bench_selfsup_real.py " + " ".join(

@@ -81,7 +81,7 @@ def summarize(scores: list[float]) -> dict:
 def main(argv=None) -> int:
     import torch
 
-    from bench_selfsup_real import finetune
+    from bench_selfsup_real import finetune, sinus_root
     from bench_transfer import score_sinus
     from colondepth.infer.predictor import DepthPredictor
     from colondepth.io import atomic_write_text
@@ -108,9 +108,7 @@ def main(argv=None) -> int:
     args.work = args.work or REPO / "benchmarks" / ".cache" / ("select_finetune" + ("" if args.split == "short"
                                                                                   else f"_{args.split}"))
     torch.set_num_threads(args.threads)
-    root = (args.shared_data or Path("missing")) / "sinus_sfm_sample"
-    if not root.is_dir():
-        raise SystemExit(f"{root}: not found; pass --shared-data with the folder holding sinus_sfm_sample/")
+    root = sinus_root(args.shared_data)
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_model_path()
     if not checkpoint.is_file():
         raise SystemExit(f"{checkpoint}: no such checkpoint; pass --checkpoint with a model file")

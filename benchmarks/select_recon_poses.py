@@ -30,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 ARMS = {f"{g}+{t}": {"pose_guess": g, "tracking": t} for g, t in itertools.product(("network", "features"),
                                                                                  ("model", "none"))}
@@ -40,25 +41,14 @@ SYNTHETIC_SEED = 5000
 
 
 def sinus_ate(root: Path, frames: tuple[int, int], work: Path, checkpoint, arm: dict) -> dict:
-    """Similarity-aligned ATE (% of the SfM path length) of ``reconstruct`` on sinus ``frames`` ``[a, b)``."""
-    from colondepth.datasets import sinus_sfm
-    from colondepth.datasets.tum import read_tum
-    from colondepth.eval.pose_metrics import constant_speed_line, path_length, trajectory_ate_aligned
-    from colondepth.recon.pipeline import ReconstructionConfig, reconstruct_sequence
+    """Similarity-aligned ATE (% of the SfM path length) of ``reconstruct`` on sinus ``frames`` ``[a, b)``
+    (:func:`bench_recon.sinus_reconstruction`)."""
+    from bench_recon import sinus_reconstruction
 
-    seq = sinus_sfm.read_sequence(root)
-    a, b = frames
     shutil.rmtree(work, ignore_errors=True)
-    cfg = ReconstructionConfig(depth="predicted", poses="predicted", voxel_mm=1.0, frames=(a, b, None),
-                               checkpoint=checkpoint, **arm)
-    rep = reconstruct_sequence(seq, work, cfg, progress=False)
-    _, pred = read_tum(work / "trajectory.txt")
-    gt = np.asarray(seq.world_from_cam)[a:b]
-    length = path_length(gt)
-    ate = trajectory_ate_aligned(pred, gt)[0]
-    line = trajectory_ate_aligned(constant_speed_line(gt), gt)[0]
-    return {"frames": [a, b - 1], "ate_percent_of_path": 100 * ate / length,
-            "line_ate_percent_of_path": 100 * line / length, "pose_guesses": rep.get("pose_guesses")}
+    r = sinus_reconstruction(root, work, 1.0, checkpoint, frames=frames, **arm)
+    return {"frames": [frames[0], frames[1] - 1], "ate_percent_of_path": 100 * r["ate_fraction_of_path"],
+            "line_ate_percent_of_path": 100 * r["line_ate_fraction_of_path"], "pose_guesses": r["pose_guesses"]}
 
 
 def synthetic_ate(cache: Path, work: Path, checkpoint, arm: dict) -> dict:
@@ -87,6 +77,8 @@ def synthetic_ate(cache: Path, work: Path, checkpoint, arm: dict) -> dict:
 def main(argv=None) -> int:
     import torch
 
+    from bench_selfsup_real import sinus_root
+
     from colondepth.io import atomic_write_text
     from colondepth.recon.pipeline import SEQUENCE_POSE_DEFAULTS, VIDEO_POSE_DEFAULTS
     from colondepth.resources import default_shared_data
@@ -100,9 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    root = (args.shared_data or Path("missing")) / "sinus_sfm_sample"
-    if not root.is_dir():
-        raise SystemExit(f"{root}: not found; pass --shared-data with the folder holding sinus_sfm_sample/")
+    root = sinus_root(args.shared_data)
     doc = {"benchmark": "recon_pose_selection",
            "command": "python benchmarks/select_recon_poses.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

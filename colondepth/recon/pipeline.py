@@ -254,15 +254,18 @@ class _FrameSource:
             elif prev_rgb is None:
                 pose = np.eye(4)
             else:
-                rel = self.pose_estimator(prev_rgb, rgb, next_rgb)
-                pose = chain_relative_poses([rel], prev_pose)[1]
+                fp = None
                 if self.guess_stats is not None:
                     from colondepth.recon.feature_pose import feature_relative_pose
 
                     fp = feature_relative_pose(prev_rgb, prev_depth, rgb, self.seq.intrinsics.K, self.seq.fov_mask)
                     self.guess_stats["network" if fp is None else "features"] += 1
-                    if fp is not None:
-                        network_pose, pose = pose, chain_relative_poses([fp.prev_from_cur], prev_pose)[1]
+                if fp is None or self.tracker is not None:  # the network's guess leads, or joins the tracker's
+                    network_pose = chain_relative_poses([self.pose_estimator(prev_rgb, rgb, next_rgb)], prev_pose)[1]
+                if fp is None:
+                    pose, network_pose = network_pose, None
+                else:
+                    pose = chain_relative_poses([fp.prev_from_cur], prev_pose)[1]
             if self.tracker is not None:
                 # the first guess and the constant-velocity one (and the pose network's, when the first guess
                 # came from tracked corners), refined against the model
