@@ -12,7 +12,10 @@ size, and compares the coverage estimate (the travelled lumen's expected wall, n
 :mod:`colondepth.recon.lumen`) with the ground-truth oracle of the same segment.  With a depth model (``--checkpoint`` or the installed default) it also reports predicted depth
 with ground-truth poses, and with predicted poses when the model has a pose network (inside the model
 bundle written by ``colondepth finetune``, or a version-1 ``pose_net_<stage>.pt`` beside the checkpoint); predicted trajectories are anchored at the first
-ground-truth camera without scale alignment, and their ATE is reported.  Finally it times
+ground-truth camera without scale alignment, and their ATE is reported, with what it is made of: the ATE
+after a similarity alignment (the path's shape), the scale that alignment needs (the depth's metric scale
+error; ``benchmarks/bench_metric_scale.py`` measures where it comes from) and a straight constant-speed line's
+similarity-aligned ATE.  Finally it times
 ``TSDFVolume.integrate`` alone at 128x128 and 256x256 (frames/s, wall clock and CPU time).
 
 Prints markdown tables and writes every row to ``--json`` (default ``benchmarks/results/recon.json``);
@@ -57,6 +60,23 @@ def reconstruct(seq, out: Path, voxel: float, depth: str, poses: str, checkpoint
 
     cfg = ReconstructionConfig(depth=depth, poses=poses, voxel_mm=voxel, checkpoint=checkpoint)
     return reconstruct_sequence(seq, out, cfg, progress=False)
+
+
+def trajectory_shape(seq, out_dir: Path, traj: dict) -> dict:
+    """What the rigid ATE of a predicted trajectory is made of: the ATE after a similarity alignment (shape
+    alone), the scale that alignment needs (the depth's metric scale error: 1.2 = the path is 1.2x too short),
+    and a straight constant-speed line's similarity-aligned ATE on the same frames (the issue's yardstick)."""
+    import numpy as np
+
+    from colondepth.datasets.tum import read_tum
+    from colondepth.eval.pose_metrics import constant_speed_line, trajectory_ate_aligned
+
+    _, pred = read_tum(out_dir / "trajectory.txt")
+    gt = np.asarray(seq.world_from_cam)[: len(pred)]
+    line, _ = trajectory_ate_aligned(constant_speed_line(gt), gt, with_scale=True)
+    return {"trajectory_ate_similarity_mm": traj["ate_scale_aligned_mm"],
+            "trajectory_scale_to_ground_truth": traj["scale_to_ground_truth"],
+            "line_ate_similarity_mm": line}
 
 
 def sinus_reconstruction(root: Path, work: Path, voxel: float, checkpoint, frames: tuple[int, int] | None = None,
@@ -182,16 +202,16 @@ def main(argv=None) -> int:
 
     print(f"## Reconstruction accuracy (128x128, {args.frames} frames, voxel {args.voxel_mm} mm)\n")
     print("| level | depth | poses | Chamfer mm (observed GT) | accuracy mm | completeness mm | F@1mm | F@2mm "
-          "| trajectory ATE mm | lumen wall observed: estimate / oracle | fusion frames/s | target Chamfer < voxel |")
+          "| trajectory ATE mm: rigid / similarity (line; scale) | lumen wall observed: estimate / oracle | fusion frames/s | target Chamfer < voxel |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     failed = False
     notes = []
     for level in args.levels:
         seq = dataset(work, level, args.frames, 128)
         for depth, poses in (("gt", "gt"), ("predicted", "gt"), ("predicted", "predicted")):
+            out_dir = work / f"out_{level}_{depth}_{poses}"
             try:
-                rep = reconstruct(seq, work / f"out_{level}_{depth}_{poses}", args.voxel_mm, depth, poses,
-                                  args.checkpoint)
+                rep = reconstruct(seq, out_dir, args.voxel_mm, depth, poses, args.checkpoint)
             except UserError as exc:
                 if depth == "gt":
                     raise
@@ -205,13 +225,16 @@ def main(argv=None) -> int:
             oracle = (cov_doc.get("oracle") or {}).get("observed_fraction")
             rows.append({"level": level, "depth": depth, "poses": poses, "observed_ground_truth": m,
                          "trajectory_ate_mm": traj["ate_mm"] if traj else None,
+                         **(trajectory_shape(seq, out_dir, traj) if traj else {}),
                          "observed_fraction": cov_doc["observed_fraction"],
                          "oracle_observed_fraction": oracle,
                          "coverage_error_pp": (None if oracle is None or cov_doc["observed_fraction"] is None
                                                else 100 * (cov_doc["observed_fraction"] - oracle)),
                          "fusion_fps": rep["timing_s"]["fusion_fps"],
                          "passed": (m["chamfer_mm"] < args.voxel_mm) if (m and depth == "gt") else None})
-            ate = f"{traj['ate_mm']:.2f}" if traj else "-"
+            ate = (f"{traj['ate_mm']:.2f} / {rows[-1]['trajectory_ate_similarity_mm']:.2f} "
+                   f"(line {rows[-1]['line_ate_similarity_mm']:.2f}; scale {traj['scale_to_ground_truth']:.2f})"
+                   if traj else "-")
             frac = cov_doc["observed_fraction"]
             cov = ("n/a" if frac is None else f"{frac:.1%}") + ("" if oracle is None else f" / {oracle:.1%}")
             fps = rep["timing_s"]["fusion_fps"]

@@ -6,9 +6,14 @@ Keeps the depth weights, the model card and the resolved curriculum; drops the o
 RUN/checkpoints/final.pt`` adds the two-frame network of a ``two_frame`` run (``curricula/two_frame.yaml``).  The card gets a
 ``default_model`` entry recording how the model was made (the training command from the card, this export
 command, the source checkpoints) and, with ``--pose``, a ``pose_network`` entry with that run's provenance.
+``--colour grey`` ships the same weights with the network fed each frame's luminance alone
+(``DepthNetConfig.colour``; chosen on validation by ``benchmarks/select_model.py``).  Exporting an exported model
+again (e.g. ``data/default_model.pt`` onto itself with ``--colour``) keeps its recorded provenance and appends
+this export command to it.
 
     python benchmarks/export_default_model.py runs/default_model/checkpoints/final.pt data/default_model.pt \
         [--pose runs/default_pose/checkpoints/final.pt] [--two-frame runs/two_frame/checkpoints/final.pt]
+        [--colour grey]
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trained-with", action="append", default=None, metavar="COMMAND",
                     help="the commands that reproduce the model, in order (default: the command in the card); "
                          "give them with repository-relative paths")
+    ap.add_argument("--colour", choices=["rgb", "grey"], default=None,
+                    help="what the network sees of each frame's colour (default: as the checkpoint's card says)")
     args = ap.parse_args(argv)
 
     payload = read_bundle(args.checkpoint)
@@ -52,11 +59,22 @@ def main(argv=None) -> int:
     shown += ["--two-frame", _shown(args.two_frame)] if args.two_frame else []
     shown += [f"--pose-trained-with '{c}'" for c in args.pose_trained_with or []]
     shown += [f"--trained-with '{c}'" for c in args.trained_with or []]
+    shown += ["--colour", args.colour] if args.colour else []
+    export = "python benchmarks/export_default_model.py " + " ".join(shown)
+    before = card.get("default_model")  # an exported model exported again keeps how it was made
     card["default_model"] = {
-        "trained_with": " && ".join(args.trained_with) if args.trained_with else card.get("command", ""),
-        "exported_with": "python benchmarks/export_default_model.py " + " ".join(shown),
-        "source_checkpoint": _shown(args.checkpoint),
+        "trained_with": (" && ".join(args.trained_with) if args.trained_with
+                         else before["trained_with"] if before else card.get("command", "")),
+        "exported_with": f"{before['exported_with']} && {export}" if before else export,
+        "source_checkpoint": before["source_checkpoint"] if before else _shown(args.checkpoint),
     }
+    if args.colour:
+        from colondepth.models.depth_net import DepthNetConfig
+        from colondepth.train.checkpoint import input_words
+
+        card["model"] = {**card["model"], "colour": args.colour}
+        cfg = DepthNetConfig.from_dict(card["model"])
+        card["normalisation"] = {**card["normalisation"], "input": input_words(cfg)}
     if args.trained_with:  # the run's own command line may name machine-specific folders
         card["command"] = args.trained_with[-1]
     pose = payload.get("pose")

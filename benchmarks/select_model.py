@@ -112,7 +112,7 @@ def score_candidate(path: Path, sets: dict, sinus_root: Path | None = None) -> d
         "sha256": _sha256(path),
         "depth_state_sha256": depth_state_sha256(path),
         "card": {k: card.get(k) for k in ("description", "trained_with", "curriculum", "stage", "step",
-                                           "input_size", "inference") if k in card},
+                                           "input_size", "normalisation", "inference") if k in card},
         "per_seed": per_seed,
         **spread(per_seed),
         "levels": {lv: {"abs_rel_mean": float(np.mean([v["levels"][lv]["abs_rel"] for v in per_seed.values()])),

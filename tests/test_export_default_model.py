@@ -84,3 +84,27 @@ def test_export_with_two_frame_network(tmp_path, export, capsys):
     assert torch.equal(b.two_frame.predict_depth(x, p, torch.tensor([1.0])), tf.predict_depth(x, p, torch.tensor([1.0])))
     assert export([str(depth_ckpt), str(tmp_path / "x.pt"), "--two-frame", str(depth_ckpt)]) == 2
     assert "has no two-frame network" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_export_again_with_grey_input_keeps_the_weights_and_the_provenance(tmp_path, export):
+    from colondepth.train.config import ModelSection
+
+    net = _depth(0)
+    ckpt = save_checkpoint(tmp_path / "depth.pt", net, make_card(net, "d", "all", 1, 9, "train d"), {"name": "d"},
+                           training={"optimizer": None})
+    first = tmp_path / "default_model.pt"
+    assert export([str(ckpt), str(first), "--trained-with", "make data", "--trained-with", "train d"]) == 0
+    grey = tmp_path / "grey.pt"
+    assert export([str(first), str(grey), "--colour", "grey"]) == 0
+    card = read_bundle(grey)["card"]
+    assert card["model"]["colour"] == "grey" and "grey" in card["normalisation"]["input"]
+    assert card["default_model"]["trained_with"] == "make data && train d"
+    assert card["default_model"]["source_checkpoint"] == "depth.pt"
+    steps = card["default_model"]["exported_with"].split(" && ")
+    assert len(steps) == 2 and steps[1].endswith("default_model.pt grey.pt --colour grey")
+    a, b = load_bundle(first).depth, load_bundle(grey).depth
+    assert b.config.colour == "grey" and a.config.colour == "rgb"
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    # the curriculum section that continues training from it keeps the grey input
+    assert ModelSection.dict_from_card(card["model"])["colour"] == "grey"
+    assert ModelSection(colour="grey").to_net_config().colour == "grey"

@@ -367,3 +367,18 @@ def test_frame_skip_numbers_match_finetune_selection_json():
     assert _close(auto_row.split("|")[3].strip(), auto)
     assert "abs_rel, frames 70-109 (initial model: 0.150) |\n|---|---:|---:|\n| defaults | 1 |" in docs
     assert _close("0.150", doc["initial"])
+
+
+def test_grey_input_bullet_matches_its_selection_json():
+    doc = json.loads((RESULTS / "model_selection_grey.json").read_text())
+    assert doc["choice"]["chosen"] == "grey"
+    inc, grey = doc["results"]["shipped"], doc["results"]["grey"]
+    assert "grey" in grey["card"]["normalisation"]["input"] and "grey" not in inc["card"]["normalisation"]["input"]
+    text = " ".join(README.split())
+    m = re.search(r"real validation abs_rel ([\d.]+) → ([\d.]+), lower on all three blocks, synthetic validation "
+                  r"(\d\.\d+) ± (\d\.\d+) → (\d\.\d+) ± (\d\.\d+)", text)
+    assert m, "grey-input bullet not found"
+    assert _close(m.group(1), inc["real"]["abs_rel_mean"]) and _close(m.group(2), grey["real"]["abs_rel_mean"])
+    assert all(g["model"] < i["model"] for g, i in zip(grey["real"]["blocks"], inc["real"]["blocks"]))
+    assert _close(m.group(3), inc["abs_rel_mean"]) and _close(m.group(4), inc["abs_rel_sd"])
+    assert _close(m.group(5), grey["abs_rel_mean"]) and _close(m.group(6), grey["abs_rel_sd"])

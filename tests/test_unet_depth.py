@@ -167,3 +167,38 @@ def test_dispnet_takes_the_extra_input_channels_too():
     x = network_input(net, torch.rand(2, 3, 32, 32))
     assert x.shape[1] == 6 and net.encoder[0][0][0].in_channels == 6
     assert [tuple(d.shape) for d in net(x)] == [(2, 1, 32, 32), (2, 1, 16, 16)]
+
+
+def test_grey_frames_keep_the_linear_luminance_and_the_physics_channel():
+    from colondepth.models.depth_net import grey_frames, linear_luminance_t
+
+    torch.manual_seed(1)
+    rgb = torch.rand(2, 3, 8, 8)
+    g = grey_frames(rgb)
+    assert g.shape == rgb.shape
+    assert torch.equal(g[:, 0], g[:, 1]) and torch.equal(g[:, 1], g[:, 2])
+    assert torch.allclose(linear_luminance_t(g), linear_luminance_t(rgb), atol=1e-6)
+    assert torch.allclose(physics_prior_channel(g), physics_prior_channel(rgb), atol=1e-5)
+    # a neutral grey stays itself; pure green is brighter than pure blue (Rec. 709 weights, gamma 2.2)
+    assert torch.allclose(grey_frames(torch.full((1, 3, 1, 1), 0.6)), torch.full((1, 3, 1, 1), 0.6), atol=1e-6)
+    green, blue = torch.zeros(1, 3, 1, 1), torch.zeros(1, 3, 1, 1)
+    green[:, 1], blue[:, 2] = 1.0, 1.0
+    assert float(grey_frames(green)[0, 0]) == pytest.approx(0.7152 ** (1 / 2.2), rel=1e-5)
+    assert float(grey_frames(blue)[0, 0]) == pytest.approx(0.0722 ** (1 / 2.2), rel=1e-5)
+
+
+def test_a_grey_model_sees_a_colour_frame_as_its_grey_twin(net):
+    from colondepth.models.depth_net import grey_frames
+
+    grey_net = build_depth_net(DepthNetConfig(**dict(SMALL, colour="grey"))).eval()
+    grey_net.load_state_dict(net.state_dict())
+    torch.manual_seed(2)
+    rgb = torch.rand(1, 3, 32, 32)
+    K = torch.tensor([[20.0, 0, 15.5], [0, 20.0, 15.5], [0, 0, 1]])
+    assert torch.allclose(network_input(grey_net, rgb, K), network_input(net, grey_frames(rgb), K), atol=1e-6)
+    # a frame recoloured to its own luminance gives the grey model the same input, the colour model not
+    same_lum = grey_frames(rgb)
+    assert torch.allclose(network_input(grey_net, same_lum, K), network_input(grey_net, rgb, K), atol=1e-6)
+    assert not torch.allclose(network_input(net, same_lum, K), network_input(net, rgb, K), atol=1e-3)
+    with pytest.raises(ValueError, match="colour must be one of rgb, grey"):
+        DepthNetConfig(**dict(SMALL, colour="hsv"))

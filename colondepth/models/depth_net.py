@@ -32,6 +32,9 @@ from colondepth.conventions import ImageSize
 #: ``log(1 / sqrt(luminance))`` minus its image median (:func:`physics_prior_channel`).
 INPUT_CHANNELS = {"rays": 2, "physics": 1}
 
+#: What the network sees of a frame's colour (``DepthNetConfig.colour``): all of it, or its luminance alone.
+COLOUR_MODES = ("rgb", "grey")
+
 #: Channel mean / std the model normalises RGB in [0, 1] with (stored in the model card).
 DEFAULT_MEAN = (0.45, 0.45, 0.45)
 DEFAULT_STD = (0.225, 0.225, 0.225)
@@ -57,6 +60,10 @@ class DepthNetConfig:
         ``"batch"``, ``"group"`` (8 groups or fewer) or ``"none"``.
     mean, std : list of float
         Per-channel normalisation applied to RGB in ``[0, 1]``.
+    colour : str
+        ``"rgb"``: the network sees the frame's colours; ``"grey"``: it sees only the frame's luminance, in all
+        three channels (:func:`grey_frames`): mucosa colour, white balance and the camera's colour response
+        differ between endoscopes and patients far more than shading does.
     """
 
     input_height: int = 128
@@ -73,8 +80,11 @@ class DepthNetConfig:
     features: list = field(default_factory=lambda: [16, 16, 32, 64, 128, 16])
     inputs: list = field(default_factory=list)
     default_fov_deg: float = 140.0
+    colour: str = "rgb"
 
     def __post_init__(self) -> None:
+        if self.colour not in COLOUR_MODES:
+            raise ValueError(f"colour must be one of {', '.join(COLOUR_MODES)}, got {self.colour!r}")
         if self.arch not in ("dispnet", "basic_unet"):
             raise ValueError(f"arch must be 'dispnet' or 'basic_unet', got {self.arch!r}")
         bad = [i for i in self.inputs if i not in INPUT_CHANNELS]
@@ -303,6 +313,32 @@ def pinhole_ray_channels(K: torch.Tensor, height: int, width: int) -> torch.Tens
     return torch.stack([x / norm, y / norm], dim=1)
 
 
+def linear_luminance_t(rgb01: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` linear Rec. 709 luminance of ``(B, 3, H, W)`` display-encoded RGB in [0, 1] (display
+    gamma ``DEFAULT_GAMMA`` undone first): the torch twin of :func:`colondepth.eval.baselines.linear_luminance`."""
+    from colondepth.eval.baselines import DEFAULT_GAMMA, REC709_WEIGHTS
+
+    w = torch.tensor(REC709_WEIGHTS, dtype=rgb01.dtype, device=rgb01.device).view(1, 3, 1, 1)
+    return (rgb01.clamp(0, 1) ** DEFAULT_GAMMA * w).sum(1, keepdim=True)
+
+
+def grey_frames(rgb01: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` grey frames of ``(B, 3, H, W)`` display-encoded RGB in [0, 1]: the linear luminance
+    (:func:`linear_luminance_t`) re-encoded with the display gamma, in all three channels.  A grey frame has
+    the luminance of its colour original, so the physics prior of either is the same.
+
+    >>> import torch
+    >>> g = grey_frames(torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1))
+    >>> [round(float(v), 4) for v in g.flatten()]
+    [0.4951, 0.4951, 0.4951]
+    >>> bool(torch.allclose(linear_luminance_t(g), linear_luminance_t(torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1))))
+    True
+    """
+    from colondepth.eval.baselines import DEFAULT_GAMMA
+
+    return (linear_luminance_t(rgb01) ** (1.0 / DEFAULT_GAMMA)).expand(-1, 3, -1, -1)
+
+
 def physics_prior_channel(rgb01: torch.Tensor) -> torch.Tensor:
     """``(B, 1, H, W)`` inverse-square-light log-depth prior of ``(B, 3, H, W)`` RGB in [0, 1].
 
@@ -313,11 +349,9 @@ def physics_prior_channel(rgb01: torch.Tensor) -> torch.Tensor:
     """
     import kornia
 
-    from colondepth.eval.baselines import (DEFAULT_GAMMA, DEFAULT_MIN_LUMINANCE, DEFAULT_SMOOTH_SIGMA_PX,
-                                           REC709_WEIGHTS)
+    from colondepth.eval.baselines import DEFAULT_MIN_LUMINANCE, DEFAULT_SMOOTH_SIGMA_PX
 
-    w = torch.tensor(REC709_WEIGHTS, dtype=rgb01.dtype, device=rgb01.device).view(1, 3, 1, 1)
-    lum = (rgb01.clamp(0, 1) ** DEFAULT_GAMMA * w).sum(1, keepdim=True)
+    lum = linear_luminance_t(rgb01)
     sig = float(DEFAULT_SMOOTH_SIGMA_PX)
     k = 2 * int(math.ceil(3 * sig)) + 1
     lum = kornia.filters.gaussian_blur2d(lum, (k, k), (sig, sig), border_type="replicate")
@@ -342,11 +376,14 @@ def default_K(config: "DepthNetConfig", height: int, width: int, batch: int, dev
 def network_input(net: nn.Module, rgb01: torch.Tensor, K: torch.Tensor | None = None) -> torch.Tensor:
     """The one preprocessing of every depth network: RGB ``(B, 3, H, W)`` in [0, 1] -> ``(B, C, H, W)``.
 
-    Normalised RGB (``(rgb - mean) / std``), then the optional channels named by ``config.inputs`` in
-    that order: ray directions from ``K`` (``(B, 3, 3)`` or ``(3, 3)`` intrinsics of this ``(H, W)``
-    grid; None: :func:`default_K`) and the physics prior.  Training and inference both call this.
+    With ``config.colour == "grey"`` the frames are made grey first (:func:`grey_frames`).  Then normalised
+    RGB (``(rgb - mean) / std``) and the optional channels named by ``config.inputs`` in that order: ray
+    directions from ``K`` (``(B, 3, 3)`` or ``(3, 3)`` intrinsics of this ``(H, W)`` grid; None:
+    :func:`default_K`) and the physics prior.  Training and inference both call this.
     """
     cfg = net.config
+    if getattr(cfg, "colour", "rgb") == "grey":
+        rgb01 = grey_frames(rgb01)
     parts = [(rgb01 - net.mean) / net.std]
     for name in cfg.inputs:
         if name == "rays":

@@ -31,6 +31,13 @@ def camera_card(cfg) -> dict:
     }
 
 
+def input_words(cfg) -> str:
+    """What the network is fed, for the model card's ``normalisation.input``."""
+    if getattr(cfg, "colour", "rgb") == "grey":
+        return "RGB float in [0, 1], made grey (linear Rec. 709 luminance, display gamma) before the network"
+    return "RGB float in [0, 1]"
+
+
 def make_card(net, curriculum_name: str, stage_name: str, stage_index: int, global_step: int,
               command: str) -> dict:
     """The model card: everything needed to run and interpret the network, as plain data.
@@ -49,7 +56,7 @@ def make_card(net, curriculum_name: str, stage_name: str, stage_index: int, glob
         "architecture": "UNetDepthNet" if getattr(cfg, "arch", "dispnet") == "basic_unet" else "DepthNet",
         "model": cfg.to_dict(),
         "input_size": [int(cfg.input_height), int(cfg.input_width)],
-        "normalisation": {"input": "RGB float in [0, 1]", "mean": [float(v) for v in cfg.mean],
+        "normalisation": {"input": input_words(cfg), "mean": [float(v) for v in cfg.mean],
                           "std": [float(v) for v in cfg.std]},
         "depth_range_mm": [float(cfg.min_depth_mm), float(cfg.max_depth_mm)],
         "output": "z-depth in mm along the OpenCV camera +Z axis, same pixel grid as the input",

@@ -38,6 +38,7 @@ class ModelSection(_Strict):
     features: list[Annotated[int, Field(gt=0)]] = [16, 32, 64, 128, 256, 16]  # basic_unet channels
     inputs: list[Literal["rays", "physics"]] = []  # extra input channels (ray directions, physics prior)
     default_fov_deg: float = Field(140.0, ge=1.0, lt=180.0)  # field of view assumed without intrinsics
+    colour: Literal["rgb", "grey"] = "rgb"  # grey: the network sees each frame's luminance only
 
     @model_validator(mode="after")
     def _check(self) -> "ModelSection":
@@ -83,7 +84,7 @@ class ModelSection(_Strict):
                               decoder_channels=list(self.decoder_channels),
                               num_scales=self.num_scales, norm=self.norm, arch=self.arch,
                               features=list(self.features), inputs=list(self.inputs),
-                              default_fov_deg=self.default_fov_deg)
+                              default_fov_deg=self.default_fov_deg, colour=self.colour)
 
 
 class Budget(_Strict):
