@@ -120,6 +120,14 @@ def frames_folder(root: Path, work: Path, frames) -> tuple[Path, Path]:
     return src, work / "intrinsics.yaml"
 
 
+def model_id(checkpoint) -> str:
+    """The first 12 hex digits of a checkpoint file's SHA-256: run folders are keyed by it, so a run of another
+    starting model (e.g. a new default model) is never resumed or reused."""
+    import hashlib
+
+    return hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:12]
+
+
 def sinus_root(shared_data) -> Path:
     """``SHARED/sinus_sfm_sample`` of ``--shared-data``, or exit with a one-line message naming the fix."""
     root = (Path(shared_data) if shared_data else Path("missing")) / "sinus_sfm_sample"
@@ -158,7 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-finetune", action="store_true", help="only score the model as it is")
     ap.add_argument("--max-frames", type=int, default=None, help="at most this many test frames (a quick check)")
     ap.add_argument("--shared-data", type=Path, default=default_shared_data())
-    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".cache" / "selfsup_real")
+    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".cache" / "selfsup_real",
+                    help="run folders, one per starting checkpoint (its SHA-256, first 12 hex digits)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -176,7 +185,7 @@ def main(argv=None) -> int:
     doc["before"] = score_model(checkpoint, root, TEST_FRAMES, args.max_frames)
     if not args.no_finetune:
         print(f"fine-tuning on frames {FINETUNE_FRAMES[0]}-{FINETUNE_FRAMES[-1]} ({args.steps} steps)", flush=True)
-        tuned, seconds = finetune(checkpoint, root, args.work, args.steps, FINETUNE_FRAMES)
+        tuned, seconds = finetune(checkpoint, root, args.work / model_id(checkpoint), args.steps, FINETUNE_FRAMES)
         doc["finetune"] = {"steps": args.steps, "seconds": round(seconds, 1),
                            "command": "colondepth finetune --init CKPT --video FRAMES_0_249 --intrinsics K.yaml "
                                       f"--steps {args.steps} (all other options at their defaults)"}

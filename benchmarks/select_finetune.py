@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -82,6 +81,7 @@ def main(argv=None) -> int:
     import torch
 
     from bench_selfsup_real import finetune, sinus_root
+    from bench_selfsup_real import model_id as checkpoint_id
     from bench_transfer import score_sinus
     from colondepth.infer.predictor import DepthPredictor
     from colondepth.io import atomic_write_text
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_model_path()
     if not checkpoint.is_file():
         raise SystemExit(f"{checkpoint}: no such checkpoint; pass --checkpoint with a model file")
-    model_id = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    model_id = checkpoint_id(checkpoint)
     args.work = args.work / model_id  # runs of another starting model are never resumed or reused
 
     def score(ckpt) -> float:

@@ -41,3 +41,26 @@ def test_pose_scores_exact_estimator_is_zero(bench):
     # flat frames give OpenCV nothing to match: every pair fails and is counted, not hidden
     assert out["opencv_vo"]["failed_pairs"] == 3 * 4
     assert set(bench.pose_scores(seq, range(n), None)) == {"opencv_vo", "zero_motion", "units"}
+
+
+def test_runs_are_keyed_by_the_starting_checkpoint(bench, tmp_path, monkeypatch):
+    """A new default model must not resume the fine-tuning run of the previous one."""
+    import hashlib
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"model one")
+    b.write_bytes(b"model two")
+    assert bench.model_id(a) == hashlib.sha256(b"model one").hexdigest()[:12]
+    assert bench.model_id(a) != bench.model_id(b) and len(bench.model_id(b)) == 12
+    seen = {}
+
+    def fake_finetune(checkpoint, root, work, steps, frames, options=()):
+        seen["work"] = work
+        raise SystemExit("stop after the work folder is chosen")
+
+    monkeypatch.setattr(bench, "finetune", fake_finetune)
+    monkeypatch.setattr(bench, "score_model", lambda *a, **k: {})
+    monkeypatch.setattr(bench, "sinus_root", lambda shared: tmp_path)
+    with pytest.raises(SystemExit, match="stop after"):
+        bench.main(["--checkpoint", str(b), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o.json")])
+    assert seen["work"] == tmp_path / "w" / bench.model_id(b)

@@ -94,7 +94,12 @@ def test_recon_table_matches_recon_json():
         assert _close(cells[3], pred["observed_ground_truth"]["chamfer_mm"]), (level, cells[3])
         assert _close(cells[4], pred["observed_ground_truth"]["fscore@2mm"]), (level, cells[4])
         pp = by[(level, "predicted", "predicted")]
-        assert _close(cells[5], pp["trajectory_ate_mm"]), (level, cells[5])
+        m = re.fullmatch(r"([\d.]+) / ([\d.]+) \(([\d.]+); ×([\d.]+)\)", cells[5])
+        assert m, cells[5]
+        assert _close(m.group(1), pp["trajectory_ate_mm"]), (level, cells[5])
+        assert _close(m.group(2), pp["trajectory_ate_similarity_mm"]), (level, cells[5])
+        assert _close(m.group(3), pp["line_ate_similarity_mm"]), (level, cells[5])
+        assert _close(m.group(4), pp["trajectory_scale_to_ground_truth"]), (level, cells[5])
         assert _close(cells[6], pp["observed_ground_truth"]["chamfer_mm"]), (level, cells[6])
         m = re.fullmatch(r"([\d.]+) % / ([\d.]+ %|n/a) \(([\d.]+) %\)", cells[7])
         assert m, cells[7]
@@ -289,7 +294,7 @@ def test_sinus_reconstruction_numbers_match_recon_json():
                   r"than a straight constant-speed line \(([\d.]+) %", flat)
     assert m, "sinus sentence missing"
     assert _close(m.group(1), 100 * sn["ate_fraction_of_path"]) and _close(m.group(2), 100 * sn["line_ate_fraction_of_path"])
-    m = re.search(r"the SfM points lie a median (\d+) mm from the fused surface", flat)
+    m = re.search(r"the SfM points lie a median ([\d.]+) mm from the fused surface", flat)
     assert m and _close(m.group(1), sn["sfm_point_to_surface_mm"]["median"])
     assert "with the video defaults: tracked corners, no model tracking" in flat
     assert (sn["pose_guess"], sn["tracking"]) == ("features", "none")
@@ -382,3 +387,18 @@ def test_grey_input_bullet_matches_its_selection_json():
     assert all(g["model"] < i["model"] for g, i in zip(grey["real"]["blocks"], inc["real"]["blocks"]))
     assert _close(m.group(3), inc["abs_rel_mean"]) and _close(m.group(4), inc["abs_rel_sd"])
     assert _close(m.group(5), grey["abs_rel_mean"]) and _close(m.group(6), grey["abs_rel_sd"])
+
+
+def test_metric_scale_sentence_matches_its_json():
+    doc = json.loads((RESULTS / "metric_scale.json").read_text())
+    s = doc["summary"]
+    flat = " ".join(README.split())
+    m = re.search(r"the 36 validation sequences of seeds 5000-5002\) finds the predicted depth's median off by a factor "
+                  r"whose log varies by ([\d.]+) between sequences and ([\d.]+) between the frames of one sequence, and "
+                  r"`log\(pred / true\) = a ([+−]) ([\d.]+) · log\(lumen radius\)` explains (\d+) %", flat)
+    assert m, "metric-scale sentence not found"
+    assert s["sequences"] == 36
+    assert _close(m.group(1), s["between_sequences_sd_log"]) and _close(m.group(2), s["within_sequence_sd_log_mean"])
+    slope = float(m.group(4)) * (-1 if m.group(3) == "−" else 1)
+    assert _close(f"{slope:.2f}", s["fit_log_ratio_vs_log_radius"]["slope"])
+    assert int(m.group(5)) == round(100 * s["fit_log_ratio_vs_log_radius"]["variance_explained"])
