@@ -402,3 +402,17 @@ def test_metric_scale_sentence_matches_its_json():
     slope = float(m.group(4)) * (-1 if m.group(3) == "−" else 1)
     assert _close(f"{slope:.2f}", s["fit_log_ratio_vs_log_radius"]["slope"])
     assert int(m.group(5)) == round(100 * s["fit_log_ratio_vs_log_radius"]["variance_explained"])
+
+
+def test_grey_trained_candidate_sentence_matches_its_json():
+    doc = json.loads((RESULTS / "model_selection_grey_trained.json").read_text())
+    assert doc["choice"]["chosen"] == "shipped"
+    inc, cand = doc["results"]["shipped"], doc["results"]["grey_trained"]
+    text = " ".join(README.split())
+    m = re.search(r"did not do better under the same rule \(real validation ([\d.]+) against ([\d.]+), worse on (\w+) "
+                  r"of the three blocks; synthetic (\d\.\d+) ± (\d\.\d+);", text)
+    assert m, "grey-trained sentence not found"
+    assert _close(m.group(1), cand["real"]["abs_rel_mean"]) and _close(m.group(2), inc["real"]["abs_rel_mean"])
+    worse = sum(c["model"] > i["model"] for c, i in zip(cand["real"]["blocks"], inc["real"]["blocks"]))
+    assert m.group(3) == {1: "one", 2: "two", 3: "all"}[worse]
+    assert _close(m.group(4), cand["abs_rel_mean"]) and _close(m.group(5), cand["abs_rel_sd"])
