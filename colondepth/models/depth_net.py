@@ -330,7 +330,7 @@ def grey_frames(rgb01: torch.Tensor) -> torch.Tensor:
     >>> import torch
     >>> g = grey_frames(torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1))
     >>> [round(float(v), 4) for v in g.flatten()]
-    [0.4951, 0.4951, 0.4951]
+    [0.5015, 0.5015, 0.5015]
     >>> bool(torch.allclose(linear_luminance_t(g), linear_luminance_t(torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1))))
     True
     """
