@@ -42,6 +42,21 @@ def test_network_output_scales_with_the_displacement():
         net.inputs(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 16, 32))
 
 
+def test_a_grey_two_frame_network_sees_both_frames_grey():
+    from colondepth.models.depth_net import DepthNetConfig, grey_frames
+    from colondepth.models.two_frame_net import TwoFrameConfig, TwoFrameDepthNet
+
+    cfg = dict(arch="basic_unet", input_height=32, input_width=32, features=[4, 4, 8, 8, 16, 4], inputs=["rays"],
+               min_depth_mm=0.5, max_depth_mm=400.0)
+    grey = TwoFrameDepthNet(TwoFrameConfig(DepthNetConfig(**cfg, colour="grey"))).eval()
+    colour = TwoFrameDepthNet(TwoFrameConfig(DepthNetConfig(**cfg))).eval()
+    torch.manual_seed(3)
+    t, p = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    K = torch.tensor([[20.0, 0, 15.5], [0, 20.0, 15.5], [0, 0, 1]])
+    assert torch.allclose(grey.inputs(t, p, K), colour.inputs(grey_frames(t), grey_frames(p), K), atol=1e-6)
+    assert not torch.allclose(grey.inputs(t, p, K)[:, -3:], colour.inputs(t, p, K)[:, -3:], atol=1e-3)
+
+
 def test_pairs_follow_gap_motion_and_rotation_limits():
     from types import SimpleNamespace
 

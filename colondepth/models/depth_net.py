@@ -339,6 +339,12 @@ def grey_frames(rgb01: torch.Tensor) -> torch.Tensor:
     return (linear_luminance_t(rgb01) ** (1.0 / DEFAULT_GAMMA)).expand(-1, 3, -1, -1)
 
 
+def seen_colour(config: "DepthNetConfig", rgb01: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` frames as a network of ``config`` sees them: unchanged, or grey (:func:`grey_frames`)
+    with ``config.colour == "grey"``.  Every frame a depth or two-frame network is fed passes through this."""
+    return grey_frames(rgb01) if config.colour == "grey" else rgb01
+
+
 def physics_prior_channel(rgb01: torch.Tensor) -> torch.Tensor:
     """``(B, 1, H, W)`` inverse-square-light log-depth prior of ``(B, 3, H, W)`` RGB in [0, 1].
 
@@ -382,8 +388,7 @@ def network_input(net: nn.Module, rgb01: torch.Tensor, K: torch.Tensor | None = 
     :func:`default_K`) and the physics prior.  Training and inference both call this.
     """
     cfg = net.config
-    if getattr(cfg, "colour", "rgb") == "grey":
-        rgb01 = grey_frames(rgb01)
+    rgb01 = seen_colour(cfg, rgb01)
     parts = [(rgb01 - net.mean) / net.std]
     for name in cfg.inputs:
         if name == "rays":

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from colondepth.models.depth_net import (DepthNetConfig, network_input, prepare_frames, sigmoid_to_depth)
+from colondepth.models.depth_net import (DepthNetConfig, network_input, prepare_frames, seen_colour,
+                                        sigmoid_to_depth)
 
 __all__ = ["TwoFrameConfig", "TwoFrameDepthNet", "pair_depth_label"]
 
@@ -85,6 +86,7 @@ class TwoFrameDepthNet(nn.Module):
         if target01.shape != partner01.shape:
             raise ValueError(f"target and partner must have the same shape, got {tuple(target01.shape)} and "
                              f"{tuple(partner01.shape)}")
+        partner01 = seen_colour(self.config, partner01)  # a grey model sees both frames grey
         return torch.cat([network_input(self, target01, K), (partner01 - self.mean) / self.std], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

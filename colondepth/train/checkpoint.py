@@ -33,7 +33,7 @@ def camera_card(cfg) -> dict:
 
 def input_words(cfg) -> str:
     """What the network is fed, for the model card's ``normalisation.input``."""
-    if getattr(cfg, "colour", "rgb") == "grey":
+    if cfg.colour == "grey":
         return "RGB float in [0, 1], made grey (linear Rec. 709 luminance, display gamma) before the network"
     return "RGB float in [0, 1]"
 
